@@ -1,0 +1,147 @@
+"""Yes/No scoring of recommendation prompts on a hooked model.
+
+Usage::
+
+    from recircuit.models import score, answer_tokens, tokenize_prompts, yes_no_logits
+    p_yes = score(model, samples, batch_size=8)        # np.ndarray [n], P("Yes")
+    toks = answer_tokens(model.tokenizer)             # AnswerTokens(yes=9230, no=2838) on SmolLM2
+
+``score`` is the softmax over the two answer logits at the last prompt position. Batches are
+left-padded with an attention mask and matching position ids, so padding does not change a score.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from jaxtyping import Float, Int
+from tqdm.auto import tqdm
+
+from recircuit.data.prompts import Sample
+
+
+class AnswerTokenError(ValueError):
+    """The tokenizer does not encode the answers as single tokens."""
+
+
+@dataclass(frozen=True)
+class AnswerTokens:
+    """Token ids of the two answers, ``" Yes"`` and ``" No"``."""
+
+    yes: int
+    no: int
+
+    def as_tensor(self, device: torch.device | str = "cpu") -> Int[torch.Tensor, "2"]:
+        """``tensor([yes, no])``."""
+        return torch.tensor([self.yes, self.no], device=device)
+
+
+def answer_tokens(tokenizer, yes: str = " Yes", no: str = " No") -> AnswerTokens:
+    """Resolve the answer token ids for ``tokenizer``; fail clearly if either is not one token."""
+    ids = {}
+    for word in (yes, no):
+        enc = tokenizer.encode(word, add_special_tokens=False)
+        if len(enc) != 1:
+            raise AnswerTokenError(
+                f"The tokenizer splits {word!r} into {len(enc)} tokens {enc}; recircuit scores "
+                "the first answer token and needs each answer to be a single token. Use a model "
+                "whose tokenizer has single-token ' Yes'/' No', or pass other answer words."
+            )
+        ids[word] = enc[0]
+    return AnswerTokens(yes=ids[yes], no=ids[no])
+
+
+@dataclass
+class TokenizedBatch:
+    """A left-padded batch of prompts."""
+
+    input_ids: Int[torch.Tensor, "batch pos"]
+    attention_mask: Int[torch.Tensor, "batch pos"]
+
+    @property
+    def position_ids(self) -> Int[torch.Tensor, "batch pos"]:
+        """Positions counted over real tokens only (padding gets 0)."""
+        return (self.attention_mask.cumsum(-1) - 1).clamp(min=0)
+
+    def to(self, device: torch.device | str) -> TokenizedBatch:
+        """Move to ``device``."""
+        return TokenizedBatch(self.input_ids.to(device), self.attention_mask.to(device))
+
+
+def tokenize_prompts(
+    tokenizer, prompts: Sequence[str], device: torch.device | str = "cpu"
+) -> TokenizedBatch:
+    """Tokenize ``prompts`` with left padding (the last position is always the last prompt token)."""
+    old_side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        enc = tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
+    finally:
+        tokenizer.padding_side = old_side
+    return TokenizedBatch(enc["input_ids"].to(device), enc["attention_mask"].to(device))
+
+
+def forward_logits(model, batch: TokenizedBatch) -> Float[torch.Tensor, "batch pos vocab"]:
+    """Full logits of a left-padded batch."""
+    return model(batch.input_ids, attention_mask=batch.attention_mask, return_type="logits")
+
+
+def yes_no_logits(
+    model, batch: TokenizedBatch, answers: AnswerTokens | None = None
+) -> Float[torch.Tensor, "batch 2"]:
+    """The ``[yes, no]`` logits at the last prompt position of each row."""
+    answers = answers or answer_tokens(model.tokenizer)
+    logits = forward_logits(model, batch)
+    return logits[:, -1, :][:, [answers.yes, answers.no]]
+
+
+def iter_batches(items: Sequence, batch_size: int) -> Iterator[Sequence]:
+    """Consecutive slices of ``items`` of at most ``batch_size``."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    for i in range(0, len(items), batch_size):
+        yield items[i : i + batch_size]
+
+
+@torch.no_grad()
+def score(
+    model,
+    samples: Sequence[Sample] | Sequence[str],
+    batch_size: int = 8,
+    progress: bool = True,
+    desc: str = "scoring",
+) -> Float[np.ndarray, "n"]:
+    """P("Yes") for each sample: softmax over the Yes/No logits at the last prompt position.
+
+    Args:
+        model: a bridge (or any module with ``.tokenizer`` taking ``attention_mask``).
+        samples: :class:`Sample` objects or raw prompt strings.
+        batch_size: prompts per forward pass.
+        progress: show a tqdm bar.
+        desc: the bar's label.
+
+    Returns:
+        float64 array of P(Yes), one per sample.
+    """
+    if len(samples) == 0:
+        return np.zeros(0, dtype=np.float64)
+    prompts = [s.prompt if isinstance(s, Sample) else str(s) for s in samples]
+    answers = answer_tokens(model.tokenizer)
+    device = next(model.parameters()).device
+    out: list[np.ndarray] = []
+    was_training = model.training
+    model.eval()
+    try:
+        bar = tqdm(total=len(prompts), desc=desc, unit="sample", disable=not progress, leave=False)
+        for chunk in iter_batches(prompts, batch_size):
+            batch = tokenize_prompts(model.tokenizer, chunk, device)
+            two = yes_no_logits(model, batch, answers).float()
+            out.append(torch.softmax(two, dim=-1)[:, 0].double().cpu().numpy())
+            bar.update(len(chunk))
+        bar.close()
+    finally:
+        model.train(was_training)
+    return np.concatenate(out)
