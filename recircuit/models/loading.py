@@ -119,7 +119,8 @@ def load_model(
 
     Args:
         name_or_path: ``"smollm2-135m-instruct"`` (offline GGUF asset), an HF hub name that
-            TransformerLens supports, or a local HF model directory.
+            TransformerLens supports, a local HF model directory, or ``"tiny"`` (the random
+            test model of :func:`tiny_model`, for fast dry runs).
         device: torch device; defaults to CUDA when available.
         dtype: weight dtype (float32 by default; use bfloat16 on GPU for speed).
 
@@ -130,6 +131,8 @@ def load_model(
         ModelLoadError: the name is unknown, the hub is unreachable or the path is not a model.
     """
     device = torch.device(device) if device is not None else default_device()
+    if name_or_path.lower() in ("tiny", TINY_MODEL_NAME):
+        return tiny_model(device=device)
     hf, tok, hf_name = load_hf(name_or_path, dtype=dtype)
     try:
         bridge = _boot(hf_name, hf, tok, device, dtype)

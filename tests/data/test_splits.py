@@ -1,0 +1,69 @@
+import json
+
+import pytest
+
+from recircuit.data import (
+    SplitError,
+    check_disjoint,
+    forget_retain_split,
+    random_split,
+    write_tallrec_json,
+)
+
+
+def test_tallrec_preset_reproduces_published_split_byte_for_byte(tallrec, shared_data, tmp_path):
+    assert (len(tallrec.train), len(tallrec.valid), len(tallrec.test)) == (8000, 1000, 1000)
+    for part in ("valid", "test"):
+        out = write_tallrec_json(getattr(tallrec, part), tmp_path / f"{part}.json")
+        assert out.read_bytes() == (shared_data / "tallrec-movie" / f"{part}.json").read_bytes(), part
+
+
+def test_tallrec_samples_keep_history_and_ids(tallrec):
+    s = tallrec.test[0]
+    assert len(s.history) == 10 and len(s.history_ratings) == 10
+    assert s.user_id is not None and s.item_id is not None
+    assert s.label == int(json.loads(json.dumps(s.to_tallrec()))["output"] == "Yes.")
+
+
+def test_random_split_is_seeded_and_disjoint(movielens):
+    a = random_split(movielens, seed=1, samples_per_user=6)
+    b = random_split(movielens, seed=1, samples_per_user=6)
+    c = random_split(movielens, seed=2, samples_per_user=6)
+    assert [s.uid for s in a.train] == [s.uid for s in b.train]
+    assert [s.uid for s in a.train] != [s.uid for s in c.train]
+    check_disjoint(train=a.train, valid=a.valid, test=a.test)
+    assert a.fingerprint() == b.fingerprint() != c.fingerprint()
+
+
+@pytest.mark.parametrize("level", ["user", "interaction"])
+def test_forget_retain_never_overlap(tallrec, level):
+    fr = forget_retain_split(tallrec, level=level, fraction=0.2, seed=3)
+    check_disjoint(forget=fr.forget, retain=fr.retain, valid=tallrec.valid, test=tallrec.test)
+    assert len(fr.forget) + len(fr.retain) == len(tallrec.train)
+    if level == "user":
+        forgotten = set(fr.forget_users)
+        assert all(s.user_id not in forgotten for s in fr.retain)
+        users = {s.user_id for s in tallrec.train}
+        assert len(forgotten) == round(0.2 * len(users))
+    else:
+        assert len(fr.forget) == round(0.2 * len(tallrec.train))
+
+
+def test_forget_by_explicit_ids(tallrec):
+    user = tallrec.train[0].user_id
+    fr = forget_retain_split(tallrec, level="user", user_ids=[user])
+    assert fr.forget_users == [user]
+    item = tallrec.train[5].item_id
+    fi = forget_retain_split(tallrec, level="interaction", item_ids=[item])
+    assert fi.forget and all(s.item_id == item for s in fi.forget)
+
+
+def test_bad_forget_requests_raise(tallrec):
+    with pytest.raises(SplitError, match="empty"):
+        forget_retain_split(tallrec, level="user", fraction=0.0)
+    with pytest.raises(SplitError, match="whole training set"):
+        forget_retain_split(tallrec, level="interaction", fraction=1.0)
+    with pytest.raises(SplitError, match="no training samples"):
+        forget_retain_split(tallrec, level="user", user_ids=[10**6])
+    with pytest.raises(SplitError, match="overlap"):
+        check_disjoint(forget=tallrec.test[:3], test=tallrec.test)

