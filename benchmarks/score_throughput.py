@@ -16,7 +16,14 @@ import time
 import torch
 
 from recircuit.data import build_split
-from recircuit.models import answer_tokens, iter_batches, load_hf, tiny_hf_model, tokenize_prompts
+from recircuit.models import (
+    answer_tokens,
+    iter_batches,
+    load_hf,
+    plain_forward,
+    tiny_hf_model,
+    tokenize_prompts,
+)
 from recircuit.models.loading import _boot
 from recircuit.report_table import format_table
 
@@ -40,15 +47,18 @@ def main() -> None:
     ans = answer_tokens(tok)
     prompts = [s.prompt for s in build_split("tallrec", data_dir=args.data_dir).test[: args.n]]
 
-    times = {"hf": 0.0, "recircuit": 0.0}
-    p = {"hf": [], "recircuit": []}
+    times = {"hf": 0.0, "recircuit": 0.0, "recircuit+head-hooks": 0.0}
+    p = {k: [] for k in times}
     with torch.no_grad():
         for chunk in iter_batches(prompts, args.batch_size):
             b = tokenize_prompts(tok, chunk, device)
-            for who in ("hf", "recircuit"):
+            for who in ("hf", "recircuit", "recircuit+head-hooks"):
                 t = time.perf_counter()
                 if who == "hf":
                     logits = ref(b.input_ids, attention_mask=b.attention_mask, position_ids=b.position_ids).logits
+                elif who == "recircuit":
+                    with plain_forward(bridge):
+                        logits = bridge(b.input_ids, attention_mask=b.attention_mask, return_type="logits")
                 else:
                     logits = bridge(b.input_ids, attention_mask=b.attention_mask, return_type="logits")
                 two = logits[:, -1, [ans.yes, ans.no]].float()
@@ -57,11 +67,14 @@ def main() -> None:
                     torch.cuda.synchronize()
                 times[who] += time.perf_counter() - t
     diff = (torch.cat(p["hf"]) - torch.cat(p["recircuit"])).abs().max().item()
+    diff_hooks = (torch.cat(p["hf"]) - torch.cat(p["recircuit+head-hooks"])).abs().max().item()
     rows = [{"scorer": k, "samples_per_s": round(args.n / v, 3), "seconds": round(v, 2)} for k, v in times.items()]
     print(format_table(rows))
     print(f"\nmodel={args.model} device={device} n={args.n} batch={args.batch_size}")
-    print(f"bridge overhead: recircuit/hf throughput ratio = {times['hf'] / times['recircuit']:.3f}")
-    print(f"max |P(yes) difference| = {diff:.2e}")
+    print(f"bridge overhead: recircuit score() / hf throughput ratio = {times['hf'] / times['recircuit']:.3f}"
+          f"  (max |dP(yes)| = {diff:.2e})")
+    print(f"with per-head circuit hooks on: ratio = {times['hf'] / times['recircuit+head-hooks']:.3f}"
+          f"  (max |dP(yes)| = {diff_hooks:.2e})")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -51,6 +53,27 @@ def enable_circuit_hooks(model: TransformerBridge) -> TransformerBridge:
     model.set_use_split_qkv_input(True)
     model.set_use_hook_mlp_in(True)
     return model
+
+
+@contextmanager
+def plain_forward(model: TransformerBridge) -> Iterator[TransformerBridge]:
+    """Temporarily switch the per-head hooks off, for forward passes that need no circuits.
+
+    With them off the bridge computes exactly what HF computes (bit-identical logits) and skips
+    materialising per-head results ``[batch, pos, n_heads, d_model]``, which makes scoring faster.
+    The previous settings are restored on exit.
+    """
+    cfg = model.cfg
+    before = (cfg.use_attn_result, cfg.use_split_qkv_input, cfg.use_hook_mlp_in)
+    model.set_use_attn_result(False)
+    model.set_use_split_qkv_input(False)
+    model.set_use_hook_mlp_in(False)
+    try:
+        yield model
+    finally:
+        model.set_use_attn_result(before[0])
+        model.set_use_split_qkv_input(before[1])
+        model.set_use_hook_mlp_in(before[2])
 
 
 def _boot(hf_name: str, hf_model, tokenizer, device: torch.device, dtype: torch.dtype) -> TransformerBridge:

@@ -13,6 +13,7 @@ left-padded with an attention mask and matching position ids, so padding does no
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +22,7 @@ from jaxtyping import Float, Int
 from tqdm.auto import tqdm
 
 from recircuit.data.prompts import Sample
+from recircuit.models.loading import plain_forward
 
 
 class AnswerTokenError(ValueError):
@@ -113,6 +115,7 @@ def score(
     batch_size: int = 8,
     progress: bool = True,
     desc: str = "scoring",
+    plain: bool = True,
 ) -> Float[np.ndarray, "n"]:
     """P("Yes") for each sample: softmax over the Yes/No logits at the last prompt position.
 
@@ -122,6 +125,8 @@ def score(
         batch_size: prompts per forward pass.
         progress: show a tqdm bar.
         desc: the bar's label.
+        plain: switch the per-head hooks off while scoring (bit-identical to HF and faster).
+            Pass ``False`` to score under hooks you added on per-head points (interventions).
 
     Returns:
         float64 array of P(Yes), one per sample.
@@ -134,14 +139,16 @@ def score(
     out: list[np.ndarray] = []
     was_training = model.training
     model.eval()
+    switch = plain_forward(model) if plain and hasattr(model, "set_use_attn_result") else nullcontext()
     try:
-        bar = tqdm(total=len(prompts), desc=desc, unit="sample", disable=not progress, leave=False)
-        for chunk in iter_batches(prompts, batch_size):
-            batch = tokenize_prompts(model.tokenizer, chunk, device)
-            two = yes_no_logits(model, batch, answers).float()
-            out.append(torch.softmax(two, dim=-1)[:, 0].double().cpu().numpy())
-            bar.update(len(chunk))
-        bar.close()
+        with switch:
+            bar = tqdm(total=len(prompts), desc=desc, unit="sample", disable=not progress, leave=False)
+            for chunk in iter_batches(prompts, batch_size):
+                batch = tokenize_prompts(model.tokenizer, chunk, device)
+                two = yes_no_logits(model, batch, answers).float()
+                out.append(torch.softmax(two, dim=-1)[:, 0].double().cpu().numpy())
+                bar.update(len(chunk))
+            bar.close()
     finally:
         model.train(was_training)
     return np.concatenate(out)

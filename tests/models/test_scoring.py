@@ -49,3 +49,17 @@ def test_answer_tokens_must_be_single_tokens(tiny):
 
 def test_empty_input_scores_nothing(tiny):
     assert score(tiny, [], progress=False).shape == (0,)
+
+
+def test_score_equals_plain_hf_forward_bit_for_bit(toy_samples):
+    hf, tok = tiny_hf_model(seed=4)
+    ref = copy.deepcopy(hf)
+    bridge = _boot("meta-llama/Llama-2-7b-hf", hf, tok, torch.device("cpu"), torch.float32)
+    ans = answer_tokens(tok)
+    batch = tokenize_prompts(tok, [s.prompt for s in toy_samples])
+    with torch.no_grad():
+        logits = ref(batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids).logits
+    expected = torch.softmax(logits[:, -1, [ans.yes, ans.no]].float(), -1)[:, 0].double().numpy()
+    got = score(bridge, toy_samples, batch_size=len(toy_samples), progress=False)
+    np.testing.assert_array_equal(got, expected)
+    assert bridge.cfg.use_attn_result, "score() must restore the per-head hooks"
