@@ -1,0 +1,203 @@
+"""Counterfactual (corrupted) prompts for recommendation circuits.
+
+Usage::
+
+    from recircuit.circuits.corruptions import get_corruption
+    corrupt = get_corruption("label_flip")
+    corrupted = corrupt(samples)                      # one corrupted Sample per sample
+
+    corrupt = get_corruption("target_swap", titles=ml.titles, tokenizer=model.tokenizer)
+    corrupt = get_corruption("ppr", interactions=ml.interactions, titles=ml.titles, tokenizer=tok)
+
+Strategies (each a callable ``list[Sample] -> list[Sample]``, seeded):
+
+1. ``label_flip``: swap the preference and unpreference lists. The tokens are the same, moved,
+   so token length is preserved up to BPE merges at the list boundaries.
+2. ``target_swap``: replace the target title with another item's title of the same token length
+   (with ``tokenizer``; without one, the same character length).
+3. ``history_resample``: replace the history titles with those of another user's sample, keeping
+   each item's like/dislike slot; lengths are matched per title where a tokenizer is given.
+4. ``ppr``: the CURE-style graph corruption. Personalized PageRank from the user on the
+   user-item bipartite graph; history items are replaced by items the user's PPR ranks lowest
+   (far from the user), each with matched token length where possible.
+
+Where no length-matched replacement exists the original title is kept, so the pair stays aligned;
+:func:`recircuit.circuits.attribute.make_pair_batch` still checks lengths and fails clearly.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import torch
+from jaxtyping import Float
+
+from recircuit.data.prompts import Sample, build_input
+
+Corruption = Callable[[Sequence[Sample]], list[Sample]]
+
+_INPUT_RE = re.compile(
+    r'^User Preference: (?P<liked>.*)\nUser Unpreference: (?P<disliked>.*)\n'
+    r'Whether the user will like the target movie "(?P<target>.*)"\?$',
+    re.S,
+)
+
+
+def parse_input(text: str) -> tuple[list[str], list[str], str]:
+    """Split a TALLRec input into liked titles, disliked titles and the target title."""
+    m = _INPUT_RE.match(text)
+    if not m:
+        raise ValueError(f"Not a TALLRec movie input: {text[:80]!r}...; corruptions need the TALLRec format.")
+
+    def titles(s: str) -> list[str]:
+        s = s.strip()
+        return [] if not s else [t[1:-1] if t.startswith('"') else t for t in re.findall(r'"[^"]*"', s)]
+
+    return titles(m["liked"]), titles(m["disliked"]), m["target"]
+
+
+def label_flip(samples: Sequence[Sample]) -> list[Sample]:
+    """Swap the preference and unpreference lists of every sample."""
+    out = []
+    for s in samples:
+        liked, disliked, target = parse_input(s.input)
+        out.append(s.with_input(build_input(disliked, liked, target)))
+    return out
+
+
+def _length_fn(tokenizer) -> Callable[[str], int]:
+    if tokenizer is None:
+        return len
+    return lambda t: len(tokenizer.encode(f'"{t}"', add_special_tokens=False))
+
+
+class _TitlePool:
+    """Titles bucketed by (token) length, for length-matched sampling."""
+
+    def __init__(self, titles: dict[int, str], tokenizer=None) -> None:
+        self.length = _length_fn(tokenizer)
+        self.by_len: dict[int, list[str]] = {}
+        self.item_of = {t: i for i, t in titles.items()}
+        for t in titles.values():
+            self.by_len.setdefault(self.length(t), []).append(t)
+
+    def sample(self, like: str, rng: np.random.Generator, exclude: set[str]) -> str:
+        cands = [t for t in self.by_len.get(self.length(like), []) if t not in exclude and t != like]
+        return cands[int(rng.integers(len(cands)))] if cands else like
+
+
+def target_swap(titles: dict[int, str], tokenizer=None, seed: int = 0) -> Corruption:
+    """Replace each target with a random other title of the same token length."""
+    pool = _TitlePool(titles, tokenizer)
+
+    def corrupt(samples: Sequence[Sample]) -> list[Sample]:
+        rng = np.random.default_rng(seed)
+        out = []
+        for s in samples:
+            liked, disliked, target = parse_input(s.input)
+            new = pool.sample(target, rng, set(liked) | set(disliked))
+            out.append(s.with_input(build_input(liked, disliked, new)))
+        return out
+
+    return corrupt
+
+
+def history_resample(tokenizer=None, seed: int = 0) -> Corruption:
+    """Replace history titles with titles from other users' samples (same slot, matched length)."""
+
+    def corrupt(samples: Sequence[Sample]) -> list[Sample]:
+        rng = np.random.default_rng(seed)
+        parsed = [parse_input(s.input) for s in samples]
+        pool_titles = {i: t for i, t in enumerate(sorted({t for lk, dk, _ in parsed for t in lk + dk}))}
+        pool = _TitlePool(pool_titles, tokenizer)
+        out = []
+        for s, (liked, disliked, target) in zip(samples, parsed):
+            own = set(liked) | set(disliked) | {target}
+            new_l = [pool.sample(t, rng, own) for t in liked]
+            new_d = [pool.sample(t, rng, own) for t in disliked]
+            out.append(s.with_input(build_input(new_l, new_d, target)))
+        return out
+
+    return corrupt
+
+
+def personalized_pagerank(
+    interactions: pd.DataFrame, user: int, damping: float = 0.85, iters: int = 50
+) -> dict[int, float]:
+    """PPR scores of every item from ``user`` on the user-item bipartite graph (power iteration)."""
+    users = {u: i for i, u in enumerate(sorted(interactions["user"].unique()))}
+    items = {it: i for i, it in enumerate(sorted(interactions["item"].unique()))}
+    nu, ni = len(users), len(items)
+    ui = torch.tensor([users[u] for u in interactions["user"]])
+    ii = torch.tensor([items[i] for i in interactions["item"]]) + nu
+    n = nu + ni
+    idx = torch.cat([torch.stack([ui, ii]), torch.stack([ii, ui])], dim=1)
+    adj = torch.sparse_coo_tensor(idx, torch.ones(idx.shape[1]), (n, n)).coalesce()
+    deg = torch.sparse.sum(adj, dim=1).to_dense().clamp(min=1)
+    restart = torch.zeros(n)
+    restart[users[user]] = 1.0
+    r: Float[torch.Tensor, "n"] = restart.clone()
+    for _ in range(iters):
+        r = (1 - damping) * restart + damping * torch.sparse.mm(adj, (r / deg)[:, None])[:, 0]
+    return {it: float(r[nu + j]) for it, j in items.items()}
+
+
+def ppr_replace(interactions: pd.DataFrame, titles: dict[int, str], tokenizer=None, seed: int = 0,
+                far_fraction: float = 0.2) -> Corruption:
+    """Replace history items with items far from the user in PPR (the lowest ``far_fraction``)."""
+    cache: dict[int, list[str]] = {}
+    length = _length_fn(tokenizer)
+
+    def far_titles(user: int) -> list[str]:
+        if user not in cache:
+            ppr = personalized_pagerank(interactions, user)
+            ranked = sorted(ppr, key=ppr.get)
+            k = max(1, int(len(ranked) * far_fraction))
+            cache[user] = [titles[i] for i in ranked[:k] if i in titles]
+        return cache[user]
+
+    def corrupt(samples: Sequence[Sample]) -> list[Sample]:
+        rng = np.random.default_rng(seed)
+        out = []
+        for s in samples:
+            if s.user_id is None:
+                raise ValueError("The ppr corruption needs samples with user ids (MovieLens splits, not bare JSON).")
+            liked, disliked, target = parse_input(s.input)
+            far = far_titles(s.user_id)
+            buckets: dict[int, list[str]] = {}
+            for t in far:
+                buckets.setdefault(length(t), []).append(t)
+
+            def pick(t: str) -> str:
+                c = buckets.get(length(t), [])
+                return c[int(rng.integers(len(c)))] if c else t
+
+            out.append(s.with_input(build_input([pick(t) for t in liked], [pick(t) for t in disliked], target)))
+        return out
+
+    return corrupt
+
+
+CORRUPTIONS = ("label_flip", "target_swap", "history_resample", "ppr")
+
+
+def get_corruption(name: str, **kwargs) -> Corruption:
+    """A corruption strategy by name; ``kwargs`` go to its factory (titles, tokenizer, seed, ...)."""
+    if name == "label_flip":
+        return label_flip
+    if name == "target_swap":
+        return target_swap(**kwargs)
+    if name == "history_resample":
+        return history_resample(**{k: v for k, v in kwargs.items() if k in ("tokenizer", "seed")})
+    if name == "ppr":
+        return ppr_replace(**kwargs)
+    raise ValueError(f"Unknown corruption {name!r}; choose one of {CORRUPTIONS}.")
+
+
+__all__ = ["CORRUPTIONS", "Corruption", "get_corruption", "history_resample", "label_flip",
+           "parse_input", "personalized_pagerank", "ppr_replace", "target_swap"]
+_ = replace
