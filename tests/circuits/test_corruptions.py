@@ -1,0 +1,51 @@
+import pandas as pd
+import pytest
+
+from recircuit.circuits.corruptions import (
+    get_corruption,
+    label_flip,
+    parse_input,
+    personalized_pagerank,
+)
+from recircuit.data import make_sample
+from recircuit.models import tiny_tokenizer
+
+
+def test_label_flip_swaps_lists(pairs):
+    clean, corr = pairs
+    for a, b in zip(clean, corr):
+        la, da, ta = parse_input(a.input)
+        lb, db, tb = parse_input(b.input)
+        assert (lb, db, tb) == (da, la, ta)
+        assert b.output == a.output and b.uid == a.uid
+    assert label_flip([corr[0]])[0].input == clean[0].input
+
+
+def test_target_swap_matches_token_length():
+    tok = tiny_tokenizer()
+    titles = {1: "Alpha (1990)", 2: "Delta (1992)", 3: "Delta (1993)", 4: "A much longer movie title here (1980)"}
+    s = make_sample(1, [(1, titles[1], 5)], (2, titles[2], 4))
+    out = get_corruption("target_swap", titles=titles, tokenizer=tok, seed=0)([s])[0]
+    new_target = parse_input(out.input)[2]
+    assert new_target == titles[3]  # the only other title of the same token length
+    assert len(tok(out.prompt)["input_ids"]) == len(tok(s.prompt)["input_ids"])
+
+
+def test_ppr_prefers_far_items_and_keeps_target():
+    inter = pd.DataFrame({"user": [1, 1, 2, 2, 3, 3], "item": [10, 11, 11, 12, 13, 14], "rating": [5] * 6})
+    ppr = personalized_pagerank(inter, 1)
+    assert ppr[10] > ppr[12] > ppr[13] == pytest.approx(0.0)  # 13/14 are unreachable from user 1
+    titles = {10: "Ab (1990)", 11: "Cd (1991)", 12: "Ef (1992)", 13: "Gh (1993)", 14: "Ij (1994)"}
+    s = make_sample(1, [(10, titles[10], 5), (11, titles[11], 1)], (12, titles[12], 4))
+    out = get_corruption("ppr", interactions=inter, titles=titles, seed=0, far_fraction=0.4)([s])[0]
+    liked, disliked, target = parse_input(out.input)
+    assert target == titles[12]
+    assert set(liked + disliked) <= {titles[13], titles[14]}
+
+
+def test_history_resample_and_unknown_name(pairs):
+    clean, _ = pairs
+    out = get_corruption("history_resample", seed=1)(clean)
+    assert any(a.input != b.input for a, b in zip(clean, out))
+    with pytest.raises(ValueError, match="Unknown corruption"):
+        get_corruption("shuffle")
