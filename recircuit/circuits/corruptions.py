@@ -172,7 +172,7 @@ def ppr_replace(interactions: pd.DataFrame, titles: dict[int, str], tokenizer=No
             for t in far:
                 buckets.setdefault(length(t), []).append(t)
 
-            def pick(t: str) -> str:
+            def pick(t: str, buckets: dict[int, list[str]] = buckets) -> str:
                 c = buckets.get(length(t), [])
                 return c[int(rng.integers(len(c)))] if c else t
 

@@ -1,0 +1,81 @@
+"""``recircuit circuit``: extract the recommendation circuit and write it to disk.
+
+Usage::
+
+    recircuit circuit --model smollm2-135m-instruct --n-samples 16 --method eap-ig-inputs \\
+        --corruption label_flip --top-n 300 --out runs/circuit
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+
+def add_circuit_parser(subparsers) -> argparse.ArgumentParser:
+    """Register the ``circuit`` subcommand."""
+    p = subparsers.add_parser("circuit", help="extract the Yes/No recommendation circuit (EAP / EAP-IG)")
+    p.add_argument("--model", default="smollm2-135m-instruct")
+    p.add_argument("--checkpoint", default=None, help="fine-tuned checkpoint to load first")
+    p.add_argument("--device", default=None)
+    p.add_argument("--preset", default="tallrec", choices=["tallrec", "random"])
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--part", default="test", choices=["train", "valid", "test"])
+    p.add_argument("--n-samples", type=int, default=16)
+    p.add_argument("--method", default="eap-ig-inputs", choices=["eap", "eap-ig-inputs", "eap-ig-activations", "exact"])
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--metric", default="logit_diff", choices=["logit_diff", "logprob"])
+    p.add_argument("--corruption", default="label_flip", choices=["label_flip", "target_swap", "history_resample", "ppr"])
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--top-n", type=int, default=300)
+    p.add_argument("--faithfulness", action="store_true", help="also compute the MIB faithfulness curve")
+    p.add_argument("--out", default="runs/circuit", help="output stem: <out>.json + <out>.safetensors")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_circuit)
+    return p
+
+
+def cmd_circuit(args: argparse.Namespace) -> int:
+    """Run attribution, select the circuit, save it and print a summary."""
+    from recircuit.circuits import AttributionConfig, Circuit, attribute, faithfulness_curve, get_corruption
+    from recircuit.cli import emit
+    from recircuit.data import build_split, load_movielens
+    from recircuit.models import load_model
+
+    model = load_model(args.model, device=args.device)
+    if args.checkpoint:
+        from recircuit.train import load_checkpoint
+
+        load_checkpoint(model, args.checkpoint)
+    samples = getattr(build_split(args.preset, data_dir=args.data_dir), args.part)[: args.n_samples]
+    kw: dict = {}
+    if args.corruption in ("target_swap", "ppr"):
+        ml = load_movielens(args.data_dir)
+        kw = {"titles": ml.titles, "tokenizer": model.tokenizer}
+        if args.corruption == "ppr":
+            kw["interactions"] = ml.interactions
+    elif args.corruption == "history_resample":
+        kw = {"tokenizer": model.tokenizer}
+    corrupted = get_corruption(args.corruption, **kw)(samples)
+    cfg = AttributionConfig(method=args.method, steps=args.steps, metric=args.metric, batch_size=args.batch_size, align="left")
+    t = time.perf_counter()
+    res = attribute(model, samples, corrupted, cfg)
+    secs = time.perf_counter() - t
+    meta = {"model": args.model, "checkpoint": args.checkpoint, "data": {"preset": args.preset, "part": args.part, "n": len(samples)},
+            "method": args.method, "corruption": args.corruption, "metric": args.metric}
+    circ = Circuit.from_attribution(res, top_n=args.top_n, metadata=meta)
+    summary = {"edges_total": res.graph.n_edges, "edges_in_circuit": circ.n_edges, "seconds": round(secs, 1),
+               "clean_metric": round(res.clean_metric, 4), "corrupted_metric": round(res.corrupted_metric, 4)}
+    if args.faithfulness:
+        curve = faithfulness_curve(model, res, samples, corrupted, batch_size=args.batch_size, align="left")
+        circ.metadata["faithfulness"] = curve.to_dict()
+        summary.update({"CPR": round(curve.cpr, 4), "CMD": round(curve.cmd, 4)})
+    js, _ = circ.save(args.out)
+    summary["file"] = str(js)
+    top = sorted(circ.module_importance().items(), key=lambda kv: -kv[1])[:10]
+    if args.json:
+        emit(args, {"summary": summary, "top_modules": top})
+    else:
+        emit(args, summary, title="circuit")
+        emit(argparse.Namespace(json=False), [{"module": n, "importance": v} for n, v in top], title="\ntop modules")
+    return 0
