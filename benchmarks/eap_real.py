@@ -16,7 +16,13 @@ import time
 from pathlib import Path
 
 from recircuit._io import atomic_write_json
-from recircuit.circuits import AttributionConfig, Circuit, attribute, faithfulness_curve, get_corruption
+from recircuit.circuits import (
+    AttributionConfig,
+    Circuit,
+    attribute,
+    faithfulness_curve,
+    get_corruption,
+)
 from recircuit.data import build_split, load_movielens
 from recircuit.models import load_model
 from recircuit.report_table import format_table

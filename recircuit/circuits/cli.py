@@ -37,7 +37,13 @@ def add_circuit_parser(subparsers) -> argparse.ArgumentParser:
 
 def cmd_circuit(args: argparse.Namespace) -> int:
     """Run attribution, select the circuit, save it and print a summary."""
-    from recircuit.circuits import AttributionConfig, Circuit, attribute, faithfulness_curve, get_corruption
+    from recircuit.circuits import (
+        AttributionConfig,
+        Circuit,
+        attribute,
+        faithfulness_curve,
+        get_corruption,
+    )
     from recircuit.cli import emit
     from recircuit.data import build_split, load_movielens
     from recircuit.models import load_model
