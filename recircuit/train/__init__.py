@@ -1,0 +1,56 @@
+"""TALLRec fine-tuning on hooked bridges: LoRA or full, checkpoints, Retrain.
+
+Usage::
+
+    from recircuit.train import TrainConfig, train, retrain, save_checkpoint, load_checkpoint
+    res = train(model, split.train[:512], split.valid[:200], TrainConfig(mode="full", lr=5e-5))
+"""
+
+from recircuit.train.checkpoint import (
+    CheckpointMismatchError,
+    load_checkpoint,
+    read_meta,
+    save_checkpoint,
+)
+from recircuit.train.loop import (
+    NonFiniteLossError,
+    TrainConfig,
+    TrainResult,
+    evaluate,
+    retrain,
+    train,
+)
+from recircuit.train.lora import (
+    LoraConfig,
+    attach_lora,
+    combine_adapters,
+    detach_lora,
+    lora_modules,
+    lora_state_dict,
+    merge_lora,
+    set_lora_enabled,
+)
+from recircuit.train.losses import answer_loss, tokenize_with_answers
+
+__all__ = [
+    "CheckpointMismatchError",
+    "LoraConfig",
+    "NonFiniteLossError",
+    "TrainConfig",
+    "TrainResult",
+    "answer_loss",
+    "attach_lora",
+    "combine_adapters",
+    "detach_lora",
+    "evaluate",
+    "load_checkpoint",
+    "lora_modules",
+    "lora_state_dict",
+    "merge_lora",
+    "read_meta",
+    "retrain",
+    "save_checkpoint",
+    "set_lora_enabled",
+    "tokenize_with_answers",
+    "train",
+]

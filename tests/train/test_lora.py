@@ -1,0 +1,96 @@
+import pytest
+import torch
+
+from recircuit.models import tiny_model
+from recircuit.train import (
+    LoraConfig,
+    attach_lora,
+    combine_adapters,
+    detach_lora,
+    lora_modules,
+    lora_state_dict,
+    merge_lora,
+    set_lora_enabled,
+)
+
+
+def _ids(m):
+    return m.tokenizer(["User Preference: \"Alpha (1990)\" Yes No"], return_tensors="pt")["input_ids"]
+
+
+def _randomize(adapters):
+    for d in adapters.values():
+        torch.nn.init.normal_(d.B, std=0.05)
+
+
+def test_lora_output_equals_merged_weights():
+    m = tiny_model(0)
+    ids = _ids(m)
+    base = m(ids, return_type="logits").detach()
+    ad = attach_lora(m, LoraConfig(targets=("q", "k", "v", "o", "gate", "up", "down")))
+    _randomize(ad)
+    m.eval()
+    with torch.no_grad():
+        adapted = m(ids, return_type="logits")
+        assert (adapted - base).abs().max() > 1e-3
+        set_lora_enabled(m, False)
+        torch.testing.assert_close(m(ids, return_type="logits"), base)  # unmerged, switched off
+        set_lora_enabled(m, True)
+        merge_lora(m)
+        assert not lora_modules(m)
+        torch.testing.assert_close(m(ids, return_type="logits"), adapted, atol=1e-5, rtol=1e-5)
+
+
+def test_detach_restores_base_and_double_attach_refused():
+    m = tiny_model(0)
+    ids = _ids(m)
+    base = m(ids, return_type="logits").detach()
+    _randomize(attach_lora(m))
+    with pytest.raises(RuntimeError, match="already has LoRA"):
+        attach_lora(m)
+    detach_lora(m)
+    with torch.no_grad():
+        assert torch.equal(m(ids, return_type="logits"), base)
+
+
+def test_hooks_fire_and_only_adapters_get_gradients():
+    m = tiny_model(0)
+    ad = attach_lora(m, LoraConfig(targets=("q", "v", "o")))
+    _randomize(ad)
+    fired = []
+    hooks = [(f"blocks.{i}.{h}", lambda t, hook: fired.append(hook.name)) for i in range(2)
+             for h in ("attn.hook_result", "hook_q_input", "hook_k_input", "hook_v_input", "hook_mlp_in")]
+    with m.hooks(fwd_hooks=hooks):
+        out = m(_ids(m), return_type="logits")
+    assert len(set(fired)) == 10
+    out.sum().backward()
+    adapter_params = {id(p) for d in ad.values() for p in d.parameters()}
+    for p in m.parameters():
+        if id(p) in adapter_params:
+            assert p.grad is not None and p.grad.abs().sum() > 0
+        else:
+            assert p.grad is None
+
+
+def test_adapter_combination_matches_formulas():
+    torch.manual_seed(0)
+    a1 = {"blocks.0.q.A": torch.randn(2, 5), "blocks.0.q.B": torch.randn(3, 2)}
+    a2 = {"blocks.0.q.A": torch.randn(2, 5), "blocks.0.q.B": torch.randn(3, 2)}
+    w = [0.25, 0.75]
+    ab = combine_adapters([a1, a2], w, level="ab")
+    torch.testing.assert_close(ab["blocks.0.q.A"], 0.25 * a1["blocks.0.q.A"] + 0.75 * a2["blocks.0.q.A"])
+    torch.testing.assert_close(ab["blocks.0.q.B"], 0.25 * a1["blocks.0.q.B"] + 0.75 * a2["blocks.0.q.B"])
+    ba = combine_adapters([a1, a2], w, level="ba")
+    ref = 0.25 * a1["blocks.0.q.B"] @ a1["blocks.0.q.A"] + 0.75 * a2["blocks.0.q.B"] @ a2["blocks.0.q.A"]
+    torch.testing.assert_close(ba["blocks.0.q.delta"], ref)
+    assert not torch.allclose(ab["blocks.0.q.B"] @ ab["blocks.0.q.A"], ref)  # the two levels differ
+    with pytest.raises(ValueError, match="one weight per adapter"):
+        combine_adapters([a1], w)
+
+
+def test_state_dict_names():
+    m = tiny_model(0)
+    attach_lora(m, LoraConfig(rank=4, targets=("q",)))
+    sd = lora_state_dict(m)
+    assert sorted(sd) == ["blocks.0.q.A", "blocks.0.q.B", "blocks.1.q.A", "blocks.1.q.B"]
+    assert sd["blocks.0.q.A"].shape == (4, 64)
