@@ -41,7 +41,7 @@ from jaxtyping import Bool, Float
 from safetensors.torch import load_file, save_file
 
 from recircuit._io import atomic_write, atomic_write_json
-from recircuit.circuits.attribute import AttributionResult, circuit_metric
+from recircuit.circuits.attribute import AttributionResult
 from recircuit.circuits.graph import Graph
 
 MIB_SIZES = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
@@ -261,23 +261,57 @@ def faithfulness_curve(
     model, result: AttributionResult, clean, corrupted, sizes=MIB_SIZES, absolute: bool = True,
     batch_size: int = 8, align: str = "strict", progress: bool = True,
 ) -> FaithfulnessCurve:
-    """MIB-style faithfulness of top-n circuits at each size (fraction of all edges)."""
+    """MIB-style faithfulness of top-n circuits at each size (fraction of all edges).
+
+    Batches are the outer loop: each batch's corrupted activations are collected once and
+    reused for every circuit size (one patched forward pass per size and batch).
+    """
     from tqdm.auto import tqdm
+
+    from recircuit.circuits.attribute import (
+        _chunks,
+        _logits,
+        collect_writer_outputs,
+        make_pair_batch,
+        patched_metric,
+    )
+    from recircuit.circuits.metrics import get_metric
+    from recircuit.models.scoring import answer_tokens
 
     g = result.graph
     total = g.n_edges
-    xs, ns, fs = [0.0], [0], []
-    keep0 = torch.zeros_like(g.edge_mask)
-    base = circuit_metric(model, clean, corrupted, keep0, result.config.metric, batch_size, g, align)
-    denom = base["clean"] - base["corrupted"]
+    device = next(model.parameters()).device
+    metric = get_metric(result.config.metric)
+    answers = answer_tokens(model.tokenizer)
+    fracs = [0.0] + [float(f) for f in sizes]
+    keeps = []
+    for frac in fracs:
+        n = int(round(frac * total))
+        if n == 0:
+            keeps.append(torch.zeros_like(g.edge_mask))
+        elif n >= total:
+            keeps.append(g.edge_mask.clone())
+        else:
+            keeps.append(select_edges(result.scores, g, top_n=max(1, n), absolute=absolute))
+    sums = torch.zeros(len(keeps), dtype=torch.float64)
+    clean_sum = corr_sum = 0.0
+    chunks = _chunks(len(clean), batch_size)
+    bar = tqdm(total=len(chunks) * len(keeps), desc="faithfulness", disable=not progress)
+    for lo, hi in chunks:
+        pair = make_pair_batch(model.tokenizer, clean[lo:hi], corrupted[lo:hi], device, align)
+        corr_acts, corr_logits = collect_writer_outputs(model, g, pair.corrupted, pair.mask)
+        with torch.no_grad():
+            clean_sum += float(metric(_logits(model, pair.clean), pair.labels, answers).sum())
+        corr_sum += float(metric(corr_logits, pair.labels, answers).sum())
+        for i, keep in enumerate(keeps):
+            sums[i] += float(patched_metric(model, g, pair, corr_acts, keep.to(device), metric, answers).sum())
+            bar.update(1)
+        del corr_acts
+    bar.close()
+    n = len(clean)
+    m_clean, m_corr = clean_sum / n, corr_sum / n
+    denom = m_clean - m_corr
     if abs(denom) < 1e-12:
         raise ValueError("Clean and corrupted metrics are equal; faithfulness is undefined. Use another corruption.")
-    fs.append((base["circuit"] - base["corrupted"]) / denom)
-    for frac in tqdm(sizes, desc="faithfulness", disable=not progress, leave=False):
-        n = max(1, int(round(frac * total)))
-        keep = select_edges(result.scores, g, top_n=n, absolute=absolute) if n < total else g.edge_mask.clone()
-        m = circuit_metric(model, clean, corrupted, keep, result.config.metric, batch_size, g, align)
-        xs.append(float(frac))
-        ns.append(int(keep.sum()))
-        fs.append((m["circuit"] - base["corrupted"]) / denom)
-    return FaithfulnessCurve(xs, ns, fs, base["clean"], base["corrupted"])
+    fs = [float((v / n - m_corr) / denom) for v in sums.tolist()]
+    return FaithfulnessCurve(fracs, [int(k.sum()) for k in keeps], fs, m_clean, m_corr)
