@@ -1,0 +1,113 @@
+import copy
+
+import pytest
+import torch
+
+from recircuit.train import answer_loss
+from recircuit.unlearn import (
+    Grouping,
+    GroupingConfig,
+    UnlearnConfig,
+    UnlearningError,
+    available_methods,
+    check_request,
+    get_method,
+    group_masks,
+    module_params,
+)
+from recircuit.unlearn.methods.cure import CURE
+
+
+def _fixed_grouping():
+    names = [f"a{l}.h{h}" for l in range(2) for h in range(4)] + ["m0", "m1"]
+    groups = {n: "frozen" for n in names}
+    groups.update({"a1.h0": "forget_specific", "a1.h1": "forget_specific", "m1": "forget_specific",
+                   "m0": "retain_specific", "a0.h2": "task_shared"})
+    z = {n: 0.0 for n in names}
+    return Grouping(groups, z, z, z, z, {}, {n: "test" for n in names}, GroupingConfig())
+
+
+def test_cure_forgets_and_leaves_frozen_modules_bit_identical(model, request_data):
+    forget, retain, heldout = request_data
+    before_state = {k: v.clone() for k, v in model.state_dict().items()}
+    before = answer_loss(model, forget).mean().item()
+    grouping = _fixed_grouping()
+    res = CURE(grouping=grouping).run(model, forget, retain, UnlearnConfig(steps=15, lr=3e-3, early_stop=False), progress=False)
+    after = answer_loss(model, forget).mean().item()
+    assert after > before + 0.05, (before, after)
+    assert res.steps == 15 and res.extra["group_sizes"]["forget_specific"] == 3
+    masks = group_masks(model, grouping)
+    params = module_params(model)
+    changed_any = False
+    for name, p in params.items():
+        frozen = masks["frozen"][name]
+        key = [k for k, v in model.state_dict().items() if v.data_ptr() == p.data_ptr()][0]
+        old = before_state[key]
+        assert torch.equal(p[frozen], old[frozen]), name
+        changed_any |= not torch.equal(p[~frozen], old[~frozen])
+    assert changed_any
+    # embeddings, norms and unembedding never move
+    touched = {p.data_ptr() for p in params.values()}
+    for k, v in model.state_dict().items():
+        if v.data_ptr() not in touched:
+            assert torch.equal(v, before_state[k]), k
+
+
+@pytest.mark.parametrize("name", ["ga", "graddiff", "npo", "pcgrad", "e2urec"])
+def test_baselines_raise_forget_loss(model, request_data, name):
+    forget, retain, _ = request_data
+    before = answer_loss(model, forget).mean().item()
+    cfg = UnlearnConfig(steps=8, lr=2e-3, early_stop=False, e2urec_aug_steps=4, e2urec_aug_lr=3e-3)
+    res = get_method(name).run(model, forget, retain, cfg, progress=False)
+    after = answer_loss(model, forget).mean().item()
+    assert res.method == name and res.history
+    assert after > before, (name, before, after)
+
+
+def test_cure_computes_its_own_grouping_with_the_eap_engine(model, request_data):
+    forget, retain, _ = request_data
+    cfg = UnlearnConfig(steps=2, lr=1e-3, early_stop=False, importance_samples=4, importance_steps=1,
+                        grouping=GroupingConfig(top_k=0.3))
+    res = get_method("cure").run(model, forget, retain, cfg, progress=False)
+    sizes = res.extra["group_sizes"]
+    assert sum(sizes.values()) == 10 and sizes["frozen"] < 10
+    rnd = get_method("cure-random").run(copy.deepcopy(model), forget, retain, cfg, progress=False)
+    assert sorted(rnd.extra["grouping"]["groups"].values()) == sorted(res.extra["grouping"]["groups"].values())
+
+
+def test_early_stopping_uses_heldout_not_retrain(model, request_data):
+    forget, retain, heldout = request_data
+    res = get_method("ga").run(model, forget, retain, UnlearnConfig(steps=200, lr=5e-3, eval_every=2, ga_bound=None),
+                               heldout=heldout, progress=False)
+    assert res.steps < 200 and "held-out level" in res.stopped
+
+
+def test_nan_restores_last_good_weights(model, request_data, monkeypatch):
+    forget, retain, _ = request_data
+    import recircuit.unlearn.methods.graddiff as gd
+
+    calls = {"n": 0}
+    real = gd.ga_loss
+
+    def bad(ce, bound):
+        calls["n"] += 1
+        out = real(ce, bound)
+        return out * float("nan") if calls["n"] == 3 else out
+
+    monkeypatch.setattr(gd, "ga_loss", bad)
+    res = get_method("graddiff").run(model, forget, retain, UnlearnConfig(steps=10, lr=1e-3, early_stop=False), progress=False)
+    assert "non-finite" in res.stopped and res.steps == 2
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_bad_requests_raise(request_data):
+    forget, retain, heldout = request_data
+    with pytest.raises(UnlearningError, match="forget set is empty"):
+        check_request([], retain)
+    with pytest.raises(UnlearningError, match="in the test set"):
+        check_request(forget, retain, test=forget[:2])
+    with pytest.raises(UnlearningError, match="larger than the training set"):
+        check_request(forget, retain, train_size=len(forget) - 1)
+    with pytest.raises(KeyError, match="available"):
+        get_method("magic")
+    assert {"cure", "cure-random", "ga", "graddiff", "npo", "pcgrad", "e2urec"} <= set(available_methods())
