@@ -6,7 +6,7 @@ from recircuit.unlearn.grouping import GroupingConfig
 
 
 def _grouping(groups):
-    names = [f"a{l}.h{h}" for l in range(2) for h in range(4)] + ["m0", "m1"]
+    names = [f"a{layer}.h{h}" for layer in range(2) for h in range(4)] + ["m0", "m1"]
     full = {n: groups.get(n, "frozen") for n in names}
     z = {n: 0.0 for n in names}
     return Grouping(full, z, z, z, z, {}, {n: "" for n in names}, GroupingConfig())

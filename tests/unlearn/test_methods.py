@@ -19,7 +19,7 @@ from recircuit.unlearn.methods.cure import CURE
 
 
 def _fixed_grouping():
-    names = [f"a{l}.h{h}" for l in range(2) for h in range(4)] + ["m0", "m1"]
+    names = [f"a{layer}.h{h}" for layer in range(2) for h in range(4)] + ["m0", "m1"]
     groups = {n: "frozen" for n in names}
     groups.update({"a1.h0": "forget_specific", "a1.h1": "forget_specific", "m1": "forget_specific",
                    "m0": "retain_specific", "a0.h2": "task_shared"})
