@@ -1,0 +1,106 @@
+"""Unlearning reports (methods x metrics, mean +- std over seeds) and audit records.
+
+Usage::
+
+    from recircuit.evaluate.report import UnlearningReport, audit_record
+    rep = UnlearningReport(meta={"model": "smollm2-135m-instruct", "rate": 0.1})
+    rep.add("cure", seed=0, metrics={"forget_jsd": 0.01, "test_auc": 0.71, "seconds": 30})
+    rep.save("runs/report")            # report.json + report.md (atomic)
+    audit = audit_record(forget, model_before_hash, model_after_hash, config)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from recircuit._io import atomic_write_json, atomic_write_text
+from recircuit.data.prompts import Sample
+
+
+def samples_hash(samples: Sequence[Sample]) -> str:
+    """sha256 over the samples' uids and content (instruction, input, output), in order."""
+    h = hashlib.sha256()
+    for s in samples:
+        h.update(f"{s.uid}\x1f{s.instruction}\x1f{s.input}\x1f{s.output}\x1e".encode())
+    return h.hexdigest()
+
+
+def model_hash(model: torch.nn.Module) -> str:
+    """sha256 over every parameter and buffer (name, dtype, shape, bytes)."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        x = t.detach().cpu().contiguous()
+        h.update(f"{x.dtype}{tuple(x.shape)}".encode())
+        h.update(x.view(torch.uint8).numpy().tobytes() if x.numel() else b"")
+    return h.hexdigest()
+
+
+def audit_record(forget: Sequence[Sample], before: str, after: str, config: dict, method: str,
+                 seconds: float) -> dict:
+    """What was forgotten (ids + content hash), model hashes before/after, config and time."""
+    return {"format": "recircuit.audit/1", "method": method, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "forgotten": {"n": len(forget), "uids": [s.uid for s in forget], "users": sorted({s.user_id for s in forget if s.user_id is not None}),
+                          "content_sha256": samples_hash(forget)},
+            "model_sha256": {"before": before, "after": after}, "config": config, "seconds": seconds}
+
+
+@dataclass
+class UnlearningReport:
+    """Rows of (method, seed, metrics); aggregated as mean +- std per method."""
+
+    rows: list[dict] = field(default_factory=list)
+    meta: dict = field(default_factory=dict)
+
+    def add(self, method: str, seed: int, metrics: dict) -> None:
+        """Record one run."""
+        self.rows.append({"method": method, "seed": seed, **metrics})
+
+    def summary(self) -> dict[str, dict[str, tuple[float, float, int]]]:
+        """``{method: {metric: (mean, std, n)}}`` over seeds (numeric metrics only)."""
+        out: dict[str, dict[str, tuple[float, float, int]]] = {}
+        for method in dict.fromkeys(r["method"] for r in self.rows):
+            rs = [r for r in self.rows if r["method"] == method]
+            keys = [k for k in rs[0] if k not in ("method", "seed") and isinstance(rs[0][k], int | float)]
+            out[method] = {}
+            for k in keys:
+                v = np.array([r[k] for r in rs if isinstance(r.get(k), int | float)], dtype=float)
+                out[method][k] = (float(np.nanmean(v)), float(np.nanstd(v)), int(len(v)))
+        return out
+
+    def to_markdown(self, columns: Sequence[str] | None = None) -> str:
+        """Methods as rows, metrics as columns, ``mean ± std``."""
+        summ = self.summary()
+        cols = list(columns or dict.fromkeys(k for m in summ.values() for k in m))
+        lines = ["| method | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+        for method, m in summ.items():
+            cells = [f"{m[c][0]:.4f} ± {m[c][1]:.4f}" if c in m else "" for c in cols]
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        return "\n".join(lines) + "\n"
+
+    def save(self, stem: str | Path) -> tuple[Path, Path]:
+        """Write ``<stem>.json`` and ``<stem>.md`` atomically."""
+        stem = Path(stem)
+        js = atomic_write_json(stem.with_name(stem.name + ".json"),
+                               {"format": "recircuit.report/1", "meta": self.meta, "rows": self.rows,
+                                "summary": {m: {k: list(v) for k, v in d.items()} for m, d in self.summary().items()}})
+        md = atomic_write_text(stem.with_name(stem.name + ".md"), self.to_markdown())
+        return js, md
+
+    @classmethod
+    def load(cls, path: str | Path) -> UnlearningReport:
+        """Read a report JSON."""
+        p = Path(path)
+        p = p if p.suffix == ".json" else p.with_name(p.name + ".json")
+        d = json.loads(p.read_text())
+        if d.get("format") != "recircuit.report/1":
+            raise ValueError(f"{p} is not a recircuit report.")
+        return cls(d["rows"], d["meta"])

@@ -1,0 +1,63 @@
+import json
+import math
+
+import numpy as np
+import pytest
+
+from recircuit.data import make_sample
+from recircuit.evaluate import (
+    UnlearningReport,
+    audit_record,
+    jsd_binary,
+    mia_auc,
+    model_hash,
+    samples_hash,
+)
+from recircuit.models import tiny_model
+
+
+def test_jsd_values():
+    assert jsd_binary(np.array([0.3, 0.9]), np.array([0.3, 0.9])) == pytest.approx(0.0, abs=1e-12)
+    assert jsd_binary(np.array([1.0]), np.array([0.0])) == pytest.approx(math.log(2), rel=1e-6)
+    p, q = 0.8, 0.4
+    m = 0.6
+    ref = 0.5 * (p * math.log(p / m) + (1 - p) * math.log((1 - p) / (1 - m))) + 0.5 * (q * math.log(q / m) + (1 - q) * math.log((1 - q) / (1 - m)))
+    assert jsd_binary(np.array([p]), np.array([q])) == pytest.approx(ref)
+
+
+def test_mia_scores_lower_loss_as_member(monkeypatch):
+    import recircuit.evaluate.metrics as em
+
+    losses = {"m": np.array([0.1, 0.2, 0.9]), "n": np.array([0.5, 0.6, 0.7])}
+    monkeypatch.setattr(em, "per_sample_loss", lambda model, samples, bs=8: losses[samples[0]])
+    # members 0.1, 0.2 beat every non-member, 0.9 beats none: AUC = 6/9
+    assert mia_auc(None, ["m"], ["n"]) == pytest.approx(6 / 9)
+    with pytest.raises(ValueError, match="non-member"):
+        mia_auc(None, ["m"], [])
+
+
+def test_mia_on_a_real_model_is_near_chance_before_training():
+    titles = ["Alpha (1990)", "Delta (1992)", "Iota (1995)", "Theta (1994)"]
+    data = [make_sample(u, [(i, titles[(u * 7 + i) % 4], 1 + (u * 3 + i) % 5) for i in range(3)],
+                        (500 + u, f"Film {u} ({1950 + u})", 1 + (u * 11) % 5), timestamp=u) for u in range(32)]
+    assert 0.3 < mia_auc(tiny_model(0), data[:16], data[16:]) < 0.7
+
+
+def test_report_and_audit_roundtrip(tmp_path):
+    rep = UnlearningReport(meta={"rate": 0.1})
+    rep.add("cure", 0, {"forget_jsd": 0.1, "test_auc": 0.7})
+    rep.add("cure", 1, {"forget_jsd": 0.3, "test_auc": 0.8})
+    rep.add("ga", 0, {"forget_jsd": 0.5, "test_auc": 0.6})
+    js, md = rep.save(tmp_path / "report")
+    back = UnlearningReport.load(js)
+    assert back.rows == rep.rows and back.meta == {"rate": 0.1}
+    mean, std, n = back.summary()["cure"]["forget_jsd"]
+    assert (mean, std, n) == (pytest.approx(0.2), pytest.approx(0.1), 2)
+    assert "| cure | 0.2000 ± 0.1000" in md.read_text()
+    s = [make_sample(1, [(1, "A (1990)", 5)], (2, "B (1991)", 1), timestamp=3)]
+    m = tiny_model(0)
+    a = audit_record(s, model_hash(m), model_hash(tiny_model(1)), {"lr": 1e-5}, "cure", 1.5)
+    a2 = json.loads(json.dumps(a))
+    assert a2 == a and a["forgotten"]["uids"] == ["u1:i2:t3"] and a["forgotten"]["content_sha256"] == samples_hash(s)
+    assert a["model_sha256"]["before"] != a["model_sha256"]["after"]
+    assert model_hash(tiny_model(0)) == model_hash(m)
