@@ -174,6 +174,23 @@ def build_split(preset: str = "tallrec", data_dir: str | Path | None = None, **k
     return tallrec_split(ml, **kwargs) if preset == "tallrec" else random_split(ml, **kwargs)
 
 
+def cap_per_user(samples: Sequence[Sample], per_user: int, limit: int | None = None) -> list[Sample]:
+    """Keep at most ``per_user`` samples of each user (in order), then the first ``limit``.
+
+    TALLRec's split holds long runs of one user's windows; capping gives a training pool that
+    spans many users, which user-level forgetting needs.
+    """
+    seen: dict[int | None, int] = {}
+    out = []
+    for s in samples:
+        if seen.get(s.user_id, 0) < per_user:
+            seen[s.user_id] = seen.get(s.user_id, 0) + 1
+            out.append(s)
+            if limit is not None and len(out) >= limit:
+                break
+    return out
+
+
 @dataclass
 class ForgetRetain:
     """A deletion request: the forget and retain parts of a training set."""

@@ -67,3 +67,11 @@ def test_bad_forget_requests_raise(tallrec):
         forget_retain_split(tallrec, level="user", user_ids=[10**6])
     with pytest.raises(SplitError, match="overlap"):
         check_disjoint(forget=tallrec.test[:3], test=tallrec.test)
+
+
+def test_cap_per_user_spreads_the_pool_over_users(tallrec):
+    from recircuit.data import cap_per_user
+
+    pool = cap_per_user(tallrec.train, per_user=4, limit=40)
+    assert len(pool) == 40 and len({s.user_id for s in pool}) == 10
+    assert len({s.user_id for s in tallrec.train[:40]}) == 1
