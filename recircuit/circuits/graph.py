@@ -3,7 +3,7 @@
 Usage::
 
     from recircuit.circuits.graph import Graph
-    g = Graph.from_model(model)        # SmolLM2: 301 forward nodes, 451 backward nodes
+    g = Graph.from_model(model)        # SmolLM2: 301 forward nodes, 481 backward nodes
     g.forward_names[:3]                # ['input', 'a0.h0', 'a0.h1']
     g.backward_names[:3]               # ['a0.h0<q>', 'a0.h1<q>', 'a0.h2<q>']
     g.edge_mask.shape                  # (n_forward, n_backward), True where an edge exists
