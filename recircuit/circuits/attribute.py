@@ -15,29 +15,39 @@ option moves the gradient to the corrupted run, TL 4.3's denoising form, which g
 ``metric(corrupt with the edge patched to clean) - metric(corrupt)``).
 
 **Design.** As in EAP-IG (hannamw/EAP-IG), one activation-difference tensor
-``[batch, pos, n_forward, d_model]`` is filled by forward hooks on the writers (two no-grad
-passes), and every reader hook registers a gradient hook that contracts its gradient with the
-prefix of upstream writers into the dense ``(n_forward, n_backward)`` score matrix. Positions where
-either prompt is padding are zeroed in the difference, so left-padded batches give the same
-scores as one prompt at a time.
+``[batch, pos, n_forward, d_model]`` is filled by forward hooks on the writers, and every reader
+hook registers a gradient hook that contracts its gradient with the prefix of upstream writers
+into the dense ``(n_forward, n_backward)`` score matrix. A no-grad corrupted pass fills the
+tensor with corrupted outputs; the clean gradient pass turns it into ``clean - corrupted`` in place
+during its forward, before its backward needs it. So ``eap`` costs two forward passes and one
+backward per batch, and the buffer is allocated once. Positions where either prompt is padding
+are zeroed in the difference, so left-padded batches give the same scores as one prompt at a
+time. Metrics read the last position, so the unembedding runs on the last position only
+(``AttributionConfig.last_position_only``).
 
 **Methods.**
 
 - ``eap``: two forward passes and one backward per batch.
 - ``eap-ig-inputs``: gradients averaged over ``steps`` points on the straight line from the
-  corrupted to the clean input embeddings (alpha = k/steps, k = 1..steps).
+  corrupted to the clean input embeddings (alpha = k/steps, k = steps..1; the alpha = 1 pass is
+  the clean run that fills the difference). ``steps=1`` is ``eap``.
 - ``eap-ig-activations``: at each step every writer's output is set (value only, gradient kept) to
-  ``corrupt + alpha (clean - corrupt)``, and reader gradients are averaged.
-- ``exact``: real activation patching, one patched forward pass per edge (or per node): the
-  reader's input becomes ``input - (a_live - a_corrupt)`` for that writer. For verification on
+  ``corrupt + alpha (clean - corrupt)``, and reader gradients are averaged. The final residual is
+  then on the straight line too, so the edges into ``logits`` add up to
+  ``metric(clean) - metric(corrupted)`` as steps grow (IG completeness).
+- ``exact``: real activation patching, one patched run per edge (or per node): the reader's input
+  becomes ``input - (a_live - a_corrupt)`` for that writer. Several patched copies of a batch
+  share one forward pass (:func:`patched_metric` with a stack of masks). For verification on
   small graphs.
 
 The same patched forward (:func:`patched_metric`) gives faithfulness: every edge outside a
 circuit carries its corrupted value, in one pass.
 
-**Memory** is estimated before each batch (the difference tensor, plus the clean activations for
-``eap-ig-activations`` or a live buffer for patching). A batch that would exceed the budget is split;
-if one prompt alone exceeds it, :class:`AttributionMemoryError` says by how much and what to change.
+**Memory** is estimated before each batch: the difference tensor (one buffer for ``eap`` and
+``eap-ig-inputs``; two for ``eap-ig-activations``, which also keeps the corrupted outputs, and for
+``exact``, which needs a live buffer per patched copy). A batch that would exceed the budget is
+split; if one prompt alone exceeds it, :class:`AttributionMemoryError` says by how much and what
+to change. Autograd's own saved activations (those of a plain backward pass) are not counted.
 """
 
 from __future__ import annotations
@@ -87,6 +97,8 @@ class AttributionConfig:
         max_bytes: memory budget for the attribution buffers; default 40% of RAM (CPU) or of
             free GPU memory.
         progress: show tqdm bars.
+        last_position_only: unembed only the last position (metrics then get logits
+            ``[batch, 1, vocab]``); set False for a custom metric that reads other positions.
     """
 
     method: str = "eap-ig-inputs"
@@ -98,6 +110,7 @@ class AttributionConfig:
     exact_level: str = "edge"
     max_bytes: int | None = None
     progress: bool = True
+    last_position_only: bool = True
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -169,6 +182,7 @@ def buffer_bytes(graph: Graph, batch: int, pos: int, d_model: int, n_buffers: in
 
 
 def _n_buffers(config: AttributionConfig) -> int:
+    """``[b, p, n_forward, d_model]`` buffers a batch holds (see :func:`_attribute_batch`)."""
     return 2 if config.method in ("eap-ig-activations", "exact") else 1
 
 
@@ -215,13 +229,26 @@ class _Frozen:
             p.requires_grad_(r)
 
 
-def _logits(model, batch: TokenizedBatch) -> Float[torch.Tensor, "batch pos vocab"]:
+def _last_position(t: Float[torch.Tensor, "batch pos d_model"], *, hook) -> Float[torch.Tensor, "batch 1 d_model"]:
+    return t[:, -1:]
+
+
+def _logits(model, batch: TokenizedBatch, last_only: bool = True) -> Float[torch.Tensor, "batch pos vocab"]:
+    """Logits of ``batch``; with ``last_only`` the unembedding runs on the last position only.
+
+    Metrics read the last position (prompts are left-padded), so unembedding every position
+    (49,152 logits per token on SmolLM2, about a fifth of the forward cost) is wasted work.
+    The result then has ``pos == 1``.
+    """
+    if last_only and "unembed.hook_in" in model.hook_dict:
+        with model.hooks(fwd_hooks=[("unembed.hook_in", _last_position)]):
+            return model(batch.input_ids, attention_mask=batch.attention_mask, return_type="logits")
     return model(batch.input_ids, attention_mask=batch.attention_mask, return_type="logits")
 
 
 @torch.no_grad()
 def collect_writer_outputs(
-    model, graph: Graph, batch: TokenizedBatch, mask: Float[torch.Tensor, "batch pos"]
+    model, graph: Graph, batch: TokenizedBatch, mask: Float[torch.Tensor, "batch pos"], last_only: bool = True
 ) -> tuple[Float[torch.Tensor, "batch pos n_forward d_model"], Float[torch.Tensor, "batch pos vocab"]]:
     """Run ``batch`` and return every writer's output ``[b, p, n_forward, d]`` (masked) and the logits."""
     b, p = batch.input_ids.shape
@@ -237,7 +264,7 @@ def collect_writer_outputs(
 
     hooks = [(name, make(idx)) for name, idx in graph.forward_hooks()]
     with model.hooks(fwd_hooks=hooks):
-        logits = _logits(model, batch)
+        logits = _logits(model, batch, last_only)
     return out, logits
 
 
@@ -260,9 +287,14 @@ def _score_hooks(
             t = t.clone()
 
             def on_grad(g):
-                g4 = g if slot.per_slot else g.unsqueeze(2)
-                contrib = torch.einsum("bpfd,bpnd->fn", diff[:, :, : slot.n_upstream], g4.float())
-                scores[: slot.n_upstream, idx] += weight * contrib
+                g4 = (g if slot.per_slot else g.unsqueeze(2)).float()
+                b, p, n, d = g4.shape
+                nu = slot.n_upstream
+                # sum over (batch, pos, d) of diff[..., f, d] * g[..., n, d], as one batched matmul
+                # over positions: the diff prefix [b*p, nu, d] is a view (no copy), unlike einsum's
+                # permuted operand, which copied it at every reader (8x slower on SmolLM2 shapes)
+                contrib = torch.bmm(diff[:, :, :nu].reshape(b * p, nu, d), g4.reshape(b * p, n, d).transpose(1, 2)).sum(0)
+                scores[:nu, idx] += weight * contrib
                 return None
 
             t.register_hook(on_grad)
@@ -273,25 +305,51 @@ def _score_hooks(
     return [(slot.hook, make(slot)) for slot in graph.reader_slots()]
 
 
+@dataclass
+class _Record:
+    """Fill ``out = sign * (writer outputs of this run - base)`` during a gradient pass's forward."""
+
+    out: Float[torch.Tensor, "batch pos n_forward d_model"]
+    base: Float[torch.Tensor, "batch pos n_forward d_model"]
+    sign: float
+    mask: Float[torch.Tensor, "batch pos"]
+
+    def write(self, t: torch.Tensor, idx: tuple[int, ...]) -> None:
+        sl = slice(idx[0], idx[-1] + 1)
+        vals = (t if t.dim() == 4 else t.unsqueeze(2)).detach().float() * self.mask[:, :, None, None]
+        self.out[:, :, sl] = self.sign * (vals - self.base[:, :, sl])
+
+
 def _gradient_pass(
     model, graph: Graph, batch: TokenizedBatch, labels, answers: AnswerTokens, metric: Metric,
-    diff, scores, weight: float, writer_override: Callable[[int], torch.Tensor | None] | None = None,
+    diff, scores, weight: float, writer_override: Callable[[tuple[int, ...]], torch.Tensor] | None = None,
     input_override: torch.Tensor | None = None, real_mask: torch.Tensor | None = None,
+    last_only: bool = True, record: _Record | None = None,
 ) -> Float[torch.Tensor, "batch"]:
     """One forward + backward; reader gradient hooks accumulate scores. Returns the metric.
 
-    ``input_override`` replaces the embeddings at real (``real_mask``) positions.
+    ``input_override`` replaces the embeddings at real (``real_mask``) positions;
+    ``writer_override(idx)`` gives the value ``[b, p, n, d]`` writers ``idx`` output (the gradient
+    still flows through the writer). ``record`` fills ``diff`` from this run's writer outputs during
+    the forward, so it is ready when the backward hooks contract it.
     """
     hooks: list[tuple[str, Callable]] = []
+    first_idx = graph.forward_hooks()[0][1]
 
     def input_hook(t, *, hook):
+        if record is not None:
+            record.write(t, first_idx)
         x = t if input_override is None else torch.where(real_mask[:, :, None] > 0, input_override.to(t.dtype), t)
         return x.detach().clone().requires_grad_(True)
 
     hooks.append(("blocks.0.hook_resid_pre", input_hook))
-    if writer_override is not None:
+    if writer_override is not None or record is not None:
         for name, idx in graph.forward_hooks()[1:]:
             def wh(t, *, hook, idx=idx):
+                if record is not None:
+                    record.write(t, idx)
+                if writer_override is None:
+                    return t
                 target = writer_override(idx)  # [b, p, n, d]
                 tgt = target if t.dim() == 4 else target[:, :, 0]
                 return t + (tgt.to(t.dtype) - t).detach()
@@ -299,7 +357,7 @@ def _gradient_pass(
             hooks.append((name, wh))
     hooks += _score_hooks(graph, diff, scores, weight)
     with torch.enable_grad(), model.hooks(fwd_hooks=hooks):
-        m = metric(_logits(model, batch), labels, answers)
+        m = metric(_logits(model, batch, last_only), labels, answers)
         m.sum().backward()
     return m.detach()
 
@@ -307,17 +365,26 @@ def _gradient_pass(
 @torch.no_grad()
 def patched_metric(
     model, graph: Graph, pair: PairBatch, corrupted_acts: Float[torch.Tensor, "batch pos n_forward d_model"],
-    keep: Bool[torch.Tensor, "n_forward n_backward"], metric: Metric, answers: AnswerTokens,
-) -> Float[torch.Tensor, "batch"]:
+    keep: Bool[torch.Tensor, "*k n_forward n_backward"], metric: Metric, answers: AnswerTokens,
+    last_only: bool = True,
+) -> Float[torch.Tensor, "*k batch"]:
     """Clean run in which every edge with ``keep == False`` carries its corrupted value.
 
     Each reader's input becomes ``input - sum_f (a_live_f - a_corrupt_f)`` over the patched
     writers ``f``, where ``a_live`` are the writers' outputs in this same (patched) run.
+
+    ``keep`` of shape ``[n_forward, n_backward]`` gives the metric per sample ``[batch]``. A stack
+    ``[k, n_forward, n_backward]`` runs ``k`` differently patched copies of the batch in one
+    forward pass (the batch is tiled ``k`` times) and gives ``[k, batch]``.
     """
-    batch, mask = pair.clean, pair.mask
-    b, p = batch.input_ids.shape
-    live = torch.zeros_like(corrupted_acts)
-    drop = (~keep).float().to(live.device)
+    single = keep.dim() == 2
+    keeps = (keep[None] if single else keep).to(corrupted_acts.device)
+    k = keeps.shape[0]
+    b, p = pair.clean.input_ids.shape
+    batch = TokenizedBatch(pair.clean.input_ids.repeat(k, 1), pair.clean.attention_mask.repeat(k, 1))
+    mask = pair.mask.repeat(k, 1)
+    live = torch.zeros(k * b, p, graph.n_forward, corrupted_acts.shape[-1], device=corrupted_acts.device)
+    drop = (~keeps).float()  # [k, F, B]
     hooks: list[tuple[str, Callable]] = []
     for name, idx in graph.forward_hooks():
         def wh(t, *, hook, idx=idx):
@@ -328,21 +395,34 @@ def patched_metric(
         hooks.append((name, wh))
     for slot in graph.reader_slots():
         cols = list(slot.indices)
-        if not bool(drop[: slot.n_upstream, cols].any()):
+        nu = slot.n_upstream
+        if not bool(drop[:, :nu, cols].any()):
             continue
 
-        def rh(t, *, hook, slot=slot, cols=cols):
-            delta = torch.einsum(
-                "bpfd,fn->bpnd", live[:, :, : slot.n_upstream] - corrupted_acts[:, :, : slot.n_upstream], drop[: slot.n_upstream, cols]
-            )
-            if not slot.per_slot:
+        def rh(t, *, hook, nu=nu, cols=cols, per_slot=slot.per_slot):
+            d_t = drop[:, :nu, cols].transpose(1, 2)[:, None]  # [k, 1, n, f]
+            dm = live.shape[-1]
+            gap = live[:, :, :nu].reshape(k, b * p, nu, dm) - corrupted_acts[:, :, :nu].reshape(1, b * p, nu, dm)
+            delta = torch.matmul(d_t, gap).reshape(k * b, p, len(cols), dm)  # sum over dropped writers
+            if not per_slot:
                 delta = delta[:, :, 0]
             return t - delta.to(t.dtype)
 
         hooks.append((slot.hook, rh))
     # writer hooks must run before reader hooks at the same point; TL runs them in list order
     with model.hooks(fwd_hooks=hooks):
-        return metric(_logits(model, batch), pair.labels, answers)
+        m = metric(_logits(model, batch, last_only), pair.labels.repeat(k), answers).view(k, b)
+    return m[0] if single else m
+
+
+def patch_copies(graph: Graph, batch: int, pos: int, d_model: int, budget: int, cap: int = 64) -> int:
+    """How many patched copies of a batch :func:`patched_metric` may run at once within ``budget``.
+
+    Each copy costs its live writer buffer plus the einsum temporaries, about two
+    ``[batch, pos, n_forward, d_model]`` float32 tensors.
+    """
+    one = buffer_bytes(graph, batch, pos, d_model, 2)
+    return max(1, min(cap, budget // max(one, 1)))
 
 
 def _chunks(n: int, size: int) -> list[tuple[int, int]]:
@@ -421,59 +501,84 @@ def attribute(
 
 
 def _attribute_batch(model, graph, pair, config, metric, answers, scores, edge_mask):
-    """Add one batch's summed edge scores into ``scores``; return clean and corrupted metrics."""
-    mask = pair.mask
-    corr_acts, corr_logits = collect_writer_outputs(model, graph, pair.corrupted, mask)
-    clean_acts, clean_logits = collect_writer_outputs(model, graph, pair.clean, mask)
-    m_clean = metric(clean_logits, pair.labels, answers)
-    m_corr = metric(corr_logits, pair.labels, answers)
+    """Add one batch's summed edge scores into ``scores``; return clean and corrupted metrics.
+
+    Buffers ``[b, p, n_forward, d_model]``: ``eap`` and ``eap-ig-inputs`` hold one (the corrupted
+    outputs, turned into the difference in place by the first gradient pass, which runs on the
+    clean prompt: alpha = 1 first for IG); ``eap-ig-activations`` two (corrupted and difference);
+    ``exact`` one plus the patched copies' live buffers.
+    """
+    mask, last = pair.mask, config.last_position_only
     method = config.method
-    if method == "exact":
-        del clean_acts
-        batch_scores = torch.zeros_like(scores)
-        if config.exact_level == "node":
-            rows = range(graph.n_forward)
-            for f in rows:
-                keep = torch.ones_like(edge_mask)
-                keep[f] = False
-                batch_scores[f] = 0
-                m = patched_metric(model, graph, pair, corr_acts, keep, metric, answers)
-                # node effect placed on the node's logits edge; node_scores() sums rows
-                batch_scores[f, graph.backward_index["logits"]] = (m_clean - m).sum()
-        else:
-            edges = edge_mask.nonzero().tolist()
-            for f, b in tqdm(edges, desc="exact patching", leave=False, disable=not config.progress):
-                keep = torch.ones_like(edge_mask)
-                keep[f, b] = False
-                m = patched_metric(model, graph, pair, corr_acts, keep, metric, answers)
-                batch_scores[f, b] = (m_clean - m).sum()
-        scores += batch_scores
+    if method == "eap" and config.gradient_point == "corrupted":
+        # TL's denoising form: the gradient at the corrupted run; diff = clean - corrupted
+        buf, m_clean_t = collect_writer_outputs(model, graph, pair.clean, mask, last)
+        m_clean = metric(m_clean_t, pair.labels, answers)
+        m_corr = _gradient_pass(model, graph, pair.corrupted, pair.labels, answers, metric, buf, scores, 1.0,
+                                last_only=last, record=_Record(buf, buf, -1.0, mask))
         return m_clean, m_corr
-    diff = clean_acts - corr_acts  # [b, p, F, d], zero at padding
-    if method == "eap":
-        if config.gradient_point == "clean":
-            _gradient_pass(model, graph, pair.clean, pair.labels, answers, metric, diff, scores, 1.0)
+    corr, corr_logits = collect_writer_outputs(model, graph, pair.corrupted, mask, last)
+    m_corr = metric(corr_logits, pair.labels, answers)
+    del corr_logits
+    if method == "exact":
+        with torch.no_grad():
+            m_clean = metric(_logits(model, pair.clean, last), pair.labels, answers)
+        b, p = pair.clean.input_ids.shape
+        per_call = patch_copies(graph, b, p, model.cfg.d_model, config.max_bytes or default_budget(scores.device))
+        if config.exact_level == "node":
+            # node effect placed on the node's logits edge, so node_scores() (row sums) returns it
+            units = [(f, graph.backward_index["logits"]) for f in range(graph.n_forward)]
         else:
-            _gradient_pass(model, graph, pair.corrupted, pair.labels, answers, metric, diff, scores, 1.0)
-    elif method == "eap-ig-inputs":
-        x_clean, x_corr = clean_acts[:, :, 0], corr_acts[:, :, 0]
-        for k in range(1, config.steps + 1):
-            alpha = k / config.steps
-            x = x_corr + alpha * (x_clean - x_corr)  # padding keeps the run's own embedding
-            _gradient_pass(model, graph, pair.clean, pair.labels, answers, metric, diff, scores,
-                           1.0 / config.steps, input_override=x, real_mask=mask)
-    elif method == "eap-ig-activations":
-        for k in range(1, config.steps + 1):
-            alpha = k / config.steps
-            interp = corr_acts + alpha * diff
+            units = edge_mask.nonzero().tolist()
+        bar = tqdm(total=len(units), desc="exact patching", leave=False, disable=not config.progress)
+        for lo, hi in _chunks(len(units), per_call):
+            keep = torch.ones(hi - lo, *edge_mask.shape, dtype=torch.bool, device=edge_mask.device)
+            for j, (f, r) in enumerate(units[lo:hi]):
+                if config.exact_level == "node":
+                    keep[j, f] = False
+                else:
+                    keep[j, f, r] = False
+            m = patched_metric(model, graph, pair, corr, keep, metric, answers, last)
+            for j, (f, r) in enumerate(units[lo:hi]):
+                scores[f, r] += (m_clean - m[j]).sum()
+            bar.update(hi - lo)
+        bar.close()
+        return m_clean, m_corr
+    if method == "eap":
+        m_clean = _gradient_pass(model, graph, pair.clean, pair.labels, answers, metric, corr, scores, 1.0,
+                                 last_only=last, record=_Record(corr, corr, 1.0, mask))
+        return m_clean, m_corr
+    steps, w = config.steps, 1.0 / config.steps
+    if method == "eap-ig-inputs":
+        x_corr = corr[:, :, 0].clone()
+        diff = corr  # becomes clean - corrupted in the first (alpha = 1, clean) pass
+        m_clean = _gradient_pass(model, graph, pair.clean, pair.labels, answers, metric, diff, scores, w,
+                                 last_only=last, record=_Record(diff, diff, 1.0, mask))
+        for k in range(steps - 1, 0, -1):
+            x = x_corr + (k / steps) * diff[:, :, 0]  # padding keeps the run's own embedding
+            _gradient_pass(model, graph, pair.clean, pair.labels, answers, metric, diff, scores, w,
+                           input_override=x, real_mask=mask, last_only=last)
+        return m_clean, m_corr
+    # eap-ig-activations: every writer's value set to corrupted + alpha * diff (gradient kept)
+    diff = torch.empty_like(corr)
+    m_clean = _gradient_pass(model, graph, pair.clean, pair.labels, answers, metric, diff, scores, w,
+                             last_only=last, record=_Record(diff, corr, 1.0, mask))
+    for k in range(steps - 1, 0, -1):
+        alpha = k / steps
 
-            def target(idx, interp=interp):
-                return interp[:, :, idx[0] : idx[-1] + 1]
+        def target(idx, alpha=alpha):
+            sl = slice(idx[0], idx[-1] + 1)
+            return corr[:, :, sl] + alpha * diff[:, :, sl]
 
-            _gradient_pass(model, graph, pair.clean, pair.labels, answers, metric, diff, scores,
-                           1.0 / config.steps, writer_override=target, input_override=interp[:, :, 0],
-                           real_mask=mask)
+        _gradient_pass(model, graph, pair.clean, pair.labels, answers, metric, diff, scores, w,
+                       writer_override=target, input_override=target(_input_idx(graph))[:, :, 0],
+                       real_mask=mask, last_only=last)
     return m_clean, m_corr
+
+
+def _input_idx(graph: Graph) -> tuple[int, ...]:
+    """Forward indices written by the first writer hook (the ``input`` node)."""
+    return graph.forward_hooks()[0][1]
 
 
 def exact_patch_scores(model, clean, corrupted, level: str = "edge", metric: str | Metric = "logit_diff",
@@ -486,6 +591,7 @@ def exact_patch_scores(model, clean, corrupted, level: str = "edge", metric: str
 def circuit_metric(
     model, clean: Sequence[Sample], corrupted: Sequence[Sample], keep: Bool[torch.Tensor, "n_forward n_backward"],
     metric: str | Metric = "logit_diff", batch_size: int = 8, graph: Graph | None = None, align: str = "strict",
+    last_only: bool = True,
 ) -> dict[str, float]:
     """Mean metric of the clean run, the corrupted run and the run where only ``keep`` edges stay clean."""
     graph = graph or Graph.from_model(model)
@@ -496,11 +602,11 @@ def circuit_metric(
     keep = keep.to(device) | ~graph.edge_mask.to(device)
     for lo, hi in _chunks(len(clean), batch_size):
         pair = make_pair_batch(model.tokenizer, clean[lo:hi], corrupted[lo:hi], device, align)
-        corr_acts, corr_logits = collect_writer_outputs(model, graph, pair.corrupted, pair.mask)
+        corr_acts, corr_logits = collect_writer_outputs(model, graph, pair.corrupted, pair.mask, last_only)
         with torch.no_grad():
-            tot["clean"] += float(metric_fn(_logits(model, pair.clean), pair.labels, answers).sum())
+            tot["clean"] += float(metric_fn(_logits(model, pair.clean, last_only), pair.labels, answers).sum())
         tot["corrupted"] += float(metric_fn(corr_logits, pair.labels, answers).sum())
-        tot["circuit"] += float(patched_metric(model, graph, pair, corr_acts, keep, metric_fn, answers).sum())
+        tot["circuit"] += float(patched_metric(model, graph, pair, corr_acts, keep, metric_fn, answers, last_only).sum())
     n = len(clean)
     return {k: v / n for k, v in tot.items()}
 
@@ -518,5 +624,6 @@ __all__ = [
     "collect_writer_outputs",
     "exact_patch_scores",
     "make_pair_batch",
+    "patch_copies",
     "patched_metric",
 ]

@@ -259,12 +259,13 @@ class FaithfulnessCurve:
 
 def faithfulness_curve(
     model, result: AttributionResult, clean, corrupted, sizes=MIB_SIZES, absolute: bool = True,
-    batch_size: int = 8, align: str = "strict", progress: bool = True,
+    batch_size: int = 8, align: str = "strict", progress: bool = True, max_bytes: int | None = None,
 ) -> FaithfulnessCurve:
     """MIB-style faithfulness of top-n circuits at each size (fraction of all edges).
 
     Batches are the outer loop: each batch's corrupted activations are collected once and
-    reused for every circuit size (one patched forward pass per size and batch).
+    reused for every circuit size. Several sizes share one forward pass (the batch tiled once
+    per size) as far as ``max_bytes`` (default: 40% of RAM or free GPU memory) allows.
     """
     from tqdm.auto import tqdm
 
@@ -272,7 +273,9 @@ def faithfulness_curve(
         _chunks,
         _logits,
         collect_writer_outputs,
+        default_budget,
         make_pair_batch,
+        patch_copies,
         patched_metric,
     )
     from recircuit.circuits.metrics import get_metric
@@ -297,15 +300,20 @@ def faithfulness_curve(
     clean_sum = corr_sum = 0.0
     chunks = _chunks(len(clean), batch_size)
     bar = tqdm(total=len(chunks) * len(keeps), desc="faithfulness", disable=not progress)
+    last = result.config.last_position_only
+    budget = max_bytes or default_budget(device)
+    stacked = torch.stack(keeps).to(device)
     for lo, hi in chunks:
         pair = make_pair_batch(model.tokenizer, clean[lo:hi], corrupted[lo:hi], device, align)
-        corr_acts, corr_logits = collect_writer_outputs(model, g, pair.corrupted, pair.mask)
+        corr_acts, corr_logits = collect_writer_outputs(model, g, pair.corrupted, pair.mask, last)
         with torch.no_grad():
-            clean_sum += float(metric(_logits(model, pair.clean), pair.labels, answers).sum())
+            clean_sum += float(metric(_logits(model, pair.clean, last), pair.labels, answers).sum())
         corr_sum += float(metric(corr_logits, pair.labels, answers).sum())
-        for i, keep in enumerate(keeps):
-            sums[i] += float(patched_metric(model, g, pair, corr_acts, keep.to(device), metric, answers).sum())
-            bar.update(1)
+        per_call = patch_copies(g, hi - lo, pair.clean.input_ids.shape[1], model.cfg.d_model, budget)
+        for a, b in _chunks(len(keeps), per_call):
+            m = patched_metric(model, g, pair, corr_acts, stacked[a:b], metric, answers, last)
+            sums[a:b] += m.sum(1).double().cpu()
+            bar.update(b - a)
         del corr_acts
     bar.close()
     n = len(clean)

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -107,16 +106,24 @@ def target_swap(titles: dict[int, str], tokenizer=None, seed: int = 0) -> Corrup
 
 
 def history_resample(tokenizer=None, seed: int = 0) -> Corruption:
-    """Replace history titles with titles from other users' samples (same slot, matched length)."""
+    """Replace history titles with titles from other users' samples (same slot, matched length).
+
+    A replacement never comes from the sample's own history or target, nor from a title that
+    only the same user has in the batch.
+    """
 
     def corrupt(samples: Sequence[Sample]) -> list[Sample]:
         rng = np.random.default_rng(seed)
         parsed = [parse_input(s.input) for s in samples]
-        pool_titles = {i: t for i, t in enumerate(sorted({t for lk, dk, _ in parsed for t in lk + dk}))}
-        pool = _TitlePool(pool_titles, tokenizer)
+        owners: dict[str, set] = {}
+        for s, (lk, dk, _) in zip(samples, parsed):
+            for t in lk + dk:
+                owners.setdefault(t, set()).add(s.user_id if s.user_id is not None else s.uid)
+        pool = _TitlePool(dict(enumerate(sorted(owners))), tokenizer)
         out = []
         for s, (liked, disliked, target) in zip(samples, parsed):
-            own = set(liked) | set(disliked) | {target}
+            me = s.user_id if s.user_id is not None else s.uid
+            own = set(liked) | set(disliked) | {target} | {t for t, o in owners.items() if o == {me}}
             new_l = [pool.sample(t, rng, own) for t in liked]
             new_d = [pool.sample(t, rng, own) for t in disliked]
             out.append(s.with_input(build_input(new_l, new_d, target)))
@@ -125,25 +132,45 @@ def history_resample(tokenizer=None, seed: int = 0) -> Corruption:
     return corrupt
 
 
+class BipartiteGraph:
+    """The user-item interaction graph, built once, for personalized PageRank.
+
+    Edges are unweighted and undirected (one per ``(user, item)`` row of ``interactions``,
+    whatever the rating: a watched movie links the user and the item either way).
+    """
+
+    def __init__(self, interactions: pd.DataFrame) -> None:
+        missing = {"user", "item"} - set(interactions.columns)
+        if missing:
+            raise ValueError(f"interactions need 'user' and 'item' columns; missing {sorted(missing)}.")
+        self.users = {u: i for i, u in enumerate(sorted(interactions["user"].unique()))}
+        self.items = {it: i for i, it in enumerate(sorted(interactions["item"].unique()))}
+        nu, ni = len(self.users), len(self.items)
+        ui = torch.tensor(interactions["user"].map(self.users).to_numpy(), dtype=torch.long)
+        ii = torch.tensor(interactions["item"].map(self.items).to_numpy(), dtype=torch.long) + nu
+        n = nu + ni
+        idx = torch.cat([torch.stack([ui, ii]), torch.stack([ii, ui])], dim=1)
+        self.adj = torch.sparse_coo_tensor(idx, torch.ones(idx.shape[1]), (n, n), check_invariants=False).coalesce()
+        self.deg = torch.sparse.sum(self.adj, dim=1).to_dense().clamp(min=1)
+        self.n_users = nu
+
+    def ppr(self, user: int, damping: float = 0.85, iters: int = 50) -> dict[int, float]:
+        """PPR of every item from ``user``: ``r = (1 - d) e_user + d A D^-1 r`` by power iteration."""
+        if user not in self.users:
+            raise ValueError(f"User {user} has no interactions in the graph; PPR needs the user's history.")
+        restart = torch.zeros(self.adj.shape[0])
+        restart[self.users[user]] = 1.0
+        r: Float[torch.Tensor, "n"] = restart.clone()
+        for _ in range(iters):
+            r = (1 - damping) * restart + damping * torch.sparse.mm(self.adj, (r / self.deg)[:, None])[:, 0]
+        return {it: float(r[self.n_users + j]) for it, j in self.items.items()}
+
+
 def personalized_pagerank(
     interactions: pd.DataFrame, user: int, damping: float = 0.85, iters: int = 50
 ) -> dict[int, float]:
     """PPR scores of every item from ``user`` on the user-item bipartite graph (power iteration)."""
-    users = {u: i for i, u in enumerate(sorted(interactions["user"].unique()))}
-    items = {it: i for i, it in enumerate(sorted(interactions["item"].unique()))}
-    nu, ni = len(users), len(items)
-    ui = torch.tensor([users[u] for u in interactions["user"]])
-    ii = torch.tensor([items[i] for i in interactions["item"]]) + nu
-    n = nu + ni
-    idx = torch.cat([torch.stack([ui, ii]), torch.stack([ii, ui])], dim=1)
-    adj = torch.sparse_coo_tensor(idx, torch.ones(idx.shape[1]), (n, n)).coalesce()
-    deg = torch.sparse.sum(adj, dim=1).to_dense().clamp(min=1)
-    restart = torch.zeros(n)
-    restart[users[user]] = 1.0
-    r: Float[torch.Tensor, "n"] = restart.clone()
-    for _ in range(iters):
-        r = (1 - damping) * restart + damping * torch.sparse.mm(adj, (r / deg)[:, None])[:, 0]
-    return {it: float(r[nu + j]) for it, j in items.items()}
+    return BipartiteGraph(interactions).ppr(user, damping, iters)
 
 
 def ppr_replace(interactions: pd.DataFrame, titles: dict[int, str], tokenizer=None, seed: int = 0,
@@ -151,10 +178,11 @@ def ppr_replace(interactions: pd.DataFrame, titles: dict[int, str], tokenizer=No
     """Replace history items with items far from the user in PPR (the lowest ``far_fraction``)."""
     cache: dict[int, list[str]] = {}
     length = _length_fn(tokenizer)
+    graph = BipartiteGraph(interactions)
 
     def far_titles(user: int) -> list[str]:
         if user not in cache:
-            ppr = personalized_pagerank(interactions, user)
+            ppr = graph.ppr(user)
             ranked = sorted(ppr, key=ppr.get)
             k = max(1, int(len(ranked) * far_fraction))
             cache[user] = [titles[i] for i in ranked[:k] if i in titles]
@@ -198,6 +226,5 @@ def get_corruption(name: str, **kwargs) -> Corruption:
     raise ValueError(f"Unknown corruption {name!r}; choose one of {CORRUPTIONS}.")
 
 
-__all__ = ["CORRUPTIONS", "Corruption", "get_corruption", "history_resample", "label_flip",
+__all__ = ["CORRUPTIONS", "BipartiteGraph", "Corruption", "get_corruption", "history_resample", "label_flip",
            "parse_input", "personalized_pagerank", "ppr_replace", "target_swap"]
-_ = replace

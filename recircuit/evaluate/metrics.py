@@ -62,13 +62,58 @@ def mia_auc(model, members: Sequence[Sample], nonmembers: Sequence[Sample], batc
     return float(roc_auc_score(y, -np.r_[lm, ln]))
 
 
-def evaluate_unlearning(model, retrained, forget: Sequence[Sample], test: Sequence[Sample],
-                        heldout: Sequence[Sample], batch_size: int = 8, retrained_cache: dict | None = None) -> dict:
-    """Utility on test and forget, JSD to Retrain on forget and test, MIA AUC and its gap to Retrain.
+def check_protocol(forget: Sequence[Sample], test: Sequence[Sample], heldout: Sequence[Sample] | None = None,
+                   retain: Sequence[Sample] | None = None, train: Sequence[Sample] | None = None,
+                   train_size: int | None = None) -> None:
+    """Refuse an evaluation whose sets break the protocol, with the reason and the fix.
 
-    ``retrained_cache`` (a dict) keeps Retrain's scores between calls, so each method pays only
-    for its own forward passes.
+    Raises :class:`recircuit.unlearn.UnlearningError` for an empty forget set, a forget set
+    larger than the training set or not inside it, forget samples in the test set, an empty test
+    set, and held-out (MIA non-member) samples that were trained on (in forget or retain).
     """
+    from recircuit.unlearn.base import UnlearningError, check_request
+
+    if len(test) == 0:
+        raise UnlearningError("The test set is empty; utility cannot be measured.")
+    check_request(forget, retain, test, train_size=train_size, train=train)
+    if heldout is not None:
+        if len(heldout) == 0:
+            raise UnlearningError("The held-out set is empty; the membership attack needs never-trained samples.")
+        trained = {s.uid or s.input for s in forget} | {s.uid or s.input for s in (retain or [])}
+        clash = trained & {s.uid or s.input for s in heldout}
+        if clash:
+            raise UnlearningError(f"{len(clash)} held-out samples were trained on (e.g. {sorted(clash)[0]!r}); "
+                                  "MIA non-members must never have been trained on: use the valid split.")
+
+
+def evaluate_unlearning(model, retrained, forget: Sequence[Sample], test: Sequence[Sample],
+                        heldout: Sequence[Sample], batch_size: int = 8, retrained_cache: dict | None = None, *,
+                        original=None, retain: Sequence[Sample] | None = None, train: Sequence[Sample] | None = None,
+                        seconds: float | None = None, retrain_seconds: float | None = None) -> dict:
+    """The protocol's metrics for one unlearned model.
+
+    Args:
+        model: the unlearned model (or Original / Retrain themselves, for their rows).
+        retrained: the Retrain model (trained on retain only, same config and seed).
+        forget, test: the forgotten training samples and the test split.
+        heldout: samples never trained on (the MIA non-members; e.g. the valid split).
+        retrained_cache: a dict that keeps Retrain's scores between calls, so each method pays only
+            for its own forward passes.
+        original: the model before unlearning; adds ``forget_jsd_to_original``.
+        retain, train: checked against the other sets (disjoint, forget inside train).
+        seconds, retrain_seconds: wall times; adds ``seconds`` and ``time_vs_retrain``.
+
+    Returns:
+        ``test_{auc,acc,logloss}`` and ``forget_{auc,acc,logloss}`` (utility), ``forget_loss``
+        (mean answer CE), ``forget_jsd`` / ``test_jsd`` to Retrain, ``mia_auc``,
+        ``retrain_mia_auc`` and ``mia_gap_to_retrain`` (absolute difference), and the optional
+        entries above.
+
+    Raises:
+        UnlearningError: empty forget or test set, forget overlapping test, forget larger than (or
+            outside) train, held-out samples that were trained on.
+    """
+    check_protocol(forget, test, heldout, retain, train)
     cache = retrained_cache if retrained_cache is not None else {}
     p_test, p_forget = score(model, test, batch_size, progress=False), score(model, forget, batch_size, progress=False)
     if "p_test" not in cache:
@@ -77,10 +122,65 @@ def evaluate_unlearning(model, retrained, forget: Sequence[Sample], test: Sequen
         cache["mia"] = mia_auc(retrained, forget, heldout, batch_size)
     t = classification_metrics([s.label for s in test], p_test)
     f = classification_metrics([s.label for s in forget], p_forget)
-    mia = mia_auc(model, forget, heldout, batch_size)
-    return {
+    lf = per_sample_loss(model, forget, batch_size)
+    lh = per_sample_loss(model, heldout, batch_size)
+    mia = _auc_members(lf, lh)
+    out = {
         "test_auc": t["auc"], "test_acc": t["acc"], "test_logloss": t["logloss"],
         "forget_auc": f["auc"], "forget_acc": f["acc"], "forget_logloss": f["logloss"],
+        "forget_loss": float(lf.mean()),
         "forget_jsd": jsd_binary(p_forget, cache["p_forget"]), "test_jsd": jsd_binary(p_test, cache["p_test"]),
         "mia_auc": mia, "mia_gap_to_retrain": abs(mia - cache["mia"]), "retrain_mia_auc": cache["mia"],
     }
+    if original is not None:
+        if "p_forget_original" not in cache:
+            cache["p_forget_original"] = score(original, forget, batch_size, progress=False)
+        out["forget_jsd_to_original"] = jsd_binary(p_forget, cache["p_forget_original"])
+    if seconds is not None:
+        out["seconds"] = float(seconds)
+        if retrain_seconds:
+            out["time_vs_retrain"] = float(seconds) / float(retrain_seconds)
+    return out
+
+
+def _auc_members(member_loss: np.ndarray, nonmember_loss: np.ndarray) -> float:
+    y = np.r_[np.ones(len(member_loss)), np.zeros(len(nonmember_loss))]
+    return float(roc_auc_score(y, -np.r_[member_loss, nonmember_loss]))
+
+
+def bootstrap_std(member_loss: np.ndarray, nonmember_loss: np.ndarray, n: int = 200, seed: int = 0) -> float:
+    """Bootstrap standard deviation of the loss-attack AUC (resampling both sets)."""
+    rng = np.random.default_rng(seed)
+    vals = [_auc_members(rng.choice(member_loss, len(member_loss)), rng.choice(nonmember_loss, len(nonmember_loss)))
+            for _ in range(n)]
+    return float(np.std(vals))
+
+
+def memorization_gap(original, retrained, forget: Sequence[Sample], heldout: Sequence[Sample],
+                     test: Sequence[Sample] | None = None, batch_size: int = 8) -> dict:
+    """Is there something to forget? Original versus Retrain on the forget set.
+
+    Returns the mean forget-set answer loss of both and their gap (Retrain minus Original: how
+    much better Original fits the data it saw), the forget-set JSD between their answers (and on
+    ``test`` if given: a forget JSD well above the test JSD means the forget samples are
+    memorized, not just that two training runs differ), both MIA AUCs, their gap and the
+    bootstrap std of each AUC. ``measurable`` is true when the loss gap is positive and the MIA
+    gap exceeds twice the combined bootstrap std; when false, the benchmark proves nothing:
+    train the original longer or on more samples per forgotten user.
+    """
+    if not forget or not heldout:
+        raise ValueError("memorization_gap needs forget samples and never-trained held-out samples.")
+    lo_f, lo_h = per_sample_loss(original, forget, batch_size), per_sample_loss(original, heldout, batch_size)
+    lr_f, lr_h = per_sample_loss(retrained, forget, batch_size), per_sample_loss(retrained, heldout, batch_size)
+    mia_o, mia_r = _auc_members(lo_f, lo_h), _auc_members(lr_f, lr_h)
+    sd_o, sd_r = bootstrap_std(lo_f, lo_h), bootstrap_std(lr_f, lr_h)
+    po, pr = score(original, forget, batch_size, progress=False), score(retrained, forget, batch_size, progress=False)
+    out = {"forget_loss_original": float(lo_f.mean()), "forget_loss_retrain": float(lr_f.mean()),
+           "loss_gap": float(lr_f.mean() - lo_f.mean()), "forget_jsd": jsd_binary(po, pr),
+           "mia_auc_original": mia_o, "mia_auc_retrain": mia_r, "mia_gap": mia_o - mia_r,
+           "mia_std_original": sd_o, "mia_std_retrain": sd_r}
+    if test:
+        out["test_jsd"] = jsd_binary(score(original, test, batch_size, progress=False),
+                                     score(retrained, test, batch_size, progress=False))
+    out["measurable"] = bool(out["loss_gap"] > 0 and out["mia_gap"] > 2 * float(np.hypot(sd_o, sd_r)))
+    return out

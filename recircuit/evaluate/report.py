@@ -25,6 +25,11 @@ from recircuit._io import atomic_write_json, atomic_write_text
 from recircuit.data.prompts import Sample
 
 
+def sample_hash(s: Sample) -> str:
+    """sha256 of one sample's uid and content (instruction, input, output)."""
+    return hashlib.sha256(f"{s.uid}\x1f{s.instruction}\x1f{s.input}\x1f{s.output}".encode()).hexdigest()
+
+
 def samples_hash(samples: Sequence[Sample]) -> str:
     """sha256 over the samples' uids and content (instruction, input, output), in order."""
     h = hashlib.sha256()
@@ -44,13 +49,51 @@ def model_hash(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
+AUDIT_FORMAT = "recircuit.audit/1"
+
+
 def audit_record(forget: Sequence[Sample], before: str, after: str, config: dict, method: str,
-                 seconds: float) -> dict:
-    """What was forgotten (ids + content hash), model hashes before/after, config and time."""
-    return {"format": "recircuit.audit/1", "method": method, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "forgotten": {"n": len(forget), "uids": [s.uid for s in forget], "users": sorted({s.user_id for s in forget if s.user_id is not None}),
+                 seconds: float, extra: dict | None = None) -> dict:
+    """What was forgotten (ids + content hashes), model hashes before/after, config and time.
+
+    Each forgotten sample is listed by uid with the sha256 of its content (instruction, input,
+    output), and the whole list is hashed once more (``content_sha256``), so a later reader can
+    check the record against the data without the record holding the data itself.
+    """
+    if not forget:
+        raise ValueError("An audit record needs the forgotten samples; the forget set is empty.")
+    return {"format": AUDIT_FORMAT, "method": method,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "forgotten": {"n": len(forget), "uids": [s.uid for s in forget],
+                          "sample_sha256": [sample_hash(s) for s in forget],
+                          "users": sorted({s.user_id for s in forget if s.user_id is not None}),
                           "content_sha256": samples_hash(forget)},
-            "model_sha256": {"before": before, "after": after}, "config": config, "seconds": seconds}
+            "model_sha256": {"before": before, "after": after}, "config": config, "seconds": float(seconds),
+            **({"extra": extra} if extra else {})}
+
+
+def save_audit(record: dict, path: str | Path) -> Path:
+    """Write an audit record as JSON (atomic)."""
+    if record.get("format") != AUDIT_FORMAT:
+        raise ValueError(f"Not an audit record (format {record.get('format')!r}); build it with audit_record().")
+    return atomic_write_json(path, record)
+
+
+def load_audit(path: str | Path) -> dict:
+    """Read an audit record written by :func:`save_audit`."""
+    d = json.loads(Path(path).read_text())
+    if d.get("format") != AUDIT_FORMAT:
+        raise ValueError(f"{path} is not a recircuit audit record (format {d.get('format')!r}).")
+    return d
+
+
+def verify_audit(record: dict, forget: Sequence[Sample] | None = None, model: torch.nn.Module | None = None) -> None:
+    """Check a record against the forgotten samples and/or the unlearned model; raise on mismatch."""
+    if forget is not None:
+        if [s.uid for s in forget] != record["forgotten"]["uids"] or samples_hash(forget) != record["forgotten"]["content_sha256"]:
+            raise ValueError("The samples do not match the audit record's forgotten ids / content hash.")
+    if model is not None and model_hash(model) != record["model_sha256"]["after"]:
+        raise ValueError("The model's hash differs from the audit record's 'after' hash: it is not the audited model.")
 
 
 @dataclass

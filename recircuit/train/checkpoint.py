@@ -5,6 +5,7 @@ Usage::
     from recircuit.train.checkpoint import save_checkpoint, load_checkpoint
     save_checkpoint(model, "runs/ft/model", meta={"split": split.to_dict(), "seed": 0})
     load_checkpoint(fresh_model, "runs/ft/model")      # refuses a different base model
+    model, meta = load_trained("runs/ft/model")        # builds the base model named in the sidecar
 
 ``<path>.safetensors`` holds LoRA adapter tensors (``lora.*``) when adapters are attached, or else
 the full state dict (``full.*``); ``<path>.json`` holds the base-model name, the asset sha256 where
@@ -19,7 +20,7 @@ from pathlib import Path
 from safetensors.torch import load_file, save_file
 
 from recircuit._io import atomic_write, atomic_write_json
-from recircuit.models.loading import OFFLINE_MODELS, model_name
+from recircuit.models.loading import OFFLINE_MODELS, TINY_MODEL_NAME, model_name
 from recircuit.train.lora import (
     LoraConfig,
     attach_lora,
@@ -110,3 +111,26 @@ def load_checkpoint(model, path: str | Path, strict_base: bool = True) -> dict:
         if unexpected:
             raise CheckpointMismatchError(f"{st} has weights the model lacks: {unexpected[:3]}...")
     return meta
+
+
+def load_trained(path: str | Path, device: str | None = None) -> tuple:
+    """Build the base model a checkpoint names in its sidecar and load the checkpoint into it.
+
+    Args:
+        path: the checkpoint (stem, ``.json`` or ``.safetensors``).
+        device: torch device for the model (default: CUDA when available; tiny models: CPU).
+
+    Returns:
+        ``(model, meta)``: the fine-tuned bridge in eval mode and the sidecar.
+    """
+    from recircuit.models import load_model, tiny_model
+
+    base = read_meta(path)["base_model"]
+    if base["name"] == TINY_MODEL_NAME:
+        model = tiny_model(base.get("seed", 0), n_layers=base["n_layers"], n_heads=base["n_heads"],
+                           d_model=base["d_model"], device=device or "cpu")
+    else:
+        model = load_model(base["name"], device=device)
+    meta = load_checkpoint(model, path)
+    model.eval()
+    return model, meta

@@ -4,6 +4,7 @@ Usage::
 
     recircuit train --mode full --n-train 512 --lr 5e-5 --epochs 1 --out runs/ft_full
     recircuit train --mode lora --n-train 512 --lr 3e-4 --out runs/ft_lora --test
+    recircuit train --mode full --lr 5e-5 --cache     # reuse / fill $RECIRCUIT_CACHE/models
 """
 
 from __future__ import annotations
@@ -27,10 +28,18 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--grad-accum", type=int, default=1)
     p.add_argument("--eval-every", type=int, default=16)
+    p.add_argument("--patience", type=int, default=3, help="validations without a better AUC before stopping")
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--warmup-ratio", type=float, default=0.1)
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--cpu-bf16", action="store_true", help="bf16 autocast on CPU too (AMX)")
     p.add_argument("--lora-rank", type=int, default=8)
+    p.add_argument("--lora-alpha", type=float, default=None, help="default: 2 x rank")
     p.add_argument("--lora-targets", nargs="+", default=["q", "v"])
     p.add_argument("--test", action="store_true", help="evaluate on the whole test split afterwards")
     p.add_argument("--out", default="runs/train")
+    p.add_argument("--cache", action="store_true",
+                   help="use the recommender cache ($RECIRCUIT_CACHE/models) instead of --out: reuse if present")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_train)
     return p
@@ -41,22 +50,41 @@ def cmd_train(args: argparse.Namespace) -> int:
     from recircuit.cli import emit
     from recircuit.data import build_split
     from recircuit.models import load_model
-    from recircuit.train import LoraConfig, TrainConfig, evaluate, train
+    from recircuit.train import (
+        LoraConfig,
+        TrainConfig,
+        cached_recommender,
+        evaluate,
+        load_trained,
+        train,
+    )
 
     kw = {"seed": args.seed} if args.preset == "random" else {}
     split = build_split(args.preset, data_dir=args.data_dir, **kw)
-    tr = split.train[: args.n_train] if args.n_train else split.train
+    n_train = args.n_train or None
+    tr = split.train[:n_train] if n_train else split.train
     va = split.valid[: args.n_valid]
     lr = args.lr if args.lr is not None else (5e-5 if args.mode == "full" else 3e-4)
+    alpha = args.lora_alpha if args.lora_alpha is not None else 2 * args.lora_rank
     cfg = TrainConfig(mode=args.mode, lr=lr, epochs=args.epochs, batch_size=args.batch_size, grad_accum=args.grad_accum,
-                      eval_every=args.eval_every, seed=args.seed,
-                      lora=LoraConfig(rank=args.lora_rank, alpha=2 * args.lora_rank, targets=tuple(args.lora_targets)))
-    model = load_model(args.model, device=args.device)
-    meta = {"split": split.to_dict(), "n_train": len(tr), "n_valid": len(va)}
-    res = train(model, tr, va, cfg, out_dir=args.out, meta=meta)
-    row = {"mode": args.mode, "train_samples": len(tr), "steps": res.metrics["steps"],
-           "best_valid_auc": res.metrics["best_valid_auc"], "seconds": round(res.seconds, 1),
-           "checkpoint": str(res.checkpoint)}
+                      eval_every=args.eval_every, patience=args.patience, max_steps=args.max_steps,
+                      warmup_ratio=args.warmup_ratio, weight_decay=args.weight_decay, seed=args.seed,
+                      cpu_bf16=args.cpu_bf16,
+                      lora=LoraConfig(rank=args.lora_rank, alpha=alpha, targets=tuple(args.lora_targets)))
+    if args.cache:
+        path = cached_recommender(args.model, split, cfg, n_train, args.n_valid, device=args.device)
+        model, meta = load_trained(path, device=args.device)
+        m = meta.get("metrics", {})
+        row = {"mode": args.mode, "train_samples": meta.get("n_train"), "steps": m.get("steps"),
+               "best_valid_auc": m.get("best_valid_auc"), "seconds": round(m.get("seconds", 0.0), 1),
+               "checkpoint": str(path)}
+    else:
+        model = load_model(args.model, device=args.device)
+        meta = {"split": split.to_dict(), "n_train": len(tr), "n_valid": len(va)}
+        res = train(model, tr, va, cfg, out_dir=args.out, meta=meta)
+        row = {"mode": args.mode, "train_samples": len(tr), "steps": res.metrics["steps"],
+               "best_valid_auc": res.metrics["best_valid_auc"], "seconds": round(res.seconds, 1),
+               "checkpoint": str(res.checkpoint)}
     if args.test:
         m = evaluate(model, split.test, args.batch_size, progress=True)
         row.update({"test_auc": m["auc"], "test_acc": m["acc"], "test_logloss": m["logloss"]})

@@ -9,10 +9,11 @@ Usage::
     result.history        # the learning curve: step, loss, lr, (valid auc)
 
 Loss: cross-entropy on the answer tokens (``" Yes."``/``" No."`` after the prompt), as TALLRec.
-AdamW with linear warmup then cosine decay; gradient accumulation; bf16 autocast on CUDA; seeded
-and deterministic on CPU. The per-head hooks are switched off while training (same maths, faster;
-see :func:`recircuit.models.plain_forward`). A NaN or infinite loss stops training with
-:class:`NonFiniteLossError`, after restoring the last good weights.
+AdamW with linear warmup then cosine decay; gradient accumulation; bf16 autocast on CUDA (and on
+CPU with ``cpu_bf16=True``, for AMX); seeded and deterministic on CPU. The per-head hooks are
+switched off while training (same maths, faster; see :func:`recircuit.models.plain_forward`).
+A NaN or infinite loss stops training with :class:`NonFiniteLossError`, after restoring the last
+good weights (and saving them, when ``out_dir`` is given).
 """
 
 from __future__ import annotations
@@ -62,7 +63,9 @@ class TrainConfig:
         eval_samples: cap on validation samples (None: all).
         seed: seed for data order, dropout and adapter initialisation.
         lora: adapter settings for ``mode="lora"``.
-        bf16: autocast to bfloat16 on CUDA.
+        bf16: autocast to bfloat16 on CUDA (weights and optimizer stay fp32).
+        cpu_bf16: also autocast to bfloat16 on CPU (AMX); off by default because on CPU the
+            default is exact fp32, and bf16 changes the numbers (it stays deterministic).
     """
 
     mode: str = "lora"
@@ -79,6 +82,7 @@ class TrainConfig:
     seed: int = 0
     lora: LoraConfig = field(default_factory=LoraConfig)
     bf16: bool = True
+    cpu_bf16: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in ("lora", "full"):
@@ -101,6 +105,11 @@ class TrainResult:
     history: list[dict]
     checkpoint: Path | None
     seconds: float
+
+    @property
+    def checkpoint_path(self) -> Path | None:
+        """Alias of ``checkpoint``: the ``.safetensors`` file written (None without ``out_dir``)."""
+        return self.checkpoint
 
 
 def seed_everything(seed: int) -> None:
@@ -177,7 +186,7 @@ def train(
     best_state = _state(model, params)
     last_good = best_state
     bad_evals = 0
-    use_bf16 = cfg.bf16 and device.type == "cuda"
+    use_bf16 = (cfg.bf16 and device.type == "cuda") or (cfg.cpu_bf16 and device.type == "cpu")
     t0 = time.perf_counter()
     step = 0
     rng = np.random.default_rng(cfg.seed)
@@ -193,15 +202,21 @@ def train(
                 loss_val = 0.0
                 for k in range(0, len(chunk), cfg.batch_size):
                     part = chunk[k : k + cfg.batch_size]
-                    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
+                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                         loss = answer_loss(model, part, reduction="sum") / len(chunk)
                     if not torch.isfinite(loss):
                         with torch.no_grad():
                             for p, s in zip(params, last_good):
                                 p.copy_(s)
                         bar.close()
+                        where = ""
+                        if out_dir is not None:
+                            st, _ = save_checkpoint(model, Path(out_dir) / "model", {
+                                "train_config": cfg.to_dict(), "history": history, **(meta or {}),
+                                "metrics": {"stopped": "non-finite loss", "steps": step}})
+                            where = f" and saved to {st}"
                         raise NonFiniteLossError(
-                            f"Loss became {loss.item()} at step {step}; the last good weights were restored. "
+                            f"Loss became {loss.item()} at step {step}; the last good weights were restored{where}. "
                             "Lower the learning rate (TrainConfig.lr) or check the data."
                         )
                     loss.backward()

@@ -6,6 +6,9 @@ Usage::
     adapters = attach_lora(model, LoraConfig(rank=8, alpha=16, targets=("q", "v")))
     ...train: only adapter parameters require grad...
     merge_lora(model)          # fold B @ A into the weights and remove the adapters
+    unmerge_lora(model)        # take the delta back out and re-attach the same adapters
+    both = combine_adapters([lora_state_dict(m1), lora_state_dict(m2)], [0.5, 0.5], level="ba")
+    load_combined(base_model, both, cfg)   # APA-style weighted merge
 
 **Why hand-written, and why weight-space.** With per-head hooks on, the bridge computes queries,
 keys, values and per-head outputs from the projection *weights* (it splits them per head), not
@@ -83,6 +86,7 @@ class LoraDelta(nn.Module):
         return self.cfg.scale * (self.B @ A)
 
     def forward(self, weight: Float[torch.Tensor, "out in"]) -> Float[torch.Tensor, "out in"]:
+        """The adapted weight ``W + scale * B @ A`` (just ``W`` while disabled)."""
         if not self.enabled:
             return weight
         return weight + self.delta().to(weight.dtype)
@@ -162,17 +166,52 @@ def detach_lora(model) -> None:
 
 
 def merge_lora(model) -> None:
-    """Fold every adapter into its weight (W <- W + scale B A) and remove the adapters."""
+    """Fold every adapter into its weight (``W <- W + scale B A``) and remove the adapters.
+
+    The adapters' tensors and config are remembered on the model, so :func:`unmerge_lora` can
+    take the delta back out and re-attach them.
+    """
+    mods = lora_modules(model)
+    if not mods:
+        return
+    merged = {"cfg": getattr(model, "recircuit_lora", None) or next(iter(mods.values())).cfg,
+              "state": lora_state_dict(model)}
     was = model.training
     model.eval()  # no dropout in the merged delta
-    for name, d in lora_modules(model).items():
+    for name, d in mods.items():
         layer, t = int(name.split(".")[1]), name.split(".")[2]
-        lin = _linear(model, layer, t)
         d.eval()
-        parametrize.remove_parametrizations(lin, "weight", leave_parametrized=True)
+        d.enabled = True
+        parametrize.remove_parametrizations(_linear(model, layer, t), "weight", leave_parametrized=True)
     model.train(was)
     if hasattr(model, "recircuit_lora"):
         del model.recircuit_lora
+    model.recircuit_merged_lora = merged  # type: ignore[attr-defined]
+
+
+def unmerge_lora(model, freeze_base: bool = True) -> dict[str, LoraDelta]:
+    """Undo :func:`merge_lora`: subtract ``scale B A`` from the weights and re-attach the adapters.
+
+    The base weights come back up to float rounding (``(W + D) - D``); the adapters come back
+    with exactly the tensors they had.
+
+    Raises:
+        RuntimeError: nothing was merged into this model by :func:`merge_lora`.
+    """
+    merged = getattr(model, "recircuit_merged_lora", None)
+    if merged is None:
+        raise RuntimeError("No merged LoRA adapters to unmerge; merge_lora() was not called on this model.")
+    cfg, state = merged["cfg"], merged["state"]
+    with torch.no_grad():
+        for key in [k[:-2] for k in state if k.endswith(".A")]:
+            layer, t = int(key.split(".")[1]), key.split(".")[2]
+            lin = _linear(model, layer, t)
+            delta = cfg.scale * (state[f"{key}.B"] @ state[f"{key}.A"])
+            lin.weight.sub_(delta.to(lin.weight.device, lin.weight.dtype))
+    del model.recircuit_merged_lora
+    adapters = attach_lora(model, cfg, freeze_base=freeze_base)
+    load_lora_state_dict(model, state)
+    return adapters
 
 
 def set_lora_enabled(model, enabled: bool) -> None:
@@ -205,3 +244,27 @@ def combine_adapters(
         else:
             raise ValueError(f"level must be 'ab' or 'ba', got {level!r}")
     return out
+
+
+def load_combined(model, combined: dict[str, torch.Tensor], cfg: LoraConfig | None = None) -> None:
+    """Put the output of :func:`combine_adapters` into ``model``.
+
+    A/B-level tensors (``<name>.A``/``<name>.B``) become attached adapters (trainable, base
+    frozen); BA-level tensors (``<name>.delta``) are added to the weights as ``scale * delta``,
+    the merged form, since a sum of rank-r products is no longer rank r.
+
+    Args:
+        model: a bridge without attached adapters.
+        combined: tensors from :func:`combine_adapters`.
+        cfg: the adapters' config (rank, alpha, targets); defaults to :class:`LoraConfig`.
+    """
+    cfg = cfg or LoraConfig()
+    if any(k.endswith(".delta") for k in combined):
+        with torch.no_grad():
+            for key, delta in combined.items():
+                layer, t = int(key.split(".")[1]), key.split(".")[2]
+                lin = _linear(model, layer, t)
+                lin.weight.add_(cfg.scale * delta.to(lin.weight.device, lin.weight.dtype))
+        return
+    attach_lora(model, cfg)
+    load_lora_state_dict(model, combined)

@@ -8,7 +8,10 @@ Usage::
 
 Prompt and answer are tokenized separately and concatenated, so the prompt tokens are exactly
 those that scoring sees, and the first answer token is the ``" Yes"``/``" No"`` token scored by
-:func:`recircuit.models.score`.
+:func:`recircuit.models.score`. The loss is the TALLRec one: cross-entropy over the whole answer
+continuation (``" Yes"`` + ``"."``, or ``" No"`` + ``"."``), averaged per sample, not only the
+first-token Yes/No logits. Batches are right-padded for the loss (RoPE makes the padding side
+irrelevant to the maths, and right padding stays NaN-free under bf16 autocast).
 """
 
 from __future__ import annotations
@@ -32,8 +35,16 @@ class AnswerBatch:
 
 
 def tokenize_with_answers(tokenizer, samples: Sequence[Sample], device: torch.device | str = "cpu",
-                          answers: Sequence[str] | None = None) -> AnswerBatch:
-    """Tokenize ``prompt + answer`` per sample (left padding); ``answers`` overrides ``s.answer``."""
+                          answers: Sequence[str] | None = None, padding_side: str = "left") -> AnswerBatch:
+    """Tokenize ``prompt + answer`` per sample; ``answers`` overrides ``s.answer``.
+
+    Args:
+        padding_side: ``"left"`` (as scoring pads) or ``"right"``. Right padding leaves no query
+            position with every key masked, which under bf16 autocast turns into NaN in eager
+            attention and spreads to the whole row; :func:`answer_loss` therefore pads right.
+    """
+    if padding_side not in ("left", "right"):
+        raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
     rows, tmask = [], []
     for i, s in enumerate(samples):
         p = tokenizer.encode(s.prompt, add_special_tokens=False)
@@ -47,9 +58,10 @@ def tokenize_with_answers(tokenizer, samples: Sequence[Sample], device: torch.de
     att = torch.zeros((len(rows), width), dtype=torch.long)
     tm = torch.zeros((len(rows), width))
     for i, (r, t) in enumerate(zip(rows, tmask)):
-        ids[i, width - len(r):] = torch.tensor(r)
-        att[i, width - len(r):] = 1
-        tm[i, width - len(r):] = torch.tensor(t, dtype=torch.float)
+        sl = slice(width - len(r), width) if padding_side == "left" else slice(0, len(r))
+        ids[i, sl] = torch.tensor(r)
+        att[i, sl] = 1
+        tm[i, sl] = torch.tensor(t, dtype=torch.float)
     return AnswerBatch(ids.to(device), att.to(device), tm.to(device))
 
 
@@ -63,17 +75,19 @@ def answer_loss(model, samples: Sequence[Sample], reduction: str = "none",
         reduction: ``"none"`` (mean over each sample's answer tokens, shape [n]), ``"mean"`` or ``"sum"``.
         answers: optional replacement answers (e.g. the flipped label, for unlearning objectives).
     """
+    if reduction not in ("none", "mean", "sum"):
+        raise ValueError(f"reduction must be 'none', 'mean' or 'sum', got {reduction!r}")
     device = next(model.parameters()).device
-    b = tokenize_with_answers(model.tokenizer, samples, device, answers)
+    b = tokenize_with_answers(model.tokenizer, samples, device, answers, padding_side="right")
     logits = model(b.input_ids, attention_mask=b.attention_mask, return_type="logits")
-    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-    nll = -logp.gather(2, b.input_ids[:, 1:, None])[:, :, 0]
-    m = b.target_mask[:, :-1]
-    per = (nll * m).sum(1) / m.sum(1).clamp(min=1)
+    # only the few answer positions need a softmax over the vocabulary: select them first
+    m = b.target_mask[:, :-1].bool()
+    nll = torch.nn.functional.cross_entropy(logits[:, :-1][m].float(), b.input_ids[:, 1:][m], reduction="none")
+    rows = m.nonzero()[:, 0]
+    per = torch.zeros(len(samples), device=nll.device, dtype=nll.dtype).index_add(0, rows, nll)
+    per = per / m.sum(1).clamp(min=1)
     if reduction == "none":
         return per
     if reduction == "mean":
         return per.mean()
-    if reduction == "sum":
-        return per.sum()
-    raise ValueError(f"reduction must be 'none', 'mean' or 'sum', got {reduction!r}")
+    return per.sum()

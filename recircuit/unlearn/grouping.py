@@ -9,17 +9,24 @@ Usage::
 
 **Normalization.** Raw importances from the forget and retain sets live on different scales
 (different samples, different metric gaps), so each is normalized before comparing: ``"share"``
-divides by the total (each module's share of the circuit's importance), ``"rank"`` uses the
-percentile rank. Share is the default: it keeps magnitudes, which the ratio mode needs.
+divides by the total (each module's share of its circuit's importance), ``"rank"`` uses the
+percentile rank in [0, 1]. In top-k mode both give the same circuits (both are monotone in the raw
+score); they differ in ratio mode, where share keeps magnitudes (a module with 3x the forget share
+has log-ratio ln 3) and rank only orders. Default: share, since magnitudes are the evidence.
 
-**Top-k mode (default).** C_f and C_r are the top ``top_k`` fraction of modules by each score;
-forget-specific = C_f minus C_r, retain-specific = C_r minus C_f, task-shared = C_f and C_r, the
-rest frozen. ``top_k=0.2`` keeps a fifth of the modules per circuit, the scale at which EAP-IG
-circuits of recommendation prompts recover most of the metric in our faithfulness curves while
-leaving most of the network untouched (the point of circuit-aware unlearning).
+**Top-k mode (default).** C_f and C_r are the top ``top_k`` fraction of modules by each score
+(ties at the threshold are all included; modules with zero score never are); forget-specific =
+C_f minus C_r, retain-specific = C_r minus C_f, task-shared = C_f and C_r, the rest frozen.
+Default ``top_k=0.2``: module importance from EAP is heavy-tailed, so a fifth of the modules
+usually carries most of the attribution mass, while the union of the two circuits stays at most
+40% of the modules and at least 60% of the network is provably untouched (the locality that
+separates CURE from a uniform update). The share of importance each circuit actually covers is
+recorded in ``thresholds["coverage_forget"]``/``["coverage_retain"]``, so the choice can be checked
+per model; raise ``top_k`` when coverage is low.
 
-**Ratio mode.** A module in C_f or C_r is forget-specific if log(I_f / I_r) > margin, retain-specific
-if < -margin, task-shared otherwise.
+**Ratio mode.** A module in C_f or C_r is forget-specific if log(I_f / I_r) > margin,
+retain-specific if < -margin, task-shared otherwise. Default ``margin=0.5``: a module must be
+about 1.65x (e^0.5) more important to one set than to the other to be given to that set alone.
 """
 
 from __future__ import annotations
@@ -117,7 +124,12 @@ def group_modules(forget: dict[str, float], retain: dict[str, float], config: Gr
     """Split modules by forget and retain importance (see module docstring)."""
     cfg = config or GroupingConfig()
     if set(forget) != set(retain) or not forget:
-        raise ValueError("Forget and retain importances must cover the same, non-empty set of modules.")
+        only = sorted(set(forget) ^ set(retain))[:3]
+        raise ValueError("Forget and retain importances must cover the same, non-empty set of modules "
+                         f"(differing: {only}); compute both with module_importance on the same model.")
+    bad = [m for m in forget if not (math.isfinite(forget[m]) and math.isfinite(retain[m]))]
+    if bad:
+        raise ValueError(f"Non-finite importance for {bad[:3]}; re-run the attribution (check the model for NaNs).")
     fn, rn = normalize_scores(forget, cfg.normalize), normalize_scores(retain, cfg.normalize)
     names = list(forget)
     k = max(1, int(math.ceil(cfg.top_k * len(names))))
@@ -146,17 +158,49 @@ def group_modules(forget: dict[str, float], retain: dict[str, float], config: Gr
                 groups[m], reasons[m] = "retain_specific", f"log(I_f/I_r) = {ratio:.2f} < -{cfg.margin}"
             else:
                 groups[m], reasons[m] = "task_shared", f"|log(I_f/I_r)| = {abs(ratio):.2f} <= {cfg.margin}"
+    raw_f, raw_r = normalize_scores(forget, "share"), normalize_scores(retain, "share")
+    cov_f, cov_r = float(sum(raw_f[m] for m in in_f)), float(sum(raw_r[m] for m in in_r))
     return Grouping(groups, dict(forget), dict(retain), fn, rn,
-                    {"forget": thr_f, "retain": thr_r, "margin": cfg.margin, "k": k}, reasons, cfg)
+                    {"forget": thr_f, "retain": thr_r, "margin": cfg.margin, "k": k,
+                     "coverage_forget": cov_f, "coverage_retain": cov_r}, reasons, cfg)
 
 
 def random_grouping(reference: Grouping, seed: int = 0) -> Grouping:
-    """Same group sizes as ``reference`` with modules assigned at random (the control)."""
+    """Same group sizes as ``reference`` with modules assigned at random (the control).
+
+    Heads are shuffled among heads and MLPs among MLPs, so each group keeps not only its number
+    of modules but its number of parameters: the control differs from CURE only in *which*
+    modules are chosen.
+    """
     rng = np.random.default_rng(seed)
-    names = list(reference.groups)
-    labels = [reference.groups[m] for m in names]
-    perm = rng.permutation(len(names))
-    groups = {names[i]: labels[j] for i, j in zip(perm, range(len(names)))}
-    reasons = {m: "random assignment (control)" for m in names}
+    groups: dict[str, str] = {}
+    for kind in ("a", "m", ""):
+        names = [m for m in reference.groups if (m[:1] == kind if kind else m[:1] not in ("a", "m"))]
+        labels = [reference.groups[m] for m in names]
+        perm = rng.permutation(len(names))
+        groups.update({names[i]: labels[j] for j, i in enumerate(perm)})
+    groups = {m: groups[m] for m in reference.groups}
+    reasons = {m: f"random assignment (control, seed {seed})" for m in groups}
     return Grouping(groups, reference.forget_scores, reference.retain_scores, reference.forget_norm,
                     reference.retain_norm, dict(reference.thresholds), reasons, reference.config)
+
+
+def jaccard(a: set[str], b: set[str]) -> float:
+    """``|a & b| / |a | b|`` (1.0 when both are empty)."""
+    return 1.0 if not a and not b else len(a & b) / len(a | b)
+
+
+def grouping_jaccard(groupings: list[Grouping]) -> dict[str, float]:
+    """Mean pairwise Jaccard of each group's module set across ``groupings`` (reproducibility).
+
+    Use it across seeds of forget-set sampling, or across corruption strategies: 1.0 means the
+    same modules land in the group every time.
+    """
+    if len(groupings) < 2:
+        raise ValueError("Grouping reproducibility needs at least two groupings to compare.")
+    out = {}
+    for g in GROUPS:
+        sets = [set(x.members(g)) for x in groupings]
+        pairs = [jaccard(sets[i], sets[j]) for i in range(len(sets)) for j in range(i + 1, len(sets))]
+        out[g] = float(np.mean(pairs))
+    return out

@@ -4,6 +4,9 @@ Usage::
 
     from recircuit.unlearn.masks import group_masks
     masks = group_masks(model, grouping)      # {group: {param_name: bool mask, same shape as the param}}
+    handles = attach_grad_masks(model, active_mask(masks))   # gradients outside the groups -> 0
+    ...
+    for h in handles: h.remove()
 
 A head ``a{L}.h{H}`` owns rows ``H*d_head:(H+1)*d_head`` of ``W_Q`` (q_proj), the columns of
 ``W_O`` (o_proj) with the same range, and the rows of ``W_K``/``W_V`` of its KV group. An MLP
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import torch
 from jaxtyping import Bool
+from torch.utils.hooks import RemovableHandle
 
 from recircuit.unlearn.grouping import GROUPS, Grouping
 
@@ -72,3 +76,34 @@ def group_masks(model, grouping: Grouping) -> dict[str, dict[str, Bool[torch.Ten
         for short in ("gate", "up", "down"):
             masks[g][f"blocks.{layer}.{short}"][:] = True
     return masks
+
+
+def active_mask(masks: dict[str, dict[str, Bool[torch.Tensor, "..."]]],
+                groups: tuple[str, ...] = ("forget_specific", "retain_specific", "task_shared")
+                ) -> dict[str, Bool[torch.Tensor, "..."]]:
+    """Union of ``groups``' masks per parameter (default: every group that may move)."""
+    names = next(iter(masks.values())).keys()
+    return {n: torch.stack([masks[g][n] for g in groups]).any(0) for n in names}
+
+
+def attach_grad_masks(model, mask: dict[str, Bool[torch.Tensor, "..."]]) -> list[RemovableHandle]:
+    """Gradient hooks on the bridge's projection weights that zero every entry outside ``mask``.
+
+    ``mask`` maps :func:`module_params` names to boolean tensors of the parameter's shape. The
+    hooks run on every backward pass and ``torch.autograd.grad`` call, before any optimizer sees the
+    gradient. Weights that do not require grad get no hook (they receive no gradient). Remove them with ``for h in handles: h.remove()``.
+    """
+    params = module_params(model)
+    unknown = set(mask) - set(params)
+    if unknown:
+        raise KeyError(f"No projection weights named {sorted(unknown)[:3]}; names look like {next(iter(params))!r}.")
+    handles = []
+    for name, m in mask.items():
+        p = params[name]
+        if m.shape != p.shape:
+            raise ValueError(f"Mask for {name} has shape {tuple(m.shape)}, the weight {tuple(p.shape)}.")
+        if not p.requires_grad:
+            continue  # receives no gradient at all
+        keep = m.to(device=p.device, dtype=torch.bool)
+        handles.append(p.register_hook(lambda g, keep=keep: torch.where(keep, g, torch.zeros_like(g))))
+    return handles

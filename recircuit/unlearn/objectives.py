@@ -23,18 +23,28 @@ from recircuit.train.losses import tokenize_with_answers
 
 
 def answer_forward(model, samples: Sequence[Sample]) -> tuple[Float[torch.Tensor, "batch"], Float[torch.Tensor, "batch 2"]]:
-    """Per-sample answer cross-entropy and the Yes/No logits at the answer position, in one pass."""
+    """Per-sample answer cross-entropy and the Yes/No logits at the answer position, in one pass.
+
+    The CE is the TALLRec training loss (mean over the answer continuation ``" Yes" "."``), the
+    same number :func:`recircuit.train.answer_loss` gives; the softmax over the vocabulary is taken
+    only at the answer positions (a full ``[batch, pos, vocab]`` log-softmax would cost
+    ~0.5 GB per batch of 8 on SmolLM2). Batches are right-padded like the training loss (no query
+    row fully masked, so bf16 autocast stays NaN-free).
+    """
+    if len(samples) == 0:
+        raise ValueError("answer_forward needs at least one sample.")
     device = next(model.parameters()).device
-    b = tokenize_with_answers(model.tokenizer, samples, device)
+    b = tokenize_with_answers(model.tokenizer, samples, device, padding_side="right")
     logits = model(b.input_ids, attention_mask=b.attention_mask, return_type="logits")
-    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-    nll = -logp.gather(2, b.input_ids[:, 1:, None])[:, :, 0]
-    m = b.target_mask[:, :-1]
-    ce = (nll * m).sum(1) / m.sum(1).clamp(min=1)
-    first = m.argmax(dim=1)  # position predicting the first answer token
+    m = b.target_mask[:, :-1].bool()
+    nll = F.cross_entropy(logits[:, :-1][m].float(), b.input_ids[:, 1:][m], reduction="none")
+    rows = m.nonzero()[:, 0]
+    ce = torch.zeros(len(samples), device=nll.device, dtype=nll.dtype).index_add(0, rows, nll)
+    ce = ce / m.sum(1).clamp(min=1)
+    first = m.int().argmax(dim=1)  # position predicting the first answer token
     ans = answer_tokens(model.tokenizer)
-    rows = torch.arange(len(samples), device=device)
-    yes_no = logits[rows, first][:, [ans.yes, ans.no]].float()
+    idx = torch.arange(len(samples), device=device)
+    yes_no = logits[idx, first][:, [ans.yes, ans.no]].float()
     return ce, yes_no
 
 

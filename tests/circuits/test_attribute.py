@@ -42,11 +42,14 @@ def test_eap_is_the_derivative_of_exact_edge_patching(model, pairs):
     k_eps = ca - eps * (ca - ka)
     full = torch.ones_like(g.edge_mask)
     base = patched_metric(model, g, pair, k_eps, full, logit_diff, ans)
+    edges = g.edge_mask.nonzero().tolist()
+    keeps = full.repeat(len(edges), 1, 1)
+    for j, (f, b) in enumerate(edges):
+        keeps[j, f, b] = False
+    patched = patched_metric(model, g, pair, k_eps, keeps, logit_diff, ans)  # every edge, one pass
     fd = torch.zeros_like(eap.scores)
-    for f, b in g.edge_mask.nonzero().tolist():
-        keep = full.clone()
-        keep[f, b] = False
-        fd[f, b] = (base - patched_metric(model, g, pair, k_eps, keep, logit_diff, ans)).mean() / eps
+    for j, (f, b) in enumerate(edges):
+        fd[f, b] = (base - patched[j]).mean() / eps
     a, x = eap.scores[g.edge_mask], fd[g.edge_mask]
     assert torch.corrcoef(torch.stack([a, x]))[0, 1] > 0.999
     assert (a - x).abs().max() < 0.03 * a.abs().max()
@@ -154,3 +157,34 @@ def test_length_mismatch_and_memory_errors(model, pairs):
     small = attribute(model, clean, corr, _cfg("eap", max_bytes=3 * one)).scores
     big = attribute(model, clean, corr, _cfg("eap")).scores
     torch.testing.assert_close(small, big, atol=1e-7, rtol=1e-4)
+
+
+def test_stacked_patched_runs_and_last_position_unembedding_change_nothing(model, pairs):
+    """k patched copies in one pass equal k separate passes; unembedding only the last position is exact."""
+    clean, corr = pairs
+    g = Graph.from_model(model)
+    pair = make_pair_batch(model.tokenizer, clean[:4], corr[:4], "cpu")
+    ka, _ = collect_writer_outputs(model, g, pair.corrupted, pair.mask)
+    ans = answer_tokens(model.tokenizer)
+    gen = torch.Generator().manual_seed(0)
+    keeps = torch.rand(3, *g.edge_mask.shape, generator=gen) > 0.5
+    stacked = patched_metric(model, g, pair, ka, keeps, logit_diff, ans)
+    assert stacked.shape == (3, 4)
+    for j in range(3):
+        full = patched_metric(model, g, pair, ka, keeps[j], logit_diff, ans, last_only=False)
+        torch.testing.assert_close(stacked[j], full, atol=1e-5, rtol=1e-5)
+    assert (stacked[0] - stacked[1]).abs().max() > 1e-4  # the masks do differ in effect
+    a = attribute(model, clean[:4], corr[:4], _cfg("eap")).scores
+    b = attribute(model, clean[:4], corr[:4], _cfg("eap", last_position_only=False)).scores
+    torch.testing.assert_close(a, b, atol=1e-7, rtol=1e-5)
+
+
+def test_ig_activation_scores_into_logits_sum_to_the_metric_change(model, pairs):
+    """Completeness: with every writer on the straight line clean<->corrupt, the final residual is too,
+    so the edges into ``logits`` add up to metric(clean) - metric(corrupted) (up to the Riemann sum)."""
+    clean, corr = pairs
+    res = attribute(model, clean, corr, _cfg("eap-ig-activations", steps=5))
+    total = float(res.scores[:, res.graph.backward_index["logits"]].sum())
+    change = res.clean_metric - res.corrupted_metric
+    assert abs(change) > 1e-5
+    assert total == pytest.approx(change, rel=5e-3)

@@ -43,9 +43,24 @@ def test_ppr_prefers_far_items_and_keeps_target():
     assert set(liked + disliked) <= {titles[13], titles[14]}
 
 
-def test_history_resample_and_unknown_name(pairs):
-    clean, _ = pairs
-    out = get_corruption("history_resample", seed=1)(clean)
-    assert any(a.input != b.input for a, b in zip(clean, out))
+def test_history_resample_takes_other_users_titles_of_the_same_length():
+    tok = tiny_tokenizer()
+    titles = ["Alpha (1990)", "Gamma (1990)", "Delta (1992)", "Omega (1991)", "A much longer title (1980)", "Kappa (1993)"]
+    samples = [make_sample(u, [(10 * u + i, titles[(2 * u + i) % 6], 5 if i % 2 else 1) for i in range(3)],
+                           (99, "Zeta (1999)", 4)) for u in range(4)]
+    out = get_corruption("history_resample", tokenizer=tok, seed=1)(samples)
+    changed = 0
+    for s, o in zip(samples, out):
+        lk, dk, tg = parse_input(s.input)
+        lo, do, to = parse_input(o.input)
+        assert to == tg and len(lo) == len(lk) and len(do) == len(dk)
+        others = {t for x in samples if x.user_id != s.user_id for t in sum(parse_input(x.input)[:2], [])}
+        for a, b in zip(lk + dk, lo + do):
+            if a != b:
+                changed += 1
+                assert b in others and b not in lk + dk
+                assert len(tok.encode(f'"{a}"', add_special_tokens=False)) == len(tok.encode(f'"{b}"', add_special_tokens=False))
+        assert len(tok(o.prompt)["input_ids"]) == len(tok(s.prompt)["input_ids"])
+    assert changed >= 4
     with pytest.raises(ValueError, match="Unknown corruption"):
         get_corruption("shuffle")

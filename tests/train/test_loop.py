@@ -12,38 +12,57 @@ from recircuit.train import (
     answer_loss,
     evaluate,
     load_checkpoint,
+    load_trained,
+    read_meta,
     retrain,
     save_checkpoint,
     train,
 )
+from recircuit.train.losses import tokenize_with_answers
 
 
-def test_training_raises_auc_on_a_learnable_task(toy_task, tmp_path):
-    tr, va = toy_task
-    m = tiny_model(0)
-    before = evaluate(m, va)["auc"]
-    res = train(m, tr, va, TrainConfig(mode="full", lr=3e-3, epochs=6, batch_size=8, eval_every=4, patience=10), out_dir=tmp_path)
-    after = evaluate(m, va)["auc"]
+def test_training_raises_auc_on_a_learnable_task(full_trained, toy_task):
+    _, va = toy_task
+    after = evaluate(full_trained.model, va)["auc"]
+    before = full_trained.before_auc
     assert after >= 0.95 and after > before + 0.2, (before, after)
+    res = full_trained.res
     losses = [h["loss"] for h in res.history]
     assert losses[-1] < losses[0]
     assert res.metrics["best_valid_auc"] == pytest.approx(max(h["valid_auc"] for h in res.history if "valid_auc" in h))
-    meta = json.loads((tmp_path / "model.json").read_text())
+    assert res.metrics["best_valid_auc"] == pytest.approx(after)  # the best weights were kept
+    meta = json.loads((full_trained.out / "model.json").read_text())
     assert meta["kind"] == "full" and meta["train_config"]["seed"] == 0 and meta["history"]
+    assert res.checkpoint_path == res.checkpoint == full_trained.out / "model.safetensors"
 
 
-def test_lora_training_learns_and_roundtrips(toy_task, tmp_path):
-    tr, va = toy_task
-    m = tiny_model(0)
-    cfg = TrainConfig(mode="lora", lr=2e-2, epochs=6, batch_size=8, eval_every=4, patience=10)
-    res = train(m, tr, va, cfg, out_dir=tmp_path)
+def test_full_checkpoint_roundtrip(full_trained, toy_task):
+    _, va = toy_task
+    p1 = score(full_trained.model, va, progress=False)
+    fresh = tiny_model(0)
+    load_checkpoint(fresh, full_trained.res.checkpoint)
+    np.testing.assert_array_equal(score(fresh, va, progress=False), p1)
+
+
+def test_lora_training_learns_and_roundtrips(lora_trained, toy_task):
+    _, va = toy_task
+    res = lora_trained.res
     assert res.metrics["best_valid_auc"] >= 0.9
-    p1 = score(m, va, progress=False)
+    assert read_meta(res.checkpoint)["lora"] == {"rank": 8, "alpha": 16.0, "dropout": 0.05, "targets": ["q", "v"]}
+    p1 = score(lora_trained.model, va, progress=False)
     fresh = tiny_model(0)
     load_checkpoint(fresh, res.checkpoint)
     np.testing.assert_array_equal(score(fresh, va, progress=False), p1)
+    built, meta = load_trained(res.checkpoint)  # base model rebuilt from the sidecar
+    np.testing.assert_array_equal(score(built, va, progress=False), p1)
+    assert meta["kind"] == "lora"
+
+
+def test_mismatched_base_model_is_refused(lora_trained):
     with pytest.raises(CheckpointMismatchError, match="trained on base model"):
-        load_checkpoint(tiny_model(1), res.checkpoint)
+        load_checkpoint(tiny_model(1), lora_trained.res.checkpoint)
+    with pytest.raises(CheckpointMismatchError, match="trained on base model"):
+        load_checkpoint(tiny_model(0, n_layers=1), lora_trained.res.checkpoint)
 
 
 def test_training_is_deterministic_on_cpu(toy_task):
@@ -56,7 +75,7 @@ def test_training_is_deterministic_on_cpu(toy_task):
     np.testing.assert_array_equal(outs[0], outs[1])
 
 
-def test_nan_guard_restores_last_good_weights(toy_task, monkeypatch):
+def test_nan_guard_restores_last_good_weights(toy_task, monkeypatch, tmp_path):
     import recircuit.train.loop as loop
 
     tr, _ = toy_task
@@ -72,35 +91,73 @@ def test_nan_guard_restores_last_good_weights(toy_task, monkeypatch):
         return out * float("nan") if calls["n"] == 3 else out
 
     monkeypatch.setattr(loop, "answer_loss", flaky)
-    with pytest.raises(NonFiniteLossError, match="last good weights were restored"):
-        train(m, tr, None, TrainConfig(mode="full", lr=1e-3, epochs=3, batch_size=8), progress=False)
+    with pytest.raises(NonFiniteLossError, match="last good weights were restored and saved to"):
+        train(m, tr, None, TrainConfig(mode="full", lr=1e-3, epochs=3, batch_size=8), out_dir=tmp_path, progress=False)
     assert calls["n"] == 3
     # restored to the weights before the last applied update (those the 2nd step started from)
     for p, s in zip(m.parameters(), snapshots[1]):
         assert torch.equal(p, s)
+    # ... and those weights are the checkpoint left on disk
+    assert read_meta(tmp_path / "model")["metrics"]["stopped"] == "non-finite loss"
+    fresh = tiny_model(0)
+    load_checkpoint(fresh, tmp_path / "model")
+    for p, s in zip(fresh.parameters(), snapshots[1]):
+        assert torch.equal(p, s)
 
 
-def test_answer_loss_falls_with_training_and_prefers_the_right_answer(toy_task):
+def test_answer_loss_falls_with_training_and_prefers_the_right_answer(full_trained, toy_task):
     tr, _ = toy_task
-    m = tiny_model(0)
+    m = full_trained.model
     flipped = [" No." if s.label else " Yes." for s in tr]
-    before = answer_loss(m, tr).detach()
-    train(m, tr, None, TrainConfig(mode="full", lr=3e-3, epochs=6, batch_size=8), progress=False)
     right = answer_loss(m, tr).detach()
     wrong = answer_loss(m, tr, answers=flipped).detach()
     assert right.shape == (len(tr),)
-    assert right.mean() < before.mean() - 1.0
+    assert right.mean() < full_trained.before_loss.mean() - 1.0
     assert right.mean() < wrong.mean()
     assert answer_loss(m, tr, reduction="mean").item() == pytest.approx(right.mean().item(), rel=1e-5)
+    assert answer_loss(m, tr, reduction="sum").item() == pytest.approx(right.sum().item(), rel=1e-5)
+    with pytest.raises(ValueError, match="reduction"):
+        answer_loss(m, tr, reduction="max")
 
 
-def test_retrain_uses_same_config_and_seed(toy_task, tmp_path):
+def test_answer_loss_matches_reference_formula(toy_task):
+    tr, _ = toy_task
+    m = tiny_model(0)
+    samples = tr[:5]
+    got = answer_loss(m, samples)
+    # reference: per sample, unpadded, mean NLL of the answer tokens given everything before them
+    tok = m.tokenizer
+    for i, s in enumerate(samples):
+        p = tok.encode(s.prompt, add_special_tokens=False)
+        a = tok.encode(s.answer, add_special_tokens=False)
+        ids = torch.tensor([p + a])
+        logp = torch.log_softmax(m(ids, return_type="logits")[0].float(), -1)
+        ref = -torch.stack([logp[len(p) - 1 + j, a[j]] for j in range(len(a))]).mean()
+        torch.testing.assert_close(got[i], ref, atol=1e-4, rtol=1e-4)
+    b = tokenize_with_answers(tok, samples)
+    assert b.target_mask.sum(1).tolist() == [len(tok.encode(s.answer, add_special_tokens=False)) for s in samples]
+
+
+def test_cpu_bf16_autocast_trains_close_to_fp32(toy_task):
+    tr, _ = toy_task
+    losses = {}
+    for bf16 in (False, True):
+        m = tiny_model(0)
+        res = train(m, tr[:8], None, TrainConfig(mode="full", lr=1e-3, batch_size=8, cpu_bf16=bf16), progress=False)
+        losses[bf16] = res.history[0]["loss"]
+    assert np.isfinite(losses[True])
+    assert losses[True] != losses[False] and losses[True] == pytest.approx(losses[False], rel=0.05)
+
+
+def test_retrain_uses_same_config_and_seed(toy_task):
     tr, va = toy_task
     cfg = TrainConfig(mode="lora", lr=1e-2, epochs=1, batch_size=8, seed=5)
-    m1, _ = retrain(lambda: tiny_model(0), tr[8:], cfg, va)
+    m1, r1 = retrain(lambda: tiny_model(0), tr[8:24], cfg, va[:8])
     m2 = tiny_model(0)
-    train(m2, tr[8:], va, cfg)
+    r2 = train(m2, tr[8:24], va[:8], cfg, progress=False)
     np.testing.assert_array_equal(score(m1, va, progress=False), score(m2, va, progress=False))
+    assert [h["loss"] for h in r1.history] == [h["loss"] for h in r2.history]
+    assert cfg.lora.targets == ("q", "v")  # the caller's config is not mutated
 
 
 def test_save_checkpoint_is_atomic_and_no_pickle(tmp_path):
@@ -108,3 +165,4 @@ def test_save_checkpoint_is_atomic_and_no_pickle(tmp_path):
     st, js = save_checkpoint(m, tmp_path / "x", {"seed": 1})
     assert st.suffix == ".safetensors" and not list(tmp_path.glob(".*tmp"))
     assert b"pickle" not in st.read_bytes()[:200]
+    assert json.loads(js.read_text())["seed"] == 1

@@ -7,10 +7,12 @@ from recircuit.train import (
     attach_lora,
     combine_adapters,
     detach_lora,
+    load_combined,
     lora_modules,
     lora_state_dict,
     merge_lora,
     set_lora_enabled,
+    unmerge_lora,
 )
 
 
@@ -94,3 +96,62 @@ def test_state_dict_names():
     sd = lora_state_dict(m)
     assert sorted(sd) == ["blocks.0.q.A", "blocks.0.q.B", "blocks.1.q.A", "blocks.1.q.B"]
     assert sd["blocks.0.q.A"].shape == (4, 64)
+
+
+def test_unmerge_restores_adapters_and_base():
+    m = tiny_model(0)
+    ids = _ids(m)
+    base = m(ids, return_type="logits").detach()
+    _randomize(attach_lora(m, LoraConfig(targets=("q", "v", "up"))))
+    m.eval()
+    state = lora_state_dict(m)
+    with torch.no_grad():
+        adapted = m(ids, return_type="logits")
+        merge_lora(m)
+        unmerge_lora(m)
+        assert sorted(lora_modules(m)) == sorted(k[:-2] for k in state if k.endswith(".A"))
+        for k, v in lora_state_dict(m).items():
+            assert torch.equal(v, state[k])
+        torch.testing.assert_close(m(ids, return_type="logits"), adapted, atol=1e-5, rtol=1e-5)
+        detach_lora(m)
+        torch.testing.assert_close(m(ids, return_type="logits"), base, atol=1e-5, rtol=1e-5)
+    with pytest.raises(RuntimeError, match="No merged LoRA"):
+        unmerge_lora(m)
+
+
+def _trained_adapter(seed: int, cfg: LoraConfig) -> dict:
+    m = tiny_model(0)
+    torch.manual_seed(seed)
+    ad = attach_lora(m, cfg)
+    _randomize(ad)
+    return lora_state_dict(m)
+
+
+def test_combined_adapters_load_into_a_model():
+    cfg = LoraConfig(rank=4, alpha=8, targets=("q", "v"))
+    s1, s2 = _trained_adapter(1, cfg), _trained_adapter(2, cfg)
+    w = (0.3, 0.7)
+    ids = _ids(tiny_model(0))
+    # reference for the BA level: fold w_i-scaled adapters into the weights one after the other
+    ref = tiny_model(0)
+    for s, wi in zip((s1, s2), w):
+        attach_lora(ref, cfg)
+        scaled = {k: v * wi if k.endswith(".B") else v for k, v in s.items()}
+        for name, d in lora_modules(ref).items():
+            d.A.data.copy_(scaled[f"{name}.A"])
+            d.B.data.copy_(scaled[f"{name}.B"])
+        merge_lora(ref)
+    ba = tiny_model(0)
+    load_combined(ba, combine_adapters([s1, s2], w, level="ba"), cfg)
+    assert not lora_modules(ba)
+    with torch.no_grad():
+        torch.testing.assert_close(ba(ids, return_type="logits"), ref(ids, return_type="logits"), atol=1e-5, rtol=1e-5)
+    # the A/B level becomes one ordinary (trainable) adapter with the combined tensors
+    ab = tiny_model(0)
+    combined = combine_adapters([s1, s2], w, level="ab")
+    load_combined(ab, combined, cfg)
+    got = lora_state_dict(ab)
+    assert sorted(got) == sorted(combined)
+    for k in got:
+        torch.testing.assert_close(got[k], combined[k])
+    assert all(p.requires_grad for d in lora_modules(ab).values() for p in d.parameters())

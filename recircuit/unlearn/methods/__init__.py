@@ -1,7 +1,17 @@
 """Built-in unlearning methods; importing this package registers them.
 
-One file per method: ga, graddiff, npo, pcgrad, e2urec, cure (and random-groups CURE).
-Retrain, the gold standard, is :func:`recircuit.train.retrain`.
+One file per method: ``ga``, ``graddiff``, ``npo``, ``pcgrad``, ``e2urec``, ``cure``,
+``cure-random`` (random_groups.py) and ``retrain`` (the gold standard, via
+:func:`recircuit.train.retrain`). A new method is one more file imported here.
 """
 
-from recircuit.unlearn.methods import cure, e2urec, ga, graddiff, npo, pcgrad  # noqa: F401
+from recircuit.unlearn.methods import (  # noqa: F401
+    cure,
+    e2urec,
+    ga,
+    graddiff,
+    npo,
+    pcgrad,
+    random_groups,
+    retrain,
+)

@@ -1,14 +1,36 @@
-"""CURE: circuit-aware unlearning with group-wise update rules, and its random-groups control."""
+"""CURE: circuit-aware unlearning with group-wise update rules.
+
+Usage::
+
+    from recircuit.unlearn import get_method, UnlearnConfig, GroupingConfig
+    res = get_method("cure").run(model, forget, retain, UnlearnConfig(steps=30, grouping=GroupingConfig(top_k=0.2)),
+                                 heldout=valid[:64])
+    res.extra["grouping"]          # modules, scores, thresholds, group and reason per module
+
+Steps: (1) module importance I_f, I_r with the EAP engine (EAP-IG by default) on forget and
+retain samples, computed on the original model; (2) grouping (:func:`group_modules`); (3) one
+update per step in which each group follows its own rule, on its own parameter slices
+(:func:`group_masks`, GQA rule there):
+
+* forget-specific: the forget objective only (``config.forget_rule``: NPO by default, bounded GA
+  or E2URec's forgetting-teacher KL);
+* retain-specific: the retain objective only (answer CE on retain + KL to the original);
+* task-shared: both, with gradient surgery: the forget gradient restricted to the task-shared
+  slices is projected onto the normal plane of the retain gradient when they conflict (retain
+  priority, :func:`project_conflict`), then summed;
+* frozen: no gradient (hooks zero it), so bit-identical after the run.
+"""
 
 from __future__ import annotations
 
 import torch
 
 from recircuit.unlearn.base import UnlearnMethod, register
-from recircuit.unlearn.grouping import Grouping, group_modules, random_grouping
+from recircuit.unlearn.grouping import Grouping, group_modules
 from recircuit.unlearn.importance import module_importance
-from recircuit.unlearn.masks import group_masks, module_params
+from recircuit.unlearn.masks import active_mask, group_masks, module_params
 from recircuit.unlearn.methods._common import (
+    augmented_model,
     forget_objective,
     grads_of,
     retain_objective,
@@ -19,70 +41,73 @@ from recircuit.unlearn.pcgrad import project_conflict
 
 @register("cure")
 class CURE(UnlearnMethod):
-    """Forget-specific modules follow the forget objective (NPO by default), retain-specific ones
-    the retain objective (CE + KL to the original), task-shared ones both with conflict
-    projection (retain priority); all others stay frozen (bit-identical).
+    """Group-wise unlearning on the forget/retain circuits (see module docstring).
 
-    A precomputed grouping can be passed as ``CURE(grouping=...)``; otherwise module importance
-    is computed with the EAP engine on ``importance_samples`` forget and retain samples.
+    A precomputed grouping can be passed as ``CURE(grouping=...)`` (it is then reused across runs);
+    otherwise module importance is computed with the EAP engine on ``importance_samples`` forget
+    and retain samples of the original model, and counts toward the method's wall time.
     """
 
     def __init__(self, grouping: Grouping | None = None) -> None:
         self.grouping = grouping
+        self.given = grouping is not None
 
     def make_grouping(self, model, forget, retain, config) -> Grouping:
         """Importance on forget and retain samples, then the configured split."""
         n = config.importance_samples
         kw = dict(method=config.importance_method, steps=config.importance_steps, corruption=config.corruption,
-                  batch_size=config.batch_size)
+                  batch_size=config.batch_size, progress=False)
         i_f = module_importance(model, list(forget)[:n], **kw)
         i_r = module_importance(model, list(retain)[:n], **kw)
         return group_modules(i_f, i_r, config.grouping)
 
+    def resolve_grouping(self, original, forget, retain, config) -> Grouping:
+        """The grouping this run uses (given, or computed on the original model)."""
+        return self.grouping if self.given else self.make_grouping(original, forget, retain, config)
+
     def setup(self, model, original, forget, retain, config):
-        if self.grouping is None:
-            self.grouping = self.make_grouping(original, forget, retain, config)
+        self.grouping = self.resolve_grouping(original, forget, retain, config)
         masks = group_masks(model, self.grouping)
         named = module_params(model)
-        self.names = [n for n in named if any(masks[g][n].any() for g in ("forget_specific", "retain_specific", "task_shared"))]
+        active = active_mask(masks)
+        self.names = [n for n in named if active[n].any()]
         self.params = [named[n] for n in self.names]
         self.m = {g: [masks[g][n].to(named[n].device) for n in self.names] for g in masks}
+        self.grad_masks = {n: active[n] for n in self.names}
+        self.aug = augmented_model(original, forget, config) if config.forget_rule == "e2urec" else None
         self.conflicts = 0
+        self.steps_seen = 0
         return self.params
 
     def gradients(self, model, original, f_batch, r_batch, config):
-        rule = config.forget_rule if config.forget_rule in ("npo", "ga") else "npo"
-        lf = forget_objective(model, original, f_batch, config, rule)
+        if not self.params:
+            return {"forget": 0.0, "retain": 0.0}
+        lf = forget_objective(model, original, f_batch, config, config.forget_rule, self.aug)
         gf = grads_of(lf, self.params)
         lr_ = retain_objective(model, original, r_batch, config)
         gr = grads_of(lr_, self.params)
         ms = self.m["task_shared"]
-        flat_f = torch.cat([g[m] for g, m in zip(gf, ms)]) if ms else torch.zeros(0)
-        flat_r = torch.cat([g[m] for g, m in zip(gr, ms)]) if ms else torch.zeros(0)
+        flat_f = torch.cat([g[m] for g, m in zip(gf, ms)])
+        flat_r = torch.cat([g[m] for g, m in zip(gr, ms)])
         shared, conflicted = project_conflict(flat_f, flat_r) if flat_f.numel() else (flat_f, False)
         self.conflicts += int(conflicted)
+        self.steps_seen += 1
         out, i = [], 0
         for k, (g_f, g_r) in enumerate(zip(gf, gr)):
             g = g_f * self.m["forget_specific"][k] + g_r * self.m["retain_specific"][k]
             n = int(ms[k].sum())
             if n:
-                g = g.clone()
                 g[ms[k]] = shared[i : i + n]
                 i += n
             out.append(g)
         set_grads(self.params, out)
         return {"forget": float(lf.detach()), "retain": float(lr_.detach())}
 
+    def teardown(self) -> None:
+        self.aug = None
+
     def extra(self):
-        return {"grouping": self.grouping.to_dict() if self.grouping else None, "group_sizes": self.grouping.sizes(),
-                "conflicting_steps": self.conflicts}
-
-
-@register("cure-random")
-class RandomGroupsCURE(CURE):
-    """CURE with the same group sizes but modules assigned at random (shows the circuits matter)."""
-
-    def setup(self, model, original, forget, retain, config):
-        ref = self.grouping or self.make_grouping(original, forget, retain, config)
-        self.grouping = random_grouping(ref, seed=config.seed)
-        return super().setup(model, original, forget, retain, config)
+        g = self.grouping
+        return {"grouping": g.to_dict() if g else None, "group_sizes": g.sizes() if g else None,
+                "conflicting_steps": getattr(self, "conflicts", 0), "steps": getattr(self, "steps_seen", 0),
+                "trainable_parameters": int(sum(int(m.sum()) for m in (self.grad_masks or {}).values()))}

@@ -1,0 +1,18 @@
+import json
+
+from recircuit.cli import main
+
+
+def test_train_cli_fills_then_reuses_the_cache(shared_data, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RECIRCUIT_CACHE", str(tmp_path))
+    argv = ["train", "--model", "tiny", "--data-dir", str(shared_data / "ml-100k"), "--mode", "lora",
+            "--n-train", "8", "--n-valid", "8", "--batch-size", "4", "--max-steps", "1", "--cache", "--json"]
+    assert main(argv) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["train_samples"] == 8 and first["steps"] == 1
+    assert first["checkpoint"].startswith(str(tmp_path / "models"))
+    import recircuit.train.cache as cache
+
+    monkeypatch.setattr(cache, "train", lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained")))
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["checkpoint"] == first["checkpoint"]
