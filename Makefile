@@ -15,10 +15,14 @@ demo: $(STAMP)
 	$(VENV)/bin/recircuit demo $(ARGS)
 
 test: $(STAMP)
+	./scripts/install_browser.sh
 	$(PY) -m pytest -q $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check recircuit tests benchmarks
+
+figures: $(STAMP)
+	$(VENV)/bin/recircuit figures --results runs/demo --out figures $(ARGS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/score_throughput.py

@@ -128,14 +128,40 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from recircuit.assets import fetch_asset
+    """The whole mission end to end (see :mod:`recircuit.demo`), then a short results table."""
+    from recircuit.demo import SUMMARY_COLUMNS, DemoConfig, run_demo
 
-    for name in ("smollm2-135m-instruct", "movielens-100k"):
-        fetch_asset(name)
-    args.data_json = None
-    samples = load_samples(args)
-    m = run_score(args.model, samples, args.batch_size, args.device)
-    emit(args, m, title=f"Zero-shot {args.model} on the {args.preset} {args.part} split ({len(samples)} samples)")
+    kw = {k: v for k, v in {"device": args.device, "data_dir": args.data_dir, "n_train": args.n_train,
+                            "forget_fraction": args.forget_fraction, "seed": args.seed,
+                            "unlearn_steps": args.steps}.items() if v is not None}
+    if args.methods:
+        kw["methods"] = tuple(args.methods)
+    if args.no_faithfulness:
+        kw["faithfulness"] = False
+    cfg = DemoConfig.tiny(**kw) if args.model.lower() == "tiny" else DemoConfig(model=args.model, **kw)
+    res = run_demo(cfg, args.out, progress=not args.json)
+    if args.json:
+        emit(args, res.to_dict())
+        return 0
+    rows = [{"method": m, **{c: res.table.loc[m, c] for c in SUMMARY_COLUMNS if c in res.table.columns}}
+            for m in res.table.index]
+    emit(args, rows, title=f"recircuit demo: {cfg.model}, forgetting {cfg.forget_fraction:.0%} of "
+                           f"{cfg.n_train} training samples' users (seed {cfg.seed})")
+    c = res.circuit_summary
+    print(f"circuit: {c['n_edges_total']} edges; CPR {c.get('cpr', float('nan')):.3f}, CMD {c.get('cmd', float('nan')):.3f}, "
+          f"f >= 0.8 from {c.get('edges_to_f80')} edges; top modules: "
+          + ", ".join(n for n, _ in c["top_modules"][:5]))
+    print("steps (s): " + ", ".join(f"{k} {v:.0f}" for k, v in res.timings.items()))
+    print(f"report: {args.out}/report.md, figures: {args.out}/figures/ ({len(res.figures)} files)")
+    return 0
+
+
+def cmd_figures(args: argparse.Namespace) -> int:
+    """Redraw every figure from a saved results directory."""
+    from recircuit.viz.figures import make_figures
+
+    paths = make_figures(args.results, args.out, static=not args.html_only, top_n=args.top_n)
+    emit(args, [{"figure": str(p)} for p in paths], title=f"{len(paths)} files written")
     return 0
 
 
@@ -169,15 +195,36 @@ def build_parser() -> argparse.ArgumentParser:
     pd_.add_argument("--json", action="store_true")
     pd_.set_defaults(func=cmd_data)
 
-    for name, func, hlp in (("score", cmd_score, "Yes/No scoring with AUC"), ("demo", cmd_demo, "the main job")):
-        p = sub.add_parser(name, help=hlp)
-        p.add_argument("--model", default="smollm2-135m-instruct")
-        p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-        p.add_argument("--batch-size", type=int, default=8)
-        _add_data_args(p)
-        p.add_argument("--json", action="store_true")
-        p.set_defaults(func=func)
-    sub.choices["score"].add_argument("--checkpoint", default=None, help="fine-tuned checkpoint to load")
+    p = sub.add_parser("score", help="Yes/No scoring with AUC")
+    p.add_argument("--model", default="smollm2-135m-instruct")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--batch-size", type=int, default=8)
+    _add_data_args(p)
+    p.add_argument("--checkpoint", default=None, help="fine-tuned checkpoint to load")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("demo", help="the main job: fine-tune, circuit, CURE vs Retrain and baselines, report, figures")
+    p.add_argument("--model", default="smollm2-135m-instruct", help="'tiny' for a one-minute dry run")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--data-dir", default=None, help="directory with GroupLens u.* (or recbole) files")
+    p.add_argument("--n-train", type=int, default=None, help="training pool size (whole users)")
+    p.add_argument("--forget-fraction", type=float, default=None, help="share of the pool's users to forget")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--steps", type=int, default=None, help="unlearning steps per method")
+    p.add_argument("--methods", nargs="+", default=None, help="unlearning methods (default: cure ga npo)")
+    p.add_argument("--no-faithfulness", action="store_true", help="skip the faithfulness sweep")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("figures", help="redraw every figure from a results directory (make figures)")
+    p.add_argument("--results", default="runs/demo")
+    p.add_argument("--out", default="figures")
+    p.add_argument("--top-n", type=int, default=50, help="edges drawn in circuit diagrams")
+    p.add_argument("--html-only", action="store_true", help="skip SVG/PDF/PNG")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_figures)
 
     for module, fn in PLUGIN_PARSERS:
         try:

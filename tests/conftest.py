@@ -69,3 +69,17 @@ def toy_samples():
         hist = [(i, titles[i % 6], 5 if (i + u) % 3 else 1) for i in range(u % 4 + 1)]
         out.append(make_sample(u, hist, (100 + u, titles[u % 6], 5 if u % 2 else 2), timestamp=u))
     return out
+
+
+@pytest.fixture(scope="session")
+def demo_run(shared_data, tmp_path_factory):
+    """One end-to-end run of ``recircuit.demo`` on the tiny model (cache and outputs in tmp dirs)."""
+    from recircuit.demo import DemoConfig, run_demo
+
+    cache = tmp_path_factory.mktemp("demo_cache")
+    out = tmp_path_factory.mktemp("demo_out")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RECIRCUIT_CACHE", str(cache))
+        cfg = DemoConfig.tiny(data_dir=str(shared_data / "ml-100k"))
+        result = run_demo(cfg, out, progress=False)
+    return {"result": result, "config": cfg, "cache": cache, "out": out}

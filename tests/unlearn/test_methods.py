@@ -95,9 +95,19 @@ def test_nan_restores_last_good_weights(model, request_data, monkeypatch):
         return out * float("nan") if calls["n"] == 3 else out
 
     monkeypatch.setattr(gd, "ga_loss", bad)
-    res = get_method("graddiff").run(model, forget, retain, UnlearnConfig(steps=10, lr=1e-3, early_stop=False), progress=False)
-    assert "non-finite" in res.stopped and res.steps == 2
+    reference = copy.deepcopy(model)
+    res = get_method("graddiff").run(model, forget, retain, UnlearnConfig(steps=10, lr=1e-3, early_stop=False),
+                                     original=reference, progress=False)
+    # the loss of step 3 is NaN: the weights it was computed on (after step 2) are suspect, so the
+    # run goes back to the weights after step 1
+    assert "non-finite" in res.stopped and res.steps == 1
     assert all(torch.isfinite(p).all() for p in model.parameters())
+    monkeypatch.setattr(gd, "ga_loss", real)
+    one_step = copy.deepcopy(reference)
+    get_method("graddiff").run(one_step, forget, retain, UnlearnConfig(steps=1, lr=1e-3, early_stop=False),
+                               original=reference, progress=False)
+    for (name, a), b in zip(model.named_parameters(), one_step.parameters()):
+        assert torch.equal(a, b), name
 
 
 def test_bad_requests_raise(request_data):

@@ -22,7 +22,13 @@ from collections.abc import Callable
 
 import torch
 
-from recircuit.unlearn.base import UnlearnConfig, UnlearnMethod, UnlearnResult, check_request, register
+from recircuit.unlearn.base import (
+    UnlearnConfig,
+    UnlearnMethod,
+    UnlearnResult,
+    check_request,
+    register,
+)
 
 
 @register("retrain")

@@ -1,0 +1,96 @@
+"""The end-to-end main job (``recircuit demo``) on the tiny model: every step, real outputs."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+
+from recircuit.demo import DemoConfig, module_update_norms, run_demo
+
+
+def test_demo_writes_report_for_original_retrain_and_every_method(demo_run):
+    out, cfg, res = demo_run["out"], demo_run["config"], demo_run["result"]
+    report = json.loads((out / "report.json").read_text())
+    methods = [r["method"] for r in report["rows"]]
+    assert methods == ["original", "retrain", *cfg.methods]
+    rows = {r["method"]: r for r in report["rows"]}
+    # Retrain is the reference: its distance to itself is exactly 0; Original is the "do nothing" row
+    assert rows["retrain"]["forget_jsd"] == 0.0 and rows["retrain"]["mia_gap_to_retrain"] == 0.0
+    assert rows["original"]["forget_jsd_to_original"] == 0.0
+    assert rows["original"]["forget_jsd"] == pytest.approx(rows["retrain"]["forget_jsd_to_original"])
+    for m in cfg.methods:
+        assert rows[m]["seconds"] > 0 and rows[m]["time_vs_retrain"] > 0
+        assert 0.0 <= rows[m]["test_auc"] <= 1.0 and 0.0 <= rows[m]["mia_auc"] <= 1.0
+    assert list(res.table.index) == methods
+    assert res.table.loc["retrain", "forget_jsd"] == 0.0
+    assert "| cure |" in (out / "report.md").read_text()
+    assert set(res.timings) >= {"assets", "original", "circuit", "retrain", "report"} | {f"unlearn_{m}" for m in cfg.methods}
+
+
+def test_demo_saves_circuit_faithfulness_and_audits(demo_run):
+    out, cfg = demo_run["out"], demo_run["config"]
+    from recircuit.circuits import Circuit
+
+    circuit = Circuit.load(out / "circuit")
+    assert circuit.n_edges == min(cfg.circuit_top_n, circuit.graph.n_edges)
+    curve = json.loads((out / "faithfulness.json").read_text())[cfg.corruption]
+    assert curve["faithfulness"][0] == pytest.approx(0.0, abs=1e-4)      # empty circuit
+    assert curve["faithfulness"][-1] == pytest.approx(1.0, abs=1e-4)     # the whole graph
+    n_forget = json.loads((out / "report.json").read_text())["meta"]["n_forget"]
+    records = {m: json.loads((out / "audit" / f"{m}.json").read_text()) for m in cfg.methods}
+    uids = {tuple(r["forgotten"]["uids"]) for r in records.values()}
+    assert len(uids) == 1 and len(next(iter(uids))) == n_forget       # the same request for every method
+    befores = {r["model_sha256"]["before"] for r in records.values()}
+    assert len(befores) == 1                                           # all start from the same original
+    assert records["cure"]["model_sha256"]["after"] != records["cure"]["model_sha256"]["before"]
+    att = json.loads((out / "attention.json").read_text())
+    assert len(att["heads"]) == cfg.attention_heads and att["tokens"]
+
+
+def test_cure_changes_only_the_modules_of_its_groups(demo_run):
+    out = demo_run["out"]
+    grouping = json.loads((out / "grouping.json").read_text())["groups"]
+    norms = json.loads((out / "updates.json").read_text())["cure"]
+    assert set(norms) == set(grouping)
+    frozen = [m for m, g in grouping.items() if g == "frozen"]
+    active = [m for m, g in grouping.items() if g != "frozen"]
+    assert frozen and active
+    assert all(norms[m] == 0.0 for m in frozen)
+    assert any(norms[m] > 0.0 for m in active)
+
+
+def test_rerun_reuses_cached_original_and_retrain(demo_run, shared_data, tmp_path, monkeypatch):
+    cache = demo_run["cache"]
+    ckpts = sorted((cache / "models").glob("*/model.safetensors"))
+    assert len(ckpts) == 2                                     # Original and Retrain
+    stamps = {p: p.stat().st_mtime_ns for p in ckpts}
+    monkeypatch.setenv("RECIRCUIT_CACHE", str(cache))
+    cfg = DemoConfig.tiny(data_dir=str(shared_data / "ml-100k"), methods=("ga",), faithfulness=False)
+    res = run_demo(cfg, tmp_path, progress=False)
+    assert sorted((cache / "models").glob("*/model.safetensors")) == ckpts
+    assert {p: p.stat().st_mtime_ns for p in ckpts} == stamps  # nothing retrained
+    assert list(res.table.index) == ["original", "retrain", "ga"]
+
+
+def test_module_update_norms_localise_a_change(tiny):
+    after = copy.deepcopy(tiny)
+    from recircuit.unlearn.masks import module_params
+
+    d_head = tiny.cfg.d_model // tiny.cfg.n_heads
+    with torch.no_grad():
+        module_params(after)["blocks.1.q"][2 * d_head : 3 * d_head] += 0.5   # head 2 of layer 1 only
+        module_params(after)["blocks.0.down"][0, 0] += 3.0                     # one MLP weight
+    norms = module_update_norms(tiny, after)
+    assert norms["a1.h2"] == pytest.approx(0.5 * (d_head * tiny.cfg.d_model) ** 0.5, rel=1e-5)
+    assert norms["m0"] == pytest.approx(3.0, rel=1e-5)
+    assert sum(v > 0 for v in norms.values()) == 2
+
+
+def test_bad_demo_config_is_refused():
+    with pytest.raises(ValueError, match="forget_fraction"):
+        DemoConfig(forget_fraction=1.5)
+    with pytest.raises(ValueError, match="n_train"):
+        DemoConfig(n_train=0)
