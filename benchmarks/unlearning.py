@@ -22,9 +22,12 @@ from pathlib import Path
 from recircuit._io import atomic_write_json
 from recircuit.data import build_split, cap_per_user, forget_retain_split
 from recircuit.evaluate import UnlearningReport, audit_record, evaluate_unlearning, model_hash
+from recircuit.evaluate.metrics import memorization_gap
 from recircuit.models import load_model
 from recircuit.train import LoraConfig, TrainConfig, load_checkpoint, train
-from recircuit.unlearn import UnlearnConfig, get_method
+from recircuit.unlearn import Grouping, GroupingConfig, UnlearnConfig, get_method, group_modules
+from recircuit.unlearn.grouping import grouping_jaccard
+from recircuit.unlearn.importance import module_importance
 
 
 def _trained(model_name: str, samples, valid, cfg: TrainConfig, path: Path):
@@ -56,6 +59,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--lr", type=float, default=1e-5)
+    ap.add_argument("--second-corruption", default="history_resample",
+                    help="corruption compared with label_flip for grouping reproducibility ('' to skip)")
     ap.add_argument("--cache", default="runs/unlearning_cache")
     ap.add_argument("--out", default="runs/unlearning")
     args = ap.parse_args()
@@ -70,6 +75,8 @@ def main() -> None:
                                     "n_heldout": len(heldout), "rates": args.rates, "seeds": args.seeds,
                                     "train_config": tcfg.to_dict(), "unlearn_steps": args.steps, "unlearn_lr": args.lr})
     sub = type(split)(split.name, train_pool, split.valid, split.test, split.params)
+    groupings: dict[float, list[Grouping]] = {}
+    memorization, corruption_jaccard = {}, {}
     for rate in args.rates:
         for seed in args.seeds:
             req = forget_retain_split(sub, level="user", fraction=rate, seed=seed)
@@ -79,6 +86,8 @@ def main() -> None:
             original, t_orig = _trained(args.model, train_pool, None, cfg_seed, cache / f"original_{key}")
             retrained, t_retrain = _trained(args.model, req.retain, None, cfg_seed, cache / f"retrain_{key}")
             rcache: dict = {}
+            gap = memorization_gap(original, retrained, req.forget, heldout, test)
+            memorization[f"rate={rate} seed={seed}"] = gap
             rows = {"original": (original, 0.0), "retrain": (retrained, t_retrain)}
             for name, (m, secs) in rows.items():
                 metrics = evaluate_unlearning(m, retrained, req.forget, test, heldout, retrained_cache=rcache)
@@ -95,9 +104,30 @@ def main() -> None:
                                           "steps": res.steps, "rate": rate})
                 atomic_write_json(out / "audit" / f"{method}_rate{rate}_seed{seed}.json",
                                   audit_record(req.forget, before, model_hash(m), ucfg.to_dict(), method, secs))
+                if method == "cure":
+                    g = Grouping(**{**res.extra["grouping"], "config": GroupingConfig(**res.extra["grouping"]["config"])})
+                    groupings.setdefault(rate, []).append(g)
+                    if args.second_corruption and seed == args.seeds[0]:
+                        # the same request scored with a second corruption strategy
+                        kw = {"tokenizer": original.tokenizer} if args.second_corruption == "history_resample" else {}
+                        imp = {part: module_importance(original, samples[: ucfg.importance_samples],
+                                                       ucfg.importance_method, ucfg.importance_steps,
+                                                       args.second_corruption, progress=False, corruption_kwargs=kw)
+                               for part, samples in (("forget", req.forget), ("retain", req.retain))}
+                        g2 = group_modules(imp["forget"], imp["retain"], ucfg.grouping)
+                        corruption_jaccard[f"rate={rate} seed={seed}"] = grouping_jaccard([g, g2])
+                report.meta.update({"memorization": memorization, "grouping_jaccard_across_seeds":
+                                    {str(r): grouping_jaccard(gs) for r, gs in groupings.items() if len(gs) > 1},
+                                    "grouping_jaccard_label_flip_vs_" + (args.second_corruption or "none"):
+                                    corruption_jaccard})
                 report.save(out / "report")
     report.save(out / "report")
-    print(report.to_markdown(["forget_jsd", "test_jsd", "test_auc", "forget_auc", "mia_auc", "mia_gap_to_retrain", "seconds"]))
+    print(report.to_markdown(["forget_jsd", "test_jsd", "test_auc", "forget_auc", "mia_auc", "mia_gap_to_retrain",
+                              "seconds", "time_vs_retrain"]))
+    print("\nSomething to forget? Original vs Retrain on the forget set:")
+    print(json.dumps(memorization, indent=1))
+    print("\nGrouping reproducibility (Jaccard per group):")
+    print(json.dumps({k: v for k, v in report.meta.items() if k.startswith("grouping_jaccard")}, indent=1))
 
 
 if __name__ == "__main__":
