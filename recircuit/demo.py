@@ -84,11 +84,11 @@ class DemoConfig:
     model: str = "smollm2-135m-instruct"
     device: str | None = None
     data_dir: str | None = None
-    n_train: int = 96
-    per_user: int = 12
-    n_valid: int = 48
-    n_test: int = 96
-    n_heldout: int = 48
+    n_train: int = 64
+    per_user: int = 8
+    n_valid: int = 32
+    n_test: int = 64
+    n_heldout: int = 32
     forget_fraction: float = 0.25
     seed: int = 0
     train_lr: float = 1e-4
@@ -96,16 +96,16 @@ class DemoConfig:
     batch_size: int = 8
     circuit_samples: int = 8
     circuit_method: str = "eap-ig-inputs"
-    circuit_steps: int = 3
+    circuit_steps: int = 2
     corruption: str = "label_flip"
     circuit_top_n: int = 200
     faithfulness: bool = True
     attention_heads: int = 4
     methods: tuple[str, ...] = ("cure", "ga", "npo")
-    unlearn_steps: int = 8
+    unlearn_steps: int = 6
     unlearn_lr: float = 2e-5
-    unlearn_batch_size: int = 8
-    importance_samples: int = 8
+    unlearn_batch_size: int = 4
+    importance_samples: int = 4
     importance_steps: int = 2
     static_figures: bool = True
 
@@ -122,7 +122,7 @@ class DemoConfig:
         """A dry run on the tiny random GQA model: every step, in about a minute on CPU."""
         kw = dict(model="tiny", device="cpu", data_dir=data_dir, n_train=48, per_user=6, n_valid=16, n_test=24,
                   n_heldout=16, train_lr=3e-3, train_epochs=2, circuit_samples=4, circuit_steps=2, circuit_top_n=60,
-                  unlearn_steps=4, unlearn_lr=1e-3, importance_samples=4, importance_steps=2,
+                  unlearn_steps=4, unlearn_lr=1e-3, unlearn_batch_size=8, importance_samples=4, importance_steps=2,
                   static_figures=False)
         kw.update(overrides)
         return cls(**kw)
@@ -142,8 +142,9 @@ class DemoConfig:
     def unlearn_config(self) -> UnlearnConfig:
         """The budget every unlearning method gets."""
         return UnlearnConfig(steps=self.unlearn_steps, lr=self.unlearn_lr, batch_size=self.unlearn_batch_size,
-                             seed=self.seed, importance_samples=self.importance_samples,
-                             importance_steps=self.importance_steps, corruption=self.corruption)
+                             seed=self.seed, eval_every=5, eval_samples=self.n_heldout,
+                             importance_samples=self.importance_samples, importance_steps=self.importance_steps,
+                             corruption=self.corruption)
 
 
 @dataclass

@@ -94,7 +94,7 @@ class AttributionConfig:
             not shift the rest of the prompt much.
         gradient_point: ``"clean"`` (default) or ``"corrupted"`` (TL's denoising form), for ``eap``.
         exact_level: ``"edge"`` or ``"node"`` for ``method="exact"``.
-        max_bytes: memory budget for the attribution buffers; default 40% of RAM (CPU) or of
+        max_bytes: memory budget for the attribution buffers; default 40% of available RAM (CPU) or of
             free GPU memory.
         progress: show tqdm bars.
         last_position_only: unembed only the last position (metrics then get logits
@@ -165,15 +165,31 @@ class AttributionResult:
         return {n: float(v) for n, v in zip(self.graph.forward_names, s.tolist())}
 
 
+def available_ram() -> int:
+    """Bytes of RAM available to a new allocation now (``MemAvailable``; total RAM where unknown).
+
+    Other processes count: on a shared machine the budget shrinks instead of ending in the
+    kernel's out-of-memory killer.
+    """
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:  # not Linux
+        pass
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):  # pragma: no cover
+        return 10 << 30
+
+
 def default_budget(device: torch.device) -> int:
-    """40% of RAM (CPU) or of free CUDA memory, in bytes."""
+    """40% of available RAM (CPU) or of free CUDA memory, in bytes."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(free * 0.4)
-    try:
-        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * 0.4)
-    except (ValueError, OSError, AttributeError):  # pragma: no cover
-        return 4 << 30
+    return int(available_ram() * 0.4)
 
 
 def buffer_bytes(graph: Graph, batch: int, pos: int, d_model: int, n_buffers: int, itemsize: int = 4) -> int:

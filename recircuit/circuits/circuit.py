@@ -265,7 +265,7 @@ def faithfulness_curve(
 
     Batches are the outer loop: each batch's corrupted activations are collected once and
     reused for every circuit size. Several sizes share one forward pass (the batch tiled once
-    per size) as far as ``max_bytes`` (default: 40% of RAM or free GPU memory) allows.
+    per size) as far as ``max_bytes`` (default: 40% of available RAM or free GPU memory) allows.
     """
     from tqdm.auto import tqdm
 

@@ -3,7 +3,7 @@
 Usage::
 
     from recircuit.unlearn import get_method, available_methods, UnlearnConfig
-    available_methods()      # ['cure', 'cure-random', 'e2urec', 'ga', 'graddiff', 'npo', 'pcgrad']
+    available_methods()      # ['cure', 'cure-random', 'e2urec', 'ga', 'graddiff', 'npo', 'pcgrad', 'retrain']
     res = get_method("cure").run(model, request.forget, request.retain, UnlearnConfig(steps=30),
                                  heldout=split.valid[:64])
     res.extra["grouping"]    # the module groups, scores, thresholds and reasons

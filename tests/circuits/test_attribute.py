@@ -1,5 +1,7 @@
 """The engine against exact activation patching, against TransformerLens, and under padding."""
 
+import os
+
 import pytest
 import torch
 
@@ -188,3 +190,12 @@ def test_ig_activation_scores_into_logits_sum_to_the_metric_change(model, pairs)
     change = res.clean_metric - res.corrupted_metric
     assert abs(change) > 1e-5
     assert total == pytest.approx(change, rel=5e-3)
+
+
+def test_cpu_budget_follows_available_memory(monkeypatch):
+    import recircuit.circuits.attribute as attr
+
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert 0 < attr.available_ram() <= total
+    monkeypatch.setattr(attr, "available_ram", lambda: 10 << 30)     # another job holds the rest
+    assert attr.default_budget(torch.device("cpu")) == int((10 << 30) * 0.4)
