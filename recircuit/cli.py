@@ -151,6 +151,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"circuit: {c['n_edges_total']} edges; CPR {c.get('cpr', float('nan')):.3f}, CMD {c.get('cmd', float('nan')):.3f}, "
           f"f >= 0.8 from {c.get('edges_to_f80')} edges; top modules: "
           + ", ".join(n for n, _ in c["top_modules"][:5]))
+    if c.get("faithfulness_note"):
+        print(f"note: {c['faithfulness_note']}")
     print("steps (s): " + ", ".join(f"{k} {v:.0f}" for k, v in res.timings.items()))
     print(f"report: {args.out}/report.md, figures: {args.out}/figures/ ({len(res.figures)} files)")
     return 0

@@ -51,6 +51,9 @@ from recircuit.unlearn import UnlearnConfig
 
 logger = logging.getLogger(__name__)
 
+#: Below this clean-minus-corrupted metric gap (logit units) the faithfulness curve is flagged.
+MIN_METRIC_GAP = 0.1
+
 #: Columns of the short table printed at the end.
 SUMMARY_COLUMNS = ("test_auc", "forget_auc", "forget_jsd", "test_jsd", "mia_auc", "mia_gap_to_retrain", "seconds")
 
@@ -332,14 +335,21 @@ def run_demo(config: DemoConfig | None = None, out_dir: str | Path = "runs/demo"
                                            metadata={"model": cfg.model, "data": "tallrec test",
                                                      "corruption": cfg.corruption, "n_samples": len(clean)})
         circuit.save(out / "circuit")
+        metric_gap = res.clean_metric - res.corrupted_metric
         summary = {"n_edges_total": res.graph.n_edges, "n_edges_kept": circuit.n_edges,
-                   "clean_metric": res.clean_metric, "corrupted_metric": res.corrupted_metric,
+                   "clean_metric": res.clean_metric, "corrupted_metric": res.corrupted_metric, "metric_gap": metric_gap,
                    "top_modules": sorted(circuit.module_importance().items(), key=lambda kv: -kv[1])[:10]}
         if cfg.faithfulness:
             curve = faithfulness_curve(original, res, clean, corrupted, batch_size=cfg.batch_size, align="left",
                                        progress=progress)
             atomic_write_json(out / "faithfulness.json", {cfg.corruption: curve.to_dict()})
             summary.update({"cpr": curve.cpr, "cmd": curve.cmd, "edges_to_f80": curve.edges_to_reach(0.8)})
+            if abs(metric_gap) < MIN_METRIC_GAP:
+                summary["faithfulness_note"] = (
+                    f"the {cfg.corruption} corruption moves the metric by only {metric_gap:.3g} (logit difference), so "
+                    "f = (circuit - corrupted) / (clean - corrupted) divides by almost nothing and is not reliable; "
+                    "use another corruption or a better-trained recommender")
+                logger.warning("faithfulness: %s", summary["faithfulness_note"])
         heads = _top_heads(circuit.module_importance(), cfg.attention_heads)
         if heads:
             _save_attention(original, clean[0].prompt, heads, out / "attention")

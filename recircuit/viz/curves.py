@@ -204,6 +204,6 @@ def pareto_plot(results: pd.DataFrame, reference_auc: float | None = None, show_
                                  meta={"reference_auc": float(reference_auc)}))
     apply_paper_style(fig, column, height_in=2.8)
     fig.update_layout(title={"text": title or "Forgetting vs utility (mean ± std)"}, showlegend=False)
-    fig.update_xaxes(title_text="JSD to Retrain on forget set (lower is better)", range=[-0.05 * xmax, 1.15 * xmax])
+    fig.update_xaxes(title_text="Forget-set JSD to Retrain (lower is better)", range=[-0.05 * xmax, 1.15 * xmax])
     fig.update_yaxes(title_text="Test AUC (higher is better)")
     return fig
