@@ -36,7 +36,8 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--lora-rank", type=int, default=8)
     p.add_argument("--lora-alpha", type=float, default=None, help="default: 2 x rank")
     p.add_argument("--lora-targets", nargs="+", default=["q", "v"])
-    p.add_argument("--test", action="store_true", help="evaluate on the whole test split afterwards")
+    p.add_argument("--test", action="store_true", help="evaluate on the test split afterwards")
+    p.add_argument("--n-test", type=int, default=0, help="with --test: first N test samples (0 = all)")
     p.add_argument("--out", default="runs/train")
     p.add_argument("--cache", action="store_true",
                    help="use the recommender cache ($RECIRCUIT_CACHE/models) instead of --out: reuse if present")
@@ -86,7 +87,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                "best_valid_auc": res.metrics["best_valid_auc"], "seconds": round(res.seconds, 1),
                "checkpoint": str(res.checkpoint)}
     if args.test:
-        m = evaluate(model, split.test, args.batch_size, progress=True)
-        row.update({"test_auc": m["auc"], "test_acc": m["acc"], "test_logloss": m["logloss"]})
+        test = split.test[: args.n_test] if args.n_test else split.test
+        m = evaluate(model, test, args.batch_size, progress=True)
+        row.update({"test_samples": len(test), "test_auc": m["auc"], "test_acc": m["acc"],
+                    "test_logloss": m["logloss"]})
     emit(args, row)
     return 0

@@ -14,5 +14,7 @@ def test_train_cli_fills_then_reuses_the_cache(shared_data, tmp_path, monkeypatc
     import recircuit.train.cache as cache
 
     monkeypatch.setattr(cache, "train", lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained")))
-    assert main(argv) == 0
-    assert json.loads(capsys.readouterr().out)["checkpoint"] == first["checkpoint"]
+    assert main(argv + ["--test", "--n-test", "12"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["checkpoint"] == first["checkpoint"]
+    assert again["test_samples"] == 12 and 0.0 <= again["test_auc"] <= 1.0
