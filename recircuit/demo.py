@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from recircuit._io import atomic_write_json
+from recircuit._io import atomic_write, atomic_write_json
 from recircuit.data import Split
 from recircuit.data.prompts import Sample
 from recircuit.train import TrainConfig
@@ -265,15 +265,11 @@ def _save_attention(model, prompt: str, heads: list[tuple[int, int]], out: Path)
     """Attention patterns of ``heads`` on ``prompt``: safetensors arrays plus a JSON of tokens."""
     from safetensors.torch import save_file
 
-    layers = sorted({layer for layer, _ in heads})
-    names = {f"blocks.{layer}.attn.hook_pattern" for layer in layers}
-    with torch.no_grad():
-        _, cache = model.run_with_cache(prompt, names_filter=lambda n: n in names)
-    pats = torch.stack([cache[f"blocks.{layer}.attn.hook_pattern"][0, h].float().cpu() for layer, h in heads])
-    tokens = [str(t) for t in model.to_str_tokens(prompt)]
-    tmp = out.with_suffix(".tmp.safetensors")
-    save_file({"patterns": pats.contiguous()}, str(tmp))
-    tmp.replace(out.with_suffix(".safetensors"))
+    from recircuit.viz.attention import attention_patterns
+
+    tokens, arr = attention_patterns(model, prompt, heads)
+    pats = torch.from_numpy(arr).contiguous()
+    atomic_write(out.with_suffix(".safetensors"), lambda tmp: save_file({"patterns": pats}, str(tmp)))
     atomic_write_json(out.with_suffix(".json"), {"prompt": prompt, "tokens": tokens,
                                                  "heads": [f"a{layer}.h{h}" for layer, h in heads]})
 

@@ -62,6 +62,30 @@ def attention_patterns_from_arrays(tokens: Sequence[str], patterns: Float[np.nda
     return OfflineHTML(head + _local_src(rendered))
 
 
+def attention_patterns(model: Any, prompt: str, heads: Sequence[tuple[int, int]]
+                       ) -> tuple[list[str], Float[np.ndarray, "n_heads dest src"]]:
+    """The prompt's tokens and the attention weights of ``heads`` on it (one forward pass).
+
+    Raises:
+        ValueError: no heads, or a head outside the model.
+    """
+    import torch
+
+    if not heads:
+        raise ValueError("Pass at least one (layer, head) pair in heads.")
+    n_layers, n_heads = int(model.cfg.n_layers), int(model.cfg.n_heads)
+    for layer, h in heads:
+        if not (0 <= layer < n_layers and 0 <= h < n_heads):
+            raise ValueError(f"Head ({layer}, {h}) is outside the model ({n_layers} layers x {n_heads} heads).")
+    names = {f"blocks.{layer}.attn.hook_pattern" for layer, _ in heads}
+    with torch.no_grad():
+        _, cache = model.run_with_cache(prompt, names_filter=lambda n: n in names)
+    tokens = [str(t) for t in model.to_str_tokens(prompt)]
+    arr = np.stack([cache[f"blocks.{layer}.attn.hook_pattern"][0, h].detach().float().cpu().numpy()
+                    for layer, h in heads])
+    return tokens, arr
+
+
 def attention_patterns_html(model: Any, prompt: str, heads: Sequence[tuple[int, int]],
                             title: str | None = None, max_tokens: int | None = 256) -> OfflineHTML:
     """Run ``model`` on ``prompt`` and show the attention patterns of ``heads`` with circuitsvis.
@@ -78,24 +102,7 @@ def attention_patterns_html(model: Any, prompt: str, heads: Sequence[tuple[int, 
     Returns:
         Self-contained HTML (an :class:`OfflineHTML` string; see :func:`save_html`).
     """
-    import torch
-
-    if not heads:
-        raise ValueError("Pass at least one (layer, head) pair in heads.")
-    n_layers, n_heads = int(model.cfg.n_layers), int(model.cfg.n_heads)
-    for layer, h in heads:
-        if not (0 <= layer < n_layers and 0 <= h < n_heads):
-            raise ValueError(f"Head ({layer}, {h}) is outside the model ({n_layers} layers x {n_heads} heads).")
-    layers = sorted({layer for layer, _ in heads})
-    names = {f"blocks.{layer}.attn.hook_pattern" for layer in layers}
-    with torch.no_grad():
-        _, cache = model.run_with_cache(prompt, names_filter=lambda n: n in names)
-    tokens = [str(t) for t in model.to_str_tokens(prompt)]
-    pats = []
-    for layer, h in heads:
-        p = cache[f"blocks.{layer}.attn.hook_pattern"]
-        pats.append(p[0, h].detach().float().cpu().numpy())
-    arr = np.stack(pats)
+    tokens, arr = attention_patterns(model, prompt, heads)
     if max_tokens is not None and len(tokens) > max_tokens:
         tokens, arr = tokens[-max_tokens:], arr[:, -max_tokens:, -max_tokens:]
     labels = [f"a{layer}.h{h}" for layer, h in heads]
