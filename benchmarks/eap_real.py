@@ -21,9 +21,9 @@ from recircuit.circuits import (
     Circuit,
     attribute,
     faithfulness_curve,
-    get_corruption,
 )
-from recircuit.data import build_split, load_movielens
+from recircuit.circuits.corruptions import corruption_for
+from recircuit.data import build_split
 from recircuit.models import load_model
 from recircuit.report_table import format_table
 
@@ -46,17 +46,11 @@ def main() -> None:
         from recircuit.train import load_checkpoint
 
         load_checkpoint(model, args.checkpoint)
-    ml = load_movielens(args.data_dir)
     samples = build_split("tallrec", data_dir=args.data_dir).test[: args.n]
     out = Path(args.out)
     rows, summary = [], {}
     for name in args.corruptions:
-        kw = {"titles": ml.titles, "tokenizer": model.tokenizer} if name in ("target_swap", "ppr") else {}
-        if name == "ppr":
-            kw["interactions"] = ml.interactions
-        if name == "history_resample":
-            kw = {"tokenizer": model.tokenizer}
-        corrupted = get_corruption(name, **kw)(samples)
+        corrupted = corruption_for(name, model.tokenizer, args.data_dir)(samples)
         cfg = AttributionConfig(method=args.method, steps=args.steps, batch_size=args.batch_size, align="left")
         t = time.perf_counter()
         res = attribute(model, samples, corrupted, cfg)

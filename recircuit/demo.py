@@ -35,7 +35,7 @@ import contextlib
 import copy
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -239,23 +239,6 @@ def module_update_norms(before: torch.nn.Module, after: torch.nn.Module) -> dict
     return out
 
 
-def _corrupt(name: str, samples: Sequence[Sample], model, data_dir: str | None) -> list[Sample]:
-    """Counterfactual prompts for ``samples`` with the named strategy."""
-    from recircuit.circuits import get_corruption
-
-    kw: dict = {}
-    if name in ("target_swap", "ppr"):
-        from recircuit.data import load_movielens
-
-        ml = load_movielens(data_dir)
-        kw = {"titles": ml.titles, "tokenizer": model.tokenizer}
-        if name == "ppr":
-            kw["interactions"] = ml.interactions
-    elif name == "history_resample":
-        kw = {"tokenizer": model.tokenizer}
-    return get_corruption(name, **kw)(list(samples))
-
-
 def _top_heads(importance: dict[str, float], k: int) -> list[tuple[int, int]]:
     heads = sorted((kv for kv in importance.items() if kv[0].startswith("a")), key=lambda kv: -kv[1])[:k]
     return [(int(n[1:].split(".h")[0]), int(n.split(".h")[1])) for n, _ in heads]
@@ -291,6 +274,7 @@ def run_demo(config: DemoConfig | None = None, out_dir: str | Path = "runs/demo"
             (e.g. a pool with a single user); the message says which size to change.
     """
     from recircuit.circuits import AttributionConfig, Circuit, attribute, faithfulness_curve
+    from recircuit.circuits.corruptions import corruption_for
     from recircuit.data import forget_retain_split
     from recircuit.evaluate import UnlearningReport, audit_record, evaluate_unlearning, model_hash
     from recircuit.evaluate.metrics import memorization_gap
@@ -323,7 +307,7 @@ def run_demo(config: DemoConfig | None = None, out_dir: str | Path = "runs/demo"
 
     with timer.step("circuit"):
         clean = test[: cfg.circuit_samples]
-        corrupted = _corrupt(cfg.corruption, clean, original, cfg.data_dir)
+        corrupted = corruption_for(cfg.corruption, original.tokenizer, cfg.data_dir)(list(clean))
         acfg = AttributionConfig(method=cfg.circuit_method, steps=cfg.circuit_steps, batch_size=cfg.batch_size,
                                  align="left", progress=progress)
         res = attribute(original, clean, corrupted, acfg)

@@ -42,10 +42,10 @@ def cmd_circuit(args: argparse.Namespace) -> int:
         Circuit,
         attribute,
         faithfulness_curve,
-        get_corruption,
     )
+    from recircuit.circuits.corruptions import corruption_for
     from recircuit.cli import emit
-    from recircuit.data import build_split, load_movielens
+    from recircuit.data import build_split
     from recircuit.models import load_model
 
     model = load_model(args.model, device=args.device)
@@ -54,15 +54,7 @@ def cmd_circuit(args: argparse.Namespace) -> int:
 
         load_checkpoint(model, args.checkpoint)
     samples = getattr(build_split(args.preset, data_dir=args.data_dir), args.part)[: args.n_samples]
-    kw: dict = {}
-    if args.corruption in ("target_swap", "ppr"):
-        ml = load_movielens(args.data_dir)
-        kw = {"titles": ml.titles, "tokenizer": model.tokenizer}
-        if args.corruption == "ppr":
-            kw["interactions"] = ml.interactions
-    elif args.corruption == "history_resample":
-        kw = {"tokenizer": model.tokenizer}
-    corrupted = get_corruption(args.corruption, **kw)(samples)
+    corrupted = corruption_for(args.corruption, model.tokenizer, args.data_dir)(samples)
     cfg = AttributionConfig(method=args.method, steps=args.steps, metric=args.metric, batch_size=args.batch_size, align="left")
     t = time.perf_counter()
     res = attribute(model, samples, corrupted, cfg)

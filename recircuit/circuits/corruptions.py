@@ -105,11 +105,17 @@ def target_swap(titles: dict[int, str], tokenizer=None, seed: int = 0) -> Corrup
     return corrupt
 
 
-def history_resample(tokenizer=None, seed: int = 0) -> Corruption:
+def history_resample(tokenizer=None, seed: int = 0, titles: dict[int, str] | None = None) -> Corruption:
     """Replace history titles with titles from other users' samples (same slot, matched length).
 
     A replacement never comes from the sample's own history or target, nor from a title that
-    only the same user has in the batch.
+    only the same user has in the batch. With ``titles`` (the item catalogue, e.g.
+    ``load_movielens().titles``) the catalogue's titles are candidates too, which a batch of one
+    user's consecutive windows (TALLRec's split) needs.
+
+    Raises:
+        ValueError: when no history title of any sample could be replaced (the corrupted prompts
+            would equal the clean ones); the message says to pass ``titles``.
     """
 
     def corrupt(samples: Sequence[Sample]) -> list[Sample]:
@@ -119,14 +125,21 @@ def history_resample(tokenizer=None, seed: int = 0) -> Corruption:
         for s, (lk, dk, _) in zip(samples, parsed):
             for t in lk + dk:
                 owners.setdefault(t, set()).add(s.user_id if s.user_id is not None else s.uid)
-        pool = _TitlePool(dict(enumerate(sorted(owners))), tokenizer)
-        out = []
+        candidates = sorted(set(owners) | set((titles or {}).values()))
+        pool = _TitlePool(dict(enumerate(candidates)), tokenizer)
+        out, changed = [], 0
         for s, (liked, disliked, target) in zip(samples, parsed):
             me = s.user_id if s.user_id is not None else s.uid
             own = set(liked) | set(disliked) | {target} | {t for t, o in owners.items() if o == {me}}
             new_l = [pool.sample(t, rng, own) for t in liked]
             new_d = [pool.sample(t, rng, own) for t in disliked]
+            changed += sum(a != b for a, b in zip(liked + disliked, new_l + new_d))
             out.append(s.with_input(build_input(new_l, new_d, target)))
+        if samples and not changed and any(lk or dk for lk, dk, _ in parsed):
+            raise ValueError("history_resample could not replace any history title: every candidate of matching "
+                             "length belongs to the sample's own user (e.g. a batch of one user's consecutive "
+                             "TALLRec windows). Pass the item catalogue: get_corruption('history_resample', "
+                             "titles=load_movielens().titles, tokenizer=...), or use samples of several users.")
         return out
 
     return corrupt
@@ -220,11 +233,29 @@ def get_corruption(name: str, **kwargs) -> Corruption:
     if name == "target_swap":
         return target_swap(**kwargs)
     if name == "history_resample":
-        return history_resample(**{k: v for k, v in kwargs.items() if k in ("tokenizer", "seed")})
+        return history_resample(**{k: v for k, v in kwargs.items() if k in ("tokenizer", "seed", "titles")})
     if name == "ppr":
         return ppr_replace(**kwargs)
     raise ValueError(f"Unknown corruption {name!r}; choose one of {CORRUPTIONS}.")
 
 
-__all__ = ["CORRUPTIONS", "BipartiteGraph", "Corruption", "get_corruption", "history_resample", "label_flip",
+def corruption_for(name: str, tokenizer=None, data_dir: str | None = None, seed: int = 0) -> Corruption:
+    """:func:`get_corruption` with what each strategy needs loaded from MovieLens-100K.
+
+    ``target_swap``, ``history_resample`` and ``ppr`` get the item catalogue (and ``ppr`` the
+    interactions) from :func:`recircuit.data.load_movielens` (``data_dir``, default the asset),
+    and the tokenizer for length matching.
+    """
+    if name == "label_flip":
+        return label_flip
+    from recircuit.data import load_movielens
+
+    ml = load_movielens(data_dir)
+    kw: dict = {"titles": ml.titles, "tokenizer": tokenizer, "seed": seed}
+    if name == "ppr":
+        kw["interactions"] = ml.interactions
+    return get_corruption(name, **kw)
+
+
+__all__ = ["CORRUPTIONS", "corruption_for", "BipartiteGraph", "Corruption", "get_corruption", "history_resample", "label_flip",
            "parse_input", "personalized_pagerank", "ppr_replace", "target_swap"]

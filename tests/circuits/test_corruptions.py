@@ -62,5 +62,31 @@ def test_history_resample_takes_other_users_titles_of_the_same_length():
                 assert len(tok.encode(f'"{a}"', add_special_tokens=False)) == len(tok.encode(f'"{b}"', add_special_tokens=False))
         assert len(tok(o.prompt)["input_ids"]) == len(tok(s.prompt)["input_ids"])
     assert changed >= 4
+    one_user = [make_sample(7, [(i, titles[i], 5 if i % 2 else 1) for i in range(3)], (99 + k, "Zeta (1999)", 4),
+                            timestamp=k) for k in range(3)]
+    with pytest.raises(ValueError, match="Pass the item catalogue"):
+        get_corruption("history_resample", tokenizer=tok)(one_user)
+    catalogue = {i: t for i, t in enumerate(titles + ["Sigma (1990)", "Tau (1992)"])}
+    out = get_corruption("history_resample", tokenizer=tok, titles=catalogue)(one_user)
+    for s, o in zip(one_user, out):
+        lk, dk, _ = parse_input(s.input)
+        lo, do, _ = parse_input(o.input)
+        assert lo + do != lk + dk
+        assert all(b not in lk + dk for a, b in zip(lk + dk, lo + do) if a != b)
+        assert len(tok(o.prompt)["input_ids"]) == len(tok(s.prompt)["input_ids"])
     with pytest.raises(ValueError, match="Unknown corruption"):
         get_corruption("shuffle")
+
+
+def test_corruption_for_loads_the_catalogue_so_one_users_windows_resample(shared_data, tallrec):
+    from recircuit.circuits.corruptions import corruption_for
+    from recircuit.models import tiny_tokenizer
+
+    samples = tallrec.test[:4]                       # consecutive windows of one user
+    assert len({s.user_id for s in samples}) == 1
+    tok = tiny_tokenizer()
+    with pytest.raises(ValueError, match="Pass the item catalogue"):
+        get_corruption("history_resample", tokenizer=tok)(samples)
+    out = corruption_for("history_resample", tok, str(shared_data / "ml-100k"))(samples)
+    assert all(o.input != s.input for s, o in zip(samples, out))
+    assert corruption_for("label_flip") is get_corruption("label_flip")
