@@ -138,6 +138,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         kw["methods"] = tuple(args.methods)
     if args.no_faithfulness:
         kw["faithfulness"] = False
+    if args.fresh:
+        kw["reuse_results"] = False
     cfg = DemoConfig.tiny(**kw) if args.model.lower() == "tiny" else DemoConfig(model=args.model, **kw)
     res = run_demo(cfg, args.out, progress=not args.json)
     if args.json:
@@ -154,6 +156,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if c.get("faithfulness_note"):
         print(f"note: {c['faithfulness_note']}")
     print("steps (s): " + ", ".join(f"{k} {v:.0f}" for k, v in res.timings.items()))
+    if res.reused:
+        print("reused unchanged results of: " + ", ".join(res.reused) + " (--fresh recomputes them)")
     print(f"report: {args.out}/report.md, figures: {args.out}/figures/ ({len(res.figures)} files)")
     return 0
 
@@ -216,6 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, help="unlearning steps per method")
     p.add_argument("--methods", nargs="+", default=None, help="unlearning methods (default: cure ga npo)")
     p.add_argument("--no-faithfulness", action="store_true", help="skip the faithfulness sweep")
+    p.add_argument("--fresh", action="store_true",
+                   help="recompute the circuit, evaluation and methods instead of reusing unchanged results "
+                        "from $RECIRCUIT_CACHE/results (cached checkpoints are still reused)")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_demo)

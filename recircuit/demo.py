@@ -25,14 +25,19 @@ Steps, each timed and shown with a progress bar:
 
 Everything needed to redraw the figures is saved as JSON or safetensors (no pickles), so
 :func:`recircuit.viz.figures.make_figures` (``make figures``) rebuilds them without a model.
-The sizes default to what runs in about half an hour on 2 CPU cores with SmolLM2-135M; the
-cached rerun only redoes steps 3, 6 and 7.
+The sizes default to what runs in about half an hour on 2 CPU cores with SmolLM2-135M. A rerun
+reuses the cached checkpoints (steps 2 and 5) and, through :class:`recircuit.step_cache.StepCache`,
+the circuit, the reference evaluation and every method whose inputs are unchanged (config,
+checkpoints, sample ids and the package's code); it only rewrites the report and figures. Change
+one method's settings and only that method reruns; ``reuse_results=False`` (``--fresh``)
+recomputes everything but the checkpoints.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import logging
 import time
 from collections.abc import Iterator
@@ -46,6 +51,7 @@ import torch
 from recircuit._io import atomic_write, atomic_write_json
 from recircuit.data import Split
 from recircuit.data.prompts import Sample
+from recircuit.step_cache import StepCache, file_fingerprint
 from recircuit.train import TrainConfig
 from recircuit.unlearn import UnlearnConfig
 
@@ -82,6 +88,9 @@ class DemoConfig:
         unlearn_steps, unlearn_lr, unlearn_batch_size: the shared budget of every method.
         importance_samples, importance_steps: CURE's EAP-IG scoring of forget and retain modules.
         static_figures: also write SVG/PDF/PNG when kaleido and a Chromium are installed.
+        reuse_results: reuse the circuit, reference evaluation and each method's results from
+            ``$RECIRCUIT_CACHE/results`` when their inputs (config, checkpoints, samples and the
+            package's code) are unchanged; ``False`` recomputes them (``recircuit demo --fresh``).
     """
 
     model: str = "smollm2-135m-instruct"
@@ -111,6 +120,7 @@ class DemoConfig:
     importance_samples: int = 4
     importance_steps: int = 2
     static_figures: bool = True
+    reuse_results: bool = True
 
     def __post_init__(self) -> None:
         self.methods = tuple(self.methods)
@@ -189,12 +199,13 @@ class DemoResult:
     circuit_summary: dict
     memorization: dict
     figures: list[Path] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)  # steps whose results came from the step cache
 
     def to_dict(self) -> dict:
         """JSON-able summary (the table as records)."""
         return {"out_dir": str(self.out_dir), "table": self.table.reset_index().to_dict("records"),
                 "timings": self.timings, "circuit": self.circuit_summary, "memorization": self.memorization,
-                "figures": [str(p) for p in self.figures]}
+                "figures": [str(p) for p in self.figures], "reused": self.reused}
 
 
 class _Timer:
@@ -256,6 +267,58 @@ def _save_attention(model, prompt: str, heads: list[tuple[int, int]], out: Path)
     atomic_write_json(out.with_suffix(".json"), {"prompt": prompt, "tokens": tokens,
                                                  "heads": [f"a{layer}.h{h}" for layer, h in heads]})
 
+#: DemoConfig fields the circuit step depends on (with the checkpoint and the prompts).
+CIRCUIT_FIELDS = ("circuit_method", "circuit_steps", "corruption", "circuit_top_n", "faithfulness",
+                  "attention_heads", "batch_size", "model")
+#: Files the circuit step writes into the output directory.
+CIRCUIT_FILES = ("circuit.json", "circuit.safetensors", "faithfulness.json", "attention.json",
+                 "attention.safetensors", "circuit_summary.json")
+
+
+def _uids(samples) -> list[str]:
+    return [s.uid for s in samples]
+
+
+def _sidecar(path) -> Path:
+    """The JSON sidecar of a checkpoint given as a stem, ``.json`` or ``.safetensors`` path."""
+    p = Path(path)
+    return p if p.suffix == ".json" else p.with_suffix(".json")
+
+
+def _circuit_step(cfg: DemoConfig, original, clean: list[Sample], out: Path, progress: bool) -> dict:
+    """Circuit, faithfulness curve and attention of the top heads; returns the summary it saves."""
+    from recircuit.circuits import AttributionConfig, Circuit, attribute, faithfulness_curve
+    from recircuit.circuits.corruptions import corruption_for
+
+    corrupted = corruption_for(cfg.corruption, original.tokenizer, cfg.data_dir)(list(clean))
+    acfg = AttributionConfig(method=cfg.circuit_method, steps=cfg.circuit_steps, batch_size=cfg.batch_size,
+                             align="left", progress=progress)
+    res = attribute(original, clean, corrupted, acfg)
+    circuit = Circuit.from_attribution(res, top_n=min(cfg.circuit_top_n, res.graph.n_edges),
+                                       metadata={"model": cfg.model, "data": "tallrec test",
+                                                 "corruption": cfg.corruption, "n_samples": len(clean)})
+    circuit.save(out / "circuit")
+    metric_gap = res.clean_metric - res.corrupted_metric
+    summary = {"n_edges_total": res.graph.n_edges, "n_edges_kept": circuit.n_edges,
+               "clean_metric": res.clean_metric, "corrupted_metric": res.corrupted_metric, "metric_gap": metric_gap,
+               "top_modules": sorted(circuit.module_importance().items(), key=lambda kv: -kv[1])[:10]}
+    if cfg.faithfulness:
+        curve = faithfulness_curve(original, res, clean, corrupted, batch_size=cfg.batch_size, align="left",
+                                   progress=progress)
+        atomic_write_json(out / "faithfulness.json", {cfg.corruption: curve.to_dict()})
+        summary.update({"cpr": curve.cpr, "cmd": curve.cmd, "edges_to_f80": curve.edges_to_reach(0.8)})
+        if abs(metric_gap) < MIN_METRIC_GAP:
+            summary["faithfulness_note"] = (
+                f"the {cfg.corruption} corruption moves the metric by only {metric_gap:.3g} (logit difference), so "
+                "f = (circuit - corrupted) / (clean - corrupted) divides by almost nothing and is not reliable; "
+                "use another corruption or a better-trained recommender")
+            logger.warning("faithfulness: %s", summary["faithfulness_note"])
+    heads = _top_heads(circuit.module_importance(), cfg.attention_heads)
+    if heads:
+        _save_attention(original, clean[0].prompt, heads, out / "attention")
+    atomic_write_json(out / "circuit_summary.json", summary)
+    return summary
+
 
 def run_demo(config: DemoConfig | None = None, out_dir: str | Path = "runs/demo", progress: bool = True) -> DemoResult:
     """Run the whole mission (see the module docstring) and write its outputs into ``out_dir``.
@@ -273,8 +336,6 @@ def run_demo(config: DemoConfig | None = None, out_dir: str | Path = "runs/demo"
         recircuit.data.SplitError, recircuit.unlearn.UnlearningError: an impossible request
             (e.g. a pool with a single user); the message says which size to change.
     """
-    from recircuit.circuits import AttributionConfig, Circuit, attribute, faithfulness_curve
-    from recircuit.circuits.corruptions import corruption_for
     from recircuit.data import forget_retain_split
     from recircuit.evaluate import UnlearningReport, audit_record, evaluate_unlearning, model_hash
     from recircuit.evaluate.metrics import memorization_gap
@@ -299,89 +360,112 @@ def run_demo(config: DemoConfig | None = None, out_dir: str | Path = "runs/demo"
         pool, valid, heldout, test = data.split.train, data.valid, data.heldout, data.test
     tcfg = cfg.train_config()
 
+    cache = StepCache(enabled=cfg.reuse_results)
+    reused: list[str] = []
     with timer.step("original"):
         orig_path = cached_recommender(cfg.model, data.split, tcfg, None, cfg.n_valid, cfg.device, progress=progress)
-        original, orig_meta = load_trained(orig_path, device=cfg.device)
-        for p in original.parameters():
-            p.requires_grad_(False)
+    models: dict[str, torch.nn.Module] = {}
+
+    def loaded(name: str, path: Path) -> torch.nn.Module:
+        """Load a checkpoint only when a step that needs it is not cached."""
+        if name not in models:
+            m, _ = load_trained(path, device=cfg.device)
+            for p in m.parameters():
+                p.requires_grad_(False)
+            models[name] = m
+        return models[name]
+
+    orig_id = file_fingerprint(_sidecar(orig_path))
+    eval_ids = {"test": _uids(test), "heldout": _uids(heldout), "valid": _uids(valid)}
 
     with timer.step("circuit"):
         clean = test[: cfg.circuit_samples]
-        corrupted = corruption_for(cfg.corruption, original.tokenizer, cfg.data_dir)(list(clean))
-        acfg = AttributionConfig(method=cfg.circuit_method, steps=cfg.circuit_steps, batch_size=cfg.batch_size,
-                                 align="left", progress=progress)
-        res = attribute(original, clean, corrupted, acfg)
-        circuit = Circuit.from_attribution(res, top_n=min(cfg.circuit_top_n, res.graph.n_edges),
-                                           metadata={"model": cfg.model, "data": "tallrec test",
-                                                     "corruption": cfg.corruption, "n_samples": len(clean)})
-        circuit.save(out / "circuit")
-        metric_gap = res.clean_metric - res.corrupted_metric
-        summary = {"n_edges_total": res.graph.n_edges, "n_edges_kept": circuit.n_edges,
-                   "clean_metric": res.clean_metric, "corrupted_metric": res.corrupted_metric, "metric_gap": metric_gap,
-                   "top_modules": sorted(circuit.module_importance().items(), key=lambda kv: -kv[1])[:10]}
-        if cfg.faithfulness:
-            curve = faithfulness_curve(original, res, clean, corrupted, batch_size=cfg.batch_size, align="left",
-                                       progress=progress)
-            atomic_write_json(out / "faithfulness.json", {cfg.corruption: curve.to_dict()})
-            summary.update({"cpr": curve.cpr, "cmd": curve.cmd, "edges_to_f80": curve.edges_to_reach(0.8)})
-            if abs(metric_gap) < MIN_METRIC_GAP:
-                summary["faithfulness_note"] = (
-                    f"the {cfg.corruption} corruption moves the metric by only {metric_gap:.3g} (logit difference), so "
-                    "f = (circuit - corrupted) / (clean - corrupted) divides by almost nothing and is not reliable; "
-                    "use another corruption or a better-trained recommender")
-                logger.warning("faithfulness: %s", summary["faithfulness_note"])
-        heads = _top_heads(circuit.module_importance(), cfg.attention_heads)
-        if heads:
-            _save_attention(original, clean[0].prompt, heads, out / "attention")
-        atomic_write_json(out / "circuit_summary.json", summary)
+        ckey = cache.key(step="circuit", original=orig_id, data_dir=cfg.data_dir, samples=_uids(clean),
+                         **{k: getattr(cfg, k) for k in CIRCUIT_FIELDS})
+        summary = cache.get("circuit", ckey, out)
+        if summary is not None:
+            reused.append("circuit")
+        else:
+            original = loaded("original", orig_path)
+            summary = _circuit_step(cfg, original, clean, out, progress)
+            cache.put("circuit", ckey, summary, out, CIRCUIT_FILES)
 
     with timer.step("request"):
         request = forget_retain_split(data.split, level="user", fraction=cfg.forget_fraction, seed=cfg.seed)
 
     with timer.step("retrain"):
-        gold_path = cached_recommender(cfg.model, retain_split(data, request), tcfg, None, cfg.n_valid, cfg.device, progress=progress)
-        retrained, gold_meta = load_trained(gold_path, device=cfg.device)
+        gold_path = cached_recommender(cfg.model, retain_split(data, request), tcfg, None, cfg.n_valid, cfg.device,
+                                       progress=progress)
+    gold_meta = json.loads(_sidecar(gold_path).read_text())
+    gold_id = file_fingerprint(_sidecar(gold_path))
     retrain_seconds = float(gold_meta.get("metrics", {}).get("seconds", 0.0)) or None
+    request_ids = {"forget": _uids(request.forget), "retain": _uids(request.retain)}
 
+    report = UnlearningReport(meta={"demo_config": cfg.to_dict(), "n_forget": len(request.forget),
+                                    "n_retain": len(request.retain), "n_test": len(test),
+                                    "n_heldout": len(heldout), "train_config": tcfg.to_dict()})
+    kw = dict(retain=request.retain, train=pool)
     with timer.step("evaluate_references"):
-        rcache: dict = {}
-        report = UnlearningReport(meta={"demo_config": cfg.to_dict(), "n_forget": len(request.forget),
-                                        "n_retain": len(request.retain), "n_test": len(test),
-                                        "n_heldout": len(heldout), "train_config": tcfg.to_dict()})
-        kw = dict(original=original, retain=request.retain, train=pool)
-        report.add("original", cfg.seed, {**evaluate_unlearning(original, retrained, request.forget, test, heldout,
-                                                                cfg.batch_size, rcache, **kw), "seconds": 0.0})
-        report.add("retrain", cfg.seed, evaluate_unlearning(retrained, retrained, request.forget, test, heldout,
-                                                            cfg.batch_size, rcache, **kw, seconds=retrain_seconds,
-                                                            retrain_seconds=retrain_seconds))
-        gap = memorization_gap(original, retrained, request.forget, heldout, test, cfg.batch_size)
-        atomic_write_json(out / "memorization.json", gap)
+        rkey = cache.key(step="references", original=orig_id, retrain=gold_id, batch_size=cfg.batch_size,
+                         **eval_ids, **request_ids)
+        refs = cache.get("references", rkey, out)
+        if refs is not None:
+            reused.append("evaluate_references")
+        else:
+            original, retrained = loaded("original", orig_path), loaded("retrain", gold_path)
+            rcache: dict = {}
+            rows = {"original": {**evaluate_unlearning(original, retrained, request.forget, test, heldout,
+                                                       cfg.batch_size, rcache, original=original, **kw),
+                                 "seconds": 0.0},
+                    "retrain": evaluate_unlearning(retrained, retrained, request.forget, test, heldout,
+                                                   cfg.batch_size, rcache, original=original, **kw,
+                                                   seconds=retrain_seconds, retrain_seconds=retrain_seconds)}
+            gap = memorization_gap(original, retrained, request.forget, heldout, test, cfg.batch_size, cache=rcache)
+            atomic_write_json(out / "memorization.json", gap)
+            refs = {"rows": rows, "memorization": gap, "model_hash_original": model_hash(original),
+                    "outputs": {who: {k: v.tolist() for k, v in o.items()} for who, o in rcache.items()}}
+            cache.put("references", rkey, refs, out, ["memorization.json"])
+        for name, row in refs["rows"].items():
+            report.add(name, cfg.seed, row)
+        gap = refs["memorization"]
+        rcache = {who: {k: np.asarray(v) for k, v in o.items()} for who, o in refs["outputs"].items()}
+    before = refs["model_hash_original"]
 
-    before = model_hash(original)
     updates: dict[str, dict[str, float]] = {}
     grouping = None
     ucfg = cfg.unlearn_config()
     for name in cfg.methods:
         with timer.step(f"unlearn_{name}"):
-            model = copy.deepcopy(original)
-            t = time.perf_counter()
-            ures = get_method(name).run(model, request.forget, request.retain, ucfg, heldout=valid, original=original,
-                                        progress=progress)
-            secs = time.perf_counter() - t
-            row = evaluate_unlearning(model, retrained, request.forget, test, heldout, cfg.batch_size, rcache, **kw,
-                                      seconds=secs, retrain_seconds=retrain_seconds)
-            report.add(name, cfg.seed, {**row, "steps": ures.steps})
-            updates[name] = module_update_norms(original, model)
-            record = audit_record(request.forget, before, model_hash(model), ucfg.to_dict(), name, secs)
-            atomic_write_json(out / "audit" / f"{name}.json", record)
-            if ures.extra.get("grouping") and grouping is None:
-                grouping = ures.extra["grouping"]
+            mkey = cache.key(step="unlearn", method=name, original=orig_id, retrain=gold_id, unlearn=ucfg.to_dict(),
+                             batch_size=cfg.batch_size, **eval_ids, **request_ids)
+            done = cache.get(f"unlearn_{name}", mkey, out)
+            if done is not None:
+                reused.append(f"unlearn_{name}")
+            else:
+                original = loaded("original", orig_path)
+                model = copy.deepcopy(original)
+                t = time.perf_counter()
+                ures = get_method(name).run(model, request.forget, request.retain, ucfg, heldout=valid,
+                                            original=original, progress=progress)
+                secs = time.perf_counter() - t
+                row = evaluate_unlearning(model, None, request.forget, test, heldout, cfg.batch_size, rcache,
+                                          original=original, **kw, seconds=secs, retrain_seconds=retrain_seconds)
+                record = audit_record(request.forget, before, model_hash(model), ucfg.to_dict(), name, secs)
+                atomic_write_json(out / "audit" / f"{name}.json", record)
+                done = {"row": {**row, "steps": ures.steps}, "updates": module_update_norms(original, model),
+                        "grouping": ures.extra.get("grouping")}
+                cache.put(f"unlearn_{name}", mkey, done, out, [f"audit/{name}.json"])
+                del model
+            report.add(name, cfg.seed, done["row"])
+            updates[name] = done["updates"]
+            if done["grouping"] and grouping is None:
+                grouping = done["grouping"]
                 atomic_write_json(out / "grouping.json", grouping)
-            del model
     atomic_write_json(out / "updates.json", updates)
 
     with timer.step("report"):
         report.meta["timings"] = timer.times
+        report.meta["reused_from_cache"] = reused
         report.meta["memorization"] = gap
         report.meta["circuit"] = summary
         report.save(out / "report")
@@ -393,6 +477,6 @@ def run_demo(config: DemoConfig | None = None, out_dir: str | Path = "runs/demo"
             figures = make_figures(out, out / "figures", static=cfg.static_figures)
         except Exception as err:  # figures must not lose the results they are drawn from
             logger.warning("figures could not be drawn (%s); the results in %s are complete", err, out)
-    result = DemoResult(out, table, timer.times, summary, gap, figures)
+    result = DemoResult(out, table, timer.times, summary, gap, figures, reused)
     atomic_write_json(out / "demo.json", result.to_dict())
     return result

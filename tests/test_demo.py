@@ -73,6 +73,30 @@ def test_rerun_reuses_cached_original_and_retrain(demo_run, shared_data, tmp_pat
     assert sorted((cache / "models").glob("*/model.safetensors")) == ckpts
     assert {p: p.stat().st_mtime_ns for p in ckpts} == stamps  # nothing retrained
     assert list(res.table.index) == ["original", "retrain", "ga"]
+    # the circuit settings changed (no faithfulness sweep), so only that step ran again
+    reused = json.loads((tmp_path / "report.json").read_text())["meta"]["reused_from_cache"]
+    assert reused == ["evaluate_references", "unlearn_ga"]
+    assert res.table.loc["ga"].equals(demo_run["result"].table.loc["ga"])
+
+
+def test_cached_rerun_reuses_every_step_and_rewrites_the_same_outputs(demo_run, tmp_path, monkeypatch):
+    monkeypatch.setenv("RECIRCUIT_CACHE", str(demo_run["cache"]))
+    import recircuit.demo as demo_mod
+
+    def no_model(*a, **k):
+        raise AssertionError("a fully cached rerun must not load a checkpoint")
+
+    monkeypatch.setattr("recircuit.train.load_trained", no_model)
+    cfg = demo_run["config"]
+    res = demo_mod.run_demo(cfg, tmp_path, progress=False)
+    meta = json.loads((tmp_path / "report.json").read_text())["meta"]
+    assert meta["reused_from_cache"] == ["circuit", "evaluate_references", *[f"unlearn_{m}" for m in cfg.methods]]
+    assert res.table.equals(demo_run["result"].table)
+    first = demo_run["out"]
+    for rel in ("circuit.json", "faithfulness.json", "memorization.json", "grouping.json", "updates.json",
+                "attention.json", "circuit_summary.json", *[f"audit/{m}.json" for m in cfg.methods]):
+        assert (tmp_path / rel).read_bytes() == (first / rel).read_bytes(), rel
+    assert (tmp_path / "figures").is_dir()
 
 
 def test_module_update_norms_localise_a_change(tiny):

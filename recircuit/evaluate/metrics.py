@@ -25,7 +25,7 @@ from sklearn.metrics import roc_auc_score
 
 from recircuit.data.prompts import Sample
 from recircuit.metrics import classification_metrics
-from recircuit.models.scoring import iter_batches, score
+from recircuit.models.scoring import iter_batches
 
 
 def jsd_binary(p: Float[np.ndarray, "n"], q: Float[np.ndarray, "n"]) -> float:
@@ -51,6 +51,63 @@ def per_sample_loss(model, samples: Sequence[Sample], batch_size: int = 8) -> Fl
         for chunk in iter_batches(list(samples), batch_size):
             out.append(answer_loss(model, chunk).double().cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0)
+
+
+@torch.no_grad()
+def score_and_loss(model, samples: Sequence[Sample], batch_size: int = 8
+                   ) -> tuple[Float[np.ndarray, "n"], Float[np.ndarray, "n"]]:
+    """P("Yes") and the answer cross-entropy of each sample from **one** forward pass.
+
+    The pass reads ``prompt + answer`` (as :func:`~recircuit.train.losses.answer_loss` does):
+    causal attention makes the logits at the last prompt position exactly those that
+    :func:`~recircuit.models.score` reads from the prompt alone, and the answer positions give
+    the loss. Evaluation needs both for every model, so this halves its forward passes.
+
+    Returns:
+        ``(p_yes, loss)``, float64 arrays of length ``len(samples)``.
+    """
+    from recircuit.models.loading import plain_forward
+    from recircuit.models.scoring import answer_tokens
+    from recircuit.train.losses import tokenize_with_answers
+
+    samples = list(samples)
+    if not samples:
+        return np.zeros(0), np.zeros(0)
+    ids = answer_tokens(model.tokenizer)
+    device = next(model.parameters()).device
+    p_out, l_out = [], []
+    was_training = model.training
+    model.eval()
+    try:
+        with plain_forward(model):
+            for chunk in iter_batches(samples, batch_size):
+                b = tokenize_with_answers(model.tokenizer, chunk, device, padding_side="right")
+                logits = model(b.input_ids, attention_mask=b.attention_mask, return_type="logits")
+                m = b.target_mask[:, :-1].bool()
+                first = m.float().argmax(1)  # the last prompt position predicts the first answer token
+                rows = torch.arange(len(chunk), device=logits.device)
+                two = logits[rows, first][:, [ids.yes, ids.no]].float()
+                p_out.append(torch.softmax(two, dim=-1)[:, 0].double().cpu().numpy())
+                nll = torch.nn.functional.cross_entropy(logits[:, :-1][m].float(), b.input_ids[:, 1:][m],
+                                                        reduction="none")
+                per = torch.zeros(len(chunk), device=nll.device, dtype=nll.dtype).index_add(0, m.nonzero()[:, 0], nll)
+                l_out.append((per / m.sum(1).clamp(min=1)).double().cpu().numpy())
+    finally:
+        model.train(was_training)
+    return np.concatenate(p_out), np.concatenate(l_out)
+
+
+def model_outputs(model, forget: Sequence[Sample], test: Sequence[Sample], heldout: Sequence[Sample],
+                  batch_size: int = 8) -> dict[str, np.ndarray]:
+    """Everything the protocol reads from one model, one forward pass per sample.
+
+    Returns:
+        ``p_test``, ``p_forget`` (P(Yes)) and ``loss_forget``, ``loss_heldout`` (answer CE).
+    """
+    p_test, _ = score_and_loss(model, test, batch_size)
+    p_forget, loss_forget = score_and_loss(model, forget, batch_size)
+    _, loss_heldout = score_and_loss(model, heldout, batch_size)
+    return {"p_test": p_test, "p_forget": p_forget, "loss_forget": loss_forget, "loss_heldout": loss_heldout}
 
 
 def mia_auc(model, members: Sequence[Sample], nonmembers: Sequence[Sample], batch_size: int = 8) -> float:
@@ -97,8 +154,9 @@ def evaluate_unlearning(model, retrained, forget: Sequence[Sample], test: Sequen
         retrained: the Retrain model (trained on retain only, same config and seed).
         forget, test: the forgotten training samples and the test split.
         heldout: samples never trained on (the MIA non-members; e.g. the valid split).
-        retrained_cache: a dict that keeps Retrain's scores between calls, so each method pays only
-            for its own forward passes.
+        retrained_cache: a dict that keeps Retrain's (and Original's) outputs between calls, so each
+            method pays only for its own forward passes; pass the same dict to
+            :func:`memorization_gap` and it costs no forward pass at all.
         original: the model before unlearning; adds ``forget_jsd_to_original``.
         retain, train: checked against the other sets (disjoint, forget inside train).
         seconds, retrain_seconds: wall times; adds ``seconds`` and ``time_vs_retrain``.
@@ -115,27 +173,31 @@ def evaluate_unlearning(model, retrained, forget: Sequence[Sample], test: Sequen
     """
     check_protocol(forget, test, heldout, retain, train)
     cache = retrained_cache if retrained_cache is not None else {}
-    p_test, p_forget = score(model, test, batch_size, progress=False), score(model, forget, batch_size, progress=False)
-    if "p_test" not in cache:
-        cache["p_test"] = score(retrained, test, batch_size, progress=False)
-        cache["p_forget"] = score(retrained, forget, batch_size, progress=False)
-        cache["mia"] = mia_auc(retrained, forget, heldout, batch_size)
-    t = classification_metrics([s.label for s in test], p_test)
-    f = classification_metrics([s.label for s in forget], p_forget)
-    lf = per_sample_loss(model, forget, batch_size)
-    lh = per_sample_loss(model, heldout, batch_size)
-    mia = _auc_members(lf, lh)
+    if model is retrained and "retrained" in cache:
+        mine = cache["retrained"]
+    elif model is original and "original" in cache:
+        mine = cache["original"]
+    else:
+        mine = model_outputs(model, forget, test, heldout, batch_size)
+    if "retrained" not in cache:
+        cache["retrained"] = mine if model is retrained else model_outputs(retrained, forget, test, heldout, batch_size)
+    ref = cache["retrained"]
+    ref_mia = _auc_members(ref["loss_forget"], ref["loss_heldout"])
+    t = classification_metrics([s.label for s in test], mine["p_test"])
+    f = classification_metrics([s.label for s in forget], mine["p_forget"])
+    mia = _auc_members(mine["loss_forget"], mine["loss_heldout"])
     out = {
         "test_auc": t["auc"], "test_acc": t["acc"], "test_logloss": t["logloss"],
         "forget_auc": f["auc"], "forget_acc": f["acc"], "forget_logloss": f["logloss"],
-        "forget_loss": float(lf.mean()),
-        "forget_jsd": jsd_binary(p_forget, cache["p_forget"]), "test_jsd": jsd_binary(p_test, cache["p_test"]),
-        "mia_auc": mia, "mia_gap_to_retrain": abs(mia - cache["mia"]), "retrain_mia_auc": cache["mia"],
+        "forget_loss": float(mine["loss_forget"].mean()),
+        "forget_jsd": jsd_binary(mine["p_forget"], ref["p_forget"]),
+        "test_jsd": jsd_binary(mine["p_test"], ref["p_test"]),
+        "mia_auc": mia, "mia_gap_to_retrain": abs(mia - ref_mia), "retrain_mia_auc": ref_mia,
     }
     if original is not None:
-        if "p_forget_original" not in cache:
-            cache["p_forget_original"] = score(original, forget, batch_size, progress=False)
-        out["forget_jsd_to_original"] = jsd_binary(p_forget, cache["p_forget_original"])
+        if "original" not in cache:
+            cache["original"] = mine if model is original else model_outputs(original, forget, test, heldout, batch_size)
+        out["forget_jsd_to_original"] = jsd_binary(mine["p_forget"], cache["original"]["p_forget"])
     if seconds is not None:
         out["seconds"] = float(seconds)
         if retrain_seconds:
@@ -157,7 +219,7 @@ def bootstrap_std(member_loss: np.ndarray, nonmember_loss: np.ndarray, n: int = 
 
 
 def memorization_gap(original, retrained, forget: Sequence[Sample], heldout: Sequence[Sample],
-                     test: Sequence[Sample] | None = None, batch_size: int = 8) -> dict:
+                     test: Sequence[Sample] | None = None, batch_size: int = 8, cache: dict | None = None) -> dict:
     """Is there something to forget? Original versus Retrain on the forget set.
 
     Returns the mean forget-set answer loss of both and their gap (Retrain minus Original: how
@@ -167,20 +229,27 @@ def memorization_gap(original, retrained, forget: Sequence[Sample], heldout: Seq
     bootstrap std of each AUC. ``measurable`` is true when the loss gap is positive and the MIA
     gap exceeds twice the combined bootstrap std; when false, the benchmark proves nothing:
     train the original longer or on more samples per forgotten user.
+
+    ``cache`` is the ``retrained_cache`` dict of :func:`evaluate_unlearning` (keys ``original`` and
+    ``retrained``): the outputs already computed there are reused, so the check is free.
     """
     if not forget or not heldout:
         raise ValueError("memorization_gap needs forget samples and never-trained held-out samples.")
-    lo_f, lo_h = per_sample_loss(original, forget, batch_size), per_sample_loss(original, heldout, batch_size)
-    lr_f, lr_h = per_sample_loss(retrained, forget, batch_size), per_sample_loss(retrained, heldout, batch_size)
+    cache = cache if cache is not None else {}
+    outs = {}
+    for name, m in (("original", original), ("retrained", retrained)):
+        if name not in cache:
+            cache[name] = model_outputs(m, forget, test or [], heldout, batch_size)
+        outs[name] = cache[name]
+    o, r = outs["original"], outs["retrained"]
+    lo_f, lo_h, lr_f, lr_h = o["loss_forget"], o["loss_heldout"], r["loss_forget"], r["loss_heldout"]
     mia_o, mia_r = _auc_members(lo_f, lo_h), _auc_members(lr_f, lr_h)
     sd_o, sd_r = bootstrap_std(lo_f, lo_h), bootstrap_std(lr_f, lr_h)
-    po, pr = score(original, forget, batch_size, progress=False), score(retrained, forget, batch_size, progress=False)
     out = {"forget_loss_original": float(lo_f.mean()), "forget_loss_retrain": float(lr_f.mean()),
-           "loss_gap": float(lr_f.mean() - lo_f.mean()), "forget_jsd": jsd_binary(po, pr),
+           "loss_gap": float(lr_f.mean() - lo_f.mean()), "forget_jsd": jsd_binary(o["p_forget"], r["p_forget"]),
            "mia_auc_original": mia_o, "mia_auc_retrain": mia_r, "mia_gap": mia_o - mia_r,
            "mia_std_original": sd_o, "mia_std_retrain": sd_r}
-    if test:
-        out["test_jsd"] = jsd_binary(score(original, test, batch_size, progress=False),
-                                     score(retrained, test, batch_size, progress=False))
+    if test and len(o["p_test"]) and len(r["p_test"]):
+        out["test_jsd"] = jsd_binary(o["p_test"], r["p_test"])
     out["measurable"] = bool(out["loss_gap"] > 0 and out["mia_gap"] > 2 * float(np.hypot(sd_o, sd_r)))
     return out

@@ -22,6 +22,11 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mode", default="lora", choices=["lora", "full"])
     p.add_argument("--n-train", type=int, default=512, help="first N training samples (0 = all)")
+    p.add_argument("--train-offset", type=int, default=0,
+                   help="skip the first K training samples (continue on new data with --init)")
+    p.add_argument("--init", default=None,
+                   help="start from this checkpoint's weights (e.g. a cached recommender's model.safetensors) "
+                        "instead of the base model; recorded in the new checkpoint's sidecar")
     p.add_argument("--n-valid", type=int, default=200)
     p.add_argument("--lr", type=float, default=None, help="default: 5e-5 (full) / 3e-4 (lora)")
     p.add_argument("--epochs", type=int, default=1)
@@ -63,7 +68,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     kw = {"seed": args.seed} if args.preset == "random" else {}
     split = build_split(args.preset, data_dir=args.data_dir, **kw)
     n_train = args.n_train or None
-    tr = split.train[:n_train] if n_train else split.train
+    tr = split.train[args.train_offset:]
+    tr = tr[:n_train] if n_train else tr
+    if not tr:
+        raise SystemExit(f"No training samples left: --train-offset {args.train_offset} is past the "
+                         f"{len(split.train)} samples of the {args.preset!r} split; lower it.")
     va = split.valid[: args.n_valid]
     lr = args.lr if args.lr is not None else (5e-5 if args.mode == "full" else 3e-4)
     alpha = args.lora_alpha if args.lora_alpha is not None else 2 * args.lora_rank
@@ -72,6 +81,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                       warmup_ratio=args.warmup_ratio, weight_decay=args.weight_decay, seed=args.seed,
                       cpu_bf16=args.cpu_bf16,
                       lora=LoraConfig(rank=args.lora_rank, alpha=alpha, targets=tuple(args.lora_targets)))
+    if args.cache and (args.init or args.train_offset):
+        raise SystemExit("--cache keys a recommender by its config alone; use --out with --init/--train-offset.")
     if args.cache:
         path = cached_recommender(args.model, split, cfg, n_train, args.n_valid, device=args.device)
         model, meta = load_trained(path, device=args.device)
@@ -81,7 +92,13 @@ def cmd_train(args: argparse.Namespace) -> int:
                "checkpoint": str(path)}
     else:
         model = load_model(args.model, device=args.device)
-        meta = {"split": split.to_dict(), "n_train": len(tr), "n_valid": len(va)}
+        meta = {"split": split.to_dict(), "n_train": len(tr), "n_valid": len(va), "train_offset": args.train_offset}
+        if args.init:
+            from recircuit.train import load_checkpoint
+
+            parent = load_checkpoint(model, args.init)
+            meta["init"] = {"checkpoint": str(args.init), "metrics": parent.get("metrics"),
+                            "train_config": parent.get("train_config"), "n_train": parent.get("n_train")}
         res = train(model, tr, va, cfg, out_dir=args.out, meta=meta)
         row = {"mode": args.mode, "train_samples": len(tr), "steps": res.metrics["steps"],
                "best_valid_auc": res.metrics["best_valid_auc"], "seconds": round(res.seconds, 1),

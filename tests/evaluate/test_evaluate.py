@@ -61,3 +61,40 @@ def test_report_and_audit_roundtrip(tmp_path):
     assert a2 == a and a["forgotten"]["uids"] == ["u1:i2:t3"] and a["forgotten"]["content_sha256"] == samples_hash(s)
     assert a["model_sha256"]["before"] != a["model_sha256"]["after"]
     assert model_hash(tiny_model(0)) == model_hash(m)
+
+
+def _samples(n: int, offset: int = 0):
+    titles = ["Alpha (1990)", "Delta (1992)", "Iota (1995)", "Theta (1994)", "Kappa (1989)"]
+    return [make_sample(u, [(i, titles[(u * 7 + i) % 5], 1 + (u * 3 + i) % 5) for i in range(1 + u % 4)],
+                        (500 + u, f"Film {u} ({1950 + u})", 1 + (u * 11) % 5), timestamp=u)
+            for u in range(offset, offset + n)]
+
+
+def test_score_and_loss_equals_separate_passes():
+    from recircuit.evaluate.metrics import per_sample_loss, score_and_loss
+    from recircuit.models import score
+
+    model, data = tiny_model(3), _samples(11)  # prompts of different lengths, a ragged last batch
+    p, loss = score_and_loss(model, data, batch_size=4)
+    np.testing.assert_allclose(p, score(model, data, batch_size=4, progress=False), atol=1e-5)
+    np.testing.assert_allclose(loss, per_sample_loss(model, data, batch_size=4), atol=1e-5)
+    assert not np.allclose(p, p[0])  # the comparison is not between constants
+
+
+def test_memorization_gap_reuses_the_evaluation_cache(monkeypatch):
+    import recircuit.evaluate.metrics as em
+
+    forget, test, heldout = _samples(6), _samples(8, 10), _samples(6, 30)
+    original, retrained = tiny_model(0), tiny_model(1)
+    cache: dict = {}
+    em.evaluate_unlearning(original, retrained, forget, test, heldout, 4, cache, original=original)
+    fresh = em.memorization_gap(original, retrained, forget, heldout, test, 4)
+
+    def boom(*a, **k):
+        raise AssertionError("memorization_gap ran a forward pass although the cache holds every output")
+
+    monkeypatch.setattr(em, "score_and_loss", boom)
+    cached = em.memorization_gap(original, retrained, forget, heldout, test, 4, cache=cache)
+    assert cached == pytest.approx(fresh)
+    assert cached["mia_auc_retrain"] == pytest.approx(
+        em.evaluate_unlearning(retrained, retrained, forget, test, heldout, 4, cache)["mia_auc"])
