@@ -18,3 +18,23 @@ def test_train_cli_fills_then_reuses_the_cache(shared_data, tmp_path, monkeypatc
     again = json.loads(capsys.readouterr().out)
     assert again["checkpoint"] == first["checkpoint"]
     assert again["test_samples"] == 12 and 0.0 <= again["test_auc"] <= 1.0
+
+
+def test_train_cli_continues_from_a_checkpoint_on_new_samples(shared_data, tmp_path, capsys):
+    from recircuit.train import read_meta
+
+    base = ["train", "--model", "tiny", "--data-dir", str(shared_data / "ml-100k"), "--mode", "full",
+            "--n-train", "8", "--n-valid", "8", "--batch-size", "4", "--max-steps", "1", "--json"]
+    assert main(base + ["--out", str(tmp_path / "leg1")]) == 0
+    leg1 = json.loads(capsys.readouterr().out)["checkpoint"]
+    assert main(base + ["--out", str(tmp_path / "leg2"), "--init", leg1, "--train-offset", "8"]) == 0
+    meta = read_meta(json.loads(capsys.readouterr().out)["checkpoint"])
+    assert meta["init"]["checkpoint"] == leg1 and meta["train_offset"] == 8 and meta["n_train"] == 8
+
+
+def test_train_cli_refuses_an_offset_past_the_split(shared_data, tmp_path):
+    import pytest
+
+    with pytest.raises(SystemExit, match="No training samples left"):
+        main(["train", "--model", "tiny", "--data-dir", str(shared_data / "ml-100k"), "--train-offset", "10000000",
+              "--out", str(tmp_path)])
