@@ -83,6 +83,8 @@ class DemoConfig:
         circuit_samples, circuit_method, circuit_steps, corruption: the circuit extraction.
         circuit_top_n: edges kept in the saved circuit and drawn in the diagram.
         faithfulness: run the faithfulness sweep (one patched forward per size and batch).
+        faithfulness_sizes: circuit sizes of the sweep (fractions of all edges); six of MIB's ten,
+            because each patched forward costs about a minute on one CPU core.
         attention_heads: how many top heads to show with circuitsvis.
         methods: unlearning methods to compare (Retrain is always run).
         unlearn_steps, unlearn_lr, unlearn_batch_size: the shared budget of every method.
@@ -112,6 +114,7 @@ class DemoConfig:
     corruption: str = "label_flip"
     circuit_top_n: int = 200
     faithfulness: bool = True
+    faithfulness_sizes: tuple[float, ...] = (0.001, 0.01, 0.05, 0.2, 0.5, 1.0)
     attention_heads: int = 4
     methods: tuple[str, ...] = ("cure", "ga", "npo")
     unlearn_steps: int = 6
@@ -124,6 +127,7 @@ class DemoConfig:
 
     def __post_init__(self) -> None:
         self.methods = tuple(self.methods)
+        self.faithfulness_sizes = tuple(float(f) for f in self.faithfulness_sizes)
         if not 0 < self.forget_fraction < 1:
             raise ValueError(f"forget_fraction must be in (0, 1), got {self.forget_fraction}")
         for name in ("n_train", "per_user", "n_valid", "n_test", "n_heldout", "circuit_samples"):
@@ -144,6 +148,7 @@ class DemoConfig:
         """JSON-able form."""
         d = asdict(self)
         d["methods"] = list(self.methods)
+        d["faithfulness_sizes"] = list(self.faithfulness_sizes)
         return d
 
     def train_config(self) -> TrainConfig:
@@ -269,7 +274,7 @@ def _save_attention(model, prompt: str, heads: list[tuple[int, int]], out: Path)
 
 #: DemoConfig fields the circuit step depends on (with the checkpoint and the prompts).
 CIRCUIT_FIELDS = ("circuit_method", "circuit_steps", "corruption", "circuit_top_n", "faithfulness",
-                  "attention_heads", "batch_size", "model")
+                  "faithfulness_sizes", "attention_heads", "batch_size", "model")
 #: Files the circuit step writes into the output directory.
 CIRCUIT_FILES = ("circuit.json", "circuit.safetensors", "faithfulness.json", "attention.json",
                  "attention.safetensors", "circuit_summary.json")
@@ -303,8 +308,8 @@ def _circuit_step(cfg: DemoConfig, original, clean: list[Sample], out: Path, pro
                "clean_metric": res.clean_metric, "corrupted_metric": res.corrupted_metric, "metric_gap": metric_gap,
                "top_modules": sorted(circuit.module_importance().items(), key=lambda kv: -kv[1])[:10]}
     if cfg.faithfulness:
-        curve = faithfulness_curve(original, res, clean, corrupted, batch_size=cfg.batch_size, align="left",
-                                   progress=progress)
+        curve = faithfulness_curve(original, res, clean, corrupted, sizes=cfg.faithfulness_sizes,
+                                   batch_size=cfg.batch_size, align="left", progress=progress)
         atomic_write_json(out / "faithfulness.json", {cfg.corruption: curve.to_dict()})
         summary.update({"cpr": curve.cpr, "cmd": curve.cmd, "edges_to_f80": curve.edges_to_reach(0.8)})
         if abs(metric_gap) < MIN_METRIC_GAP:
