@@ -37,6 +37,8 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--warmup-ratio", type=float, default=0.1)
     p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--loss", default="answer", choices=["answer", "yes_no"],
+                   help="answer: CE over ' Yes.'/' No.' (TALLRec); yes_no: 2-way CE of the Yes/No logits")
     p.add_argument("--cpu-bf16", action="store_true", help="bf16 autocast on CPU too (AMX)")
     p.add_argument("--lora-rank", type=int, default=8)
     p.add_argument("--lora-alpha", type=float, default=None, help="default: 2 x rank")
@@ -79,7 +81,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = TrainConfig(mode=args.mode, lr=lr, epochs=args.epochs, batch_size=args.batch_size, grad_accum=args.grad_accum,
                       eval_every=args.eval_every, patience=args.patience, max_steps=args.max_steps,
                       warmup_ratio=args.warmup_ratio, weight_decay=args.weight_decay, seed=args.seed,
-                      cpu_bf16=args.cpu_bf16,
+                      cpu_bf16=args.cpu_bf16, loss=args.loss,
                       lora=LoraConfig(rank=args.lora_rank, alpha=alpha, targets=tuple(args.lora_targets)))
     if args.cache and (args.init or args.train_offset):
         raise SystemExit("--cache keys a recommender by its config alone; use --out with --init/--train-offset.")

@@ -37,7 +37,7 @@ from recircuit.models.loading import plain_forward
 from recircuit.models.scoring import score
 from recircuit.train.checkpoint import save_checkpoint
 from recircuit.train.lora import LoraConfig, attach_lora, lora_modules
-from recircuit.train.losses import answer_loss
+from recircuit.train.losses import answer_loss, yes_no_loss
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +66,8 @@ class TrainConfig:
         bf16: autocast to bfloat16 on CUDA (weights and optimizer stay fp32).
         cpu_bf16: also autocast to bfloat16 on CPU (AMX); off by default because on CPU the
             default is exact fp32, and bf16 changes the numbers (it stays deterministic).
+        loss: ``"answer"`` (TALLRec: cross-entropy over the answer tokens ``" Yes."``/``" No."``)
+            or ``"yes_no"`` (2-way cross-entropy of the Yes/No logits at the last prompt position).
     """
 
     mode: str = "lora"
@@ -83,17 +85,26 @@ class TrainConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
     bf16: bool = True
     cpu_bf16: bool = False
+    loss: str = "answer"
 
     def __post_init__(self) -> None:
         if self.mode not in ("lora", "full"):
             raise ValueError(f"mode must be 'lora' or 'full', got {self.mode!r}")
+        if self.loss not in ("answer", "yes_no"):
+            raise ValueError(f"loss must be 'answer' or 'yes_no', got {self.loss!r}")
         if isinstance(self.lora, dict):
             self.lora = LoraConfig(**self.lora)
 
     def to_dict(self) -> dict:
-        """JSON-able form."""
+        """JSON-able form.
+
+        ``loss`` is left out at its default, so configs (and the cache keys hashed from them)
+        written before the option existed stay the same.
+        """
         d = asdict(self)
         d["lora"] = self.lora.to_dict()
+        if d["loss"] == "answer":
+            del d["loss"]
         return d
 
 
@@ -186,6 +197,7 @@ def train(
     best_state = _state(model, params)
     last_good = best_state
     bad_evals = 0
+    loss_fn = answer_loss if cfg.loss == "answer" else yes_no_loss
     use_bf16 = (cfg.bf16 and device.type == "cuda") or (cfg.cpu_bf16 and device.type == "cpu")
     t0 = time.perf_counter()
     step = 0
@@ -203,7 +215,7 @@ def train(
                 for k in range(0, len(chunk), cfg.batch_size):
                     part = chunk[k : k + cfg.batch_size]
                     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                        loss = answer_loss(model, part, reduction="sum") / len(chunk)
+                        loss = loss_fn(model, part, reduction="sum") / len(chunk)
                     if not torch.isfinite(loss):
                         with torch.no_grad():
                             for p, s in zip(params, last_good):

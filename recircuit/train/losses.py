@@ -91,3 +91,38 @@ def answer_loss(model, samples: Sequence[Sample], reduction: str = "none",
     if reduction == "mean":
         return per.mean()
     return per.sum()
+
+
+def yes_no_loss(model, samples: Sequence[Sample], reduction: str = "none") -> Float[torch.Tensor, "..."]:
+    """2-way cross-entropy of the ``[" Yes", " No"]`` logits at the last prompt position.
+
+    The alternative to :func:`answer_loss` that trains exactly what :func:`recircuit.models.score`
+    reads (``TrainConfig(loss="yes_no")``); the target is ``" Yes"`` for ``label == 1``. Batches
+    are right-padded, as in :func:`answer_loss`.
+
+    Args:
+        reduction: ``"none"`` (shape [n]), ``"mean"`` or ``"sum"``.
+    """
+    from recircuit.models.scoring import answer_tokens
+
+    if reduction not in ("none", "mean", "sum"):
+        raise ValueError(f"reduction must be 'none', 'mean' or 'sum', got {reduction!r}")
+    tok = model.tokenizer
+    device = next(model.parameters()).device
+    rows = [tok.encode(s.prompt, add_special_tokens=False) for s in samples]
+    width = max(len(r) for r in rows)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    att = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r)
+        att[i, : len(r)] = 1
+    logits = model(ids.to(device), attention_mask=att.to(device), return_type="logits")
+    last = torch.tensor([len(r) - 1 for r in rows], device=logits.device)
+    a = answer_tokens(tok)
+    two = logits[torch.arange(len(rows), device=logits.device), last][:, [a.yes, a.no]].float()
+    target = torch.tensor([0 if s.label == 1 else 1 for s in samples], device=logits.device)
+    per = torch.nn.functional.cross_entropy(two, target, reduction="none")
+    if reduction == "none":
+        return per
+    return per.mean() if reduction == "mean" else per.sum()

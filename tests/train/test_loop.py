@@ -166,3 +166,31 @@ def test_save_checkpoint_is_atomic_and_no_pickle(tmp_path):
     assert st.suffix == ".safetensors" and not list(tmp_path.glob(".*tmp"))
     assert b"pickle" not in st.read_bytes()[:200]
     assert json.loads(js.read_text())["seed"] == 1
+
+
+def test_yes_no_loss_is_the_cross_entropy_of_the_score(tiny, toy_samples):
+    import numpy as np
+    import torch
+
+    from recircuit.models import score
+    from recircuit.train.losses import yes_no_loss
+
+    p_yes = score(tiny, toy_samples, batch_size=5, progress=False)
+    want = -np.log(np.where([s.label == 1 for s in toy_samples], p_yes, 1 - p_yes))
+    with torch.no_grad():
+        got = yes_no_loss(tiny, toy_samples).double().numpy()
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert yes_no_loss(tiny, toy_samples, "sum").item() == pytest.approx(float(want.sum()), abs=1e-4)
+
+
+def test_yes_no_training_raises_auc_and_keeps_cache_keys_stable(tiny, toy_task):
+    from recircuit.train import TrainConfig, evaluate, train
+
+    tr, va = toy_task
+    before = evaluate(tiny, va)["auc"]
+    cfg = TrainConfig(mode="full", lr=3e-3, epochs=4, batch_size=8, loss="yes_no")
+    train(tiny, tr, None, cfg, progress=False)
+    assert evaluate(tiny, va)["auc"] > max(before, 0.5) + 0.2
+    assert cfg.to_dict()["loss"] == "yes_no" and "loss" not in TrainConfig().to_dict()
+    with pytest.raises(ValueError, match="loss must be"):
+        TrainConfig(loss="mse")
