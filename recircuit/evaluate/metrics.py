@@ -68,7 +68,7 @@ def score_and_loss(model, samples: Sequence[Sample], batch_size: int = 8
     """
     from recircuit.models.loading import plain_forward
     from recircuit.models.scoring import answer_tokens
-    from recircuit.train.losses import tokenize_with_answers
+    from recircuit.train.losses import answer_nll, tokenize_with_answers
 
     samples = list(samples)
     if not samples:
@@ -88,10 +88,7 @@ def score_and_loss(model, samples: Sequence[Sample], batch_size: int = 8
                 rows = torch.arange(len(chunk), device=logits.device)
                 two = logits[rows, first][:, [ids.yes, ids.no]].float()
                 p_out.append(torch.softmax(two, dim=-1)[:, 0].double().cpu().numpy())
-                nll = torch.nn.functional.cross_entropy(logits[:, :-1][m].float(), b.input_ids[:, 1:][m],
-                                                        reduction="none")
-                per = torch.zeros(len(chunk), device=nll.device, dtype=nll.dtype).index_add(0, m.nonzero()[:, 0], nll)
-                l_out.append((per / m.sum(1).clamp(min=1)).double().cpu().numpy())
+                l_out.append(answer_nll(logits, b).double().cpu().numpy())
     finally:
         model.train(was_training)
     return np.concatenate(p_out), np.concatenate(l_out)

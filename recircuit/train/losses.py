@@ -65,6 +65,15 @@ def tokenize_with_answers(tokenizer, samples: Sequence[Sample], device: torch.de
     return AnswerBatch(ids.to(device), att.to(device), tm.to(device))
 
 
+def answer_nll(logits: Float[torch.Tensor, "batch pos vocab"], batch: AnswerBatch) -> Float[torch.Tensor, "batch"]:
+    """Mean cross-entropy over each row's answer tokens, from the logits of a prompt+answer batch."""
+    # only the few answer positions need a softmax over the vocabulary: select them first
+    m = batch.target_mask[:, :-1].bool()
+    nll = torch.nn.functional.cross_entropy(logits[:, :-1][m].float(), batch.input_ids[:, 1:][m], reduction="none")
+    per = torch.zeros(len(m), device=nll.device, dtype=nll.dtype).index_add(0, m.nonzero()[:, 0], nll)
+    return per / m.sum(1).clamp(min=1)
+
+
 def answer_loss(model, samples: Sequence[Sample], reduction: str = "none",
                 answers: Sequence[str] | None = None) -> Float[torch.Tensor, "..."]:
     """Cross-entropy of the answer tokens given the prompt.
@@ -79,13 +88,7 @@ def answer_loss(model, samples: Sequence[Sample], reduction: str = "none",
         raise ValueError(f"reduction must be 'none', 'mean' or 'sum', got {reduction!r}")
     device = next(model.parameters()).device
     b = tokenize_with_answers(model.tokenizer, samples, device, answers, padding_side="right")
-    logits = model(b.input_ids, attention_mask=b.attention_mask, return_type="logits")
-    # only the few answer positions need a softmax over the vocabulary: select them first
-    m = b.target_mask[:, :-1].bool()
-    nll = torch.nn.functional.cross_entropy(logits[:, :-1][m].float(), b.input_ids[:, 1:][m], reduction="none")
-    rows = m.nonzero()[:, 0]
-    per = torch.zeros(len(samples), device=nll.device, dtype=nll.dtype).index_add(0, rows, nll)
-    per = per / m.sum(1).clamp(min=1)
+    per = answer_nll(model(b.input_ids, attention_mask=b.attention_mask, return_type="logits"), b)
     if reduction == "none":
         return per
     if reduction == "mean":
