@@ -36,6 +36,8 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--patience", type=int, default=3, help="validations without a better AUC before stopping")
     p.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--warmup-ratio", type=float, default=0.1)
+    p.add_argument("--schedule", choices=["cosine", "constant"], default="cosine",
+                   help="learning rate after warmup: cosine decay to 0, or constant")
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--loss", default="answer", choices=["answer", "yes_no"],
                    help="answer: CE over ' Yes.'/' No.' (TALLRec); yes_no: 2-way CE of the Yes/No logits")
@@ -80,7 +82,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     alpha = args.lora_alpha if args.lora_alpha is not None else 2 * args.lora_rank
     cfg = TrainConfig(mode=args.mode, lr=lr, epochs=args.epochs, batch_size=args.batch_size, grad_accum=args.grad_accum,
                       eval_every=args.eval_every, patience=args.patience, max_steps=args.max_steps,
-                      warmup_ratio=args.warmup_ratio, weight_decay=args.weight_decay, seed=args.seed,
+                      warmup_ratio=args.warmup_ratio, schedule=args.schedule, weight_decay=args.weight_decay, seed=args.seed,
                       cpu_bf16=args.cpu_bf16, loss=args.loss,
                       lora=LoraConfig(rank=args.lora_rank, alpha=alpha, targets=tuple(args.lora_targets)))
     if args.cache and (args.init or args.train_offset):

@@ -55,7 +55,8 @@ class TrainConfig:
         lr: peak learning rate.
         epochs: passes over the training samples.
         batch_size: samples per forward pass; ``grad_accum`` passes make one optimizer step.
-        warmup_ratio: share of steps with linear warmup; then cosine decay to 0.
+        warmup_ratio: share of steps with linear warmup; then the ``schedule``.
+        schedule: after warmup, ``"cosine"`` (decay to 0, TALLRec/APA) or ``"constant"``.
         weight_decay: AdamW weight decay.
         max_steps: stop after this many optimizer steps (None: no cap).
         eval_every: validate every this many optimizer steps (None: once per epoch).
@@ -76,6 +77,7 @@ class TrainConfig:
     batch_size: int = 8
     grad_accum: int = 1
     warmup_ratio: float = 0.1
+    schedule: str = "cosine"
     weight_decay: float = 0.0
     max_steps: int | None = None
     eval_every: int | None = None
@@ -92,19 +94,23 @@ class TrainConfig:
             raise ValueError(f"mode must be 'lora' or 'full', got {self.mode!r}")
         if self.loss not in ("answer", "yes_no"):
             raise ValueError(f"loss must be 'answer' or 'yes_no', got {self.loss!r}")
+        if self.schedule not in ("cosine", "constant"):
+            raise ValueError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
         if isinstance(self.lora, dict):
             self.lora = LoraConfig(**self.lora)
 
     def to_dict(self) -> dict:
         """JSON-able form.
 
-        ``loss`` is left out at its default, so configs (and the cache keys hashed from them)
-        written before the option existed stay the same.
+        ``loss`` and ``schedule`` are left out at their defaults, so configs (and the cache keys
+        hashed from them) written before the options existed stay the same.
         """
         d = asdict(self)
         d["lora"] = self.lora.to_dict()
         if d["loss"] == "answer":
             del d["loss"]
+        if d["schedule"] == "cosine":
+            del d["schedule"]
         return d
 
 
@@ -130,12 +136,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def lr_lambda(total: int, warmup: int) -> Callable[[int], float]:
-    """Linear warmup to 1, then cosine decay to 0."""
+def lr_lambda(total: int, warmup: int, schedule: str = "cosine") -> Callable[[int], float]:
+    """Learning-rate multiplier: linear warmup to 1, then cosine decay to 0 (or constant 1)."""
 
     def f(step: int) -> float:
         if step < warmup:
             return (step + 1) / max(1, warmup)
+        if schedule == "constant":
+            return 1.0
         progress = (step - warmup) / max(1, total - warmup)
         return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
@@ -189,7 +197,7 @@ def train(
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(train_samples) / (cfg.batch_size * cfg.grad_accum))
     total = steps_per_epoch * cfg.epochs if cfg.max_steps is None else min(cfg.max_steps, steps_per_epoch * cfg.epochs)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total, int(cfg.warmup_ratio * total)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total, int(cfg.warmup_ratio * total), cfg.schedule))
     eval_every = cfg.eval_every or steps_per_epoch
     valid = list(valid_samples or [])[: cfg.eval_samples] if valid_samples else []
     history: list[dict] = []

@@ -194,3 +194,33 @@ def test_yes_no_training_raises_auc_and_keeps_cache_keys_stable(tiny, toy_task):
     assert cfg.to_dict()["loss"] == "yes_no" and "loss" not in TrainConfig().to_dict()
     with pytest.raises(ValueError, match="loss must be"):
         TrainConfig(loss="mse")
+
+
+def test_schedules_warm_up_then_decay_or_hold():
+    from recircuit.train.loop import lr_lambda
+
+    cos = [lr_lambda(10, 2)(s) for s in range(10)]
+    const = [lr_lambda(10, 2, "constant")(s) for s in range(10)]
+    assert cos[:2] == const[:2] == [0.5, 1.0]
+    assert cos[2] == pytest.approx(1.0) and all(a > b for a, b in zip(cos[2:], cos[3:]))
+    assert cos[-1] < 0.05 and const[2:] == [1.0] * 8
+    assert TrainConfig(schedule="constant").to_dict()["schedule"] == "constant"
+    assert "schedule" not in TrainConfig().to_dict()
+    with pytest.raises(ValueError, match="schedule must be"):
+        TrainConfig(schedule="linear")
+
+
+def test_constant_schedule_keeps_the_peak_learning_rate(toy_task, monkeypatch):
+    seen: list[float] = []
+    real_step = torch.optim.AdamW.step
+
+    def spy(self, *a, **k):
+        seen.append(self.param_groups[0]["lr"])
+        return real_step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", spy)
+    tr, _ = toy_task
+    model = tiny_model(seed=0)
+    train(model, tr[:16], None, TrainConfig(mode="full", lr=1e-3, batch_size=4, warmup_ratio=0.0,
+                                            schedule="constant"), progress=False)
+    assert seen == [pytest.approx(1e-3)] * 4
