@@ -47,7 +47,8 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--lora-targets", nargs="+", default=["q", "v"])
     p.add_argument("--test", action="store_true", help="evaluate on the test split afterwards")
     p.add_argument("--n-test", type=int, default=0, help="with --test: first N test samples (0 = all)")
-    p.add_argument("--out", default="runs/train")
+    p.add_argument("--out", default="runs/train",
+                   help="checkpoint folder (with --test, also test_scores.json: uid, label, P(Yes))")
     p.add_argument("--cache", action="store_true",
                    help="use the recommender cache ($RECIRCUIT_CACHE/models) instead of --out: reuse if present")
     p.add_argument("--json", action="store_true")
@@ -57,14 +58,18 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train, save the checkpoint, print metrics."""
+    import json
+    from pathlib import Path
+
+    from recircuit._io import atomic_write_text
     from recircuit.cli import emit
     from recircuit.data import build_split
-    from recircuit.models import load_model
+    from recircuit.metrics import auc_interval, classification_metrics
+    from recircuit.models import load_model, score
     from recircuit.train import (
         LoraConfig,
         TrainConfig,
         cached_recommender,
-        evaluate,
         load_trained,
         train,
     )
@@ -109,8 +114,17 @@ def cmd_train(args: argparse.Namespace) -> int:
                "checkpoint": str(res.checkpoint)}
     if args.test:
         test = split.test[: args.n_test] if args.n_test else split.test
-        m = evaluate(model, test, args.batch_size, progress=True)
-        row.update({"test_samples": len(test), "test_auc": m["auc"], "test_acc": m["acc"],
-                    "test_logloss": m["logloss"]})
+        p_yes = score(model, test, batch_size=args.batch_size, progress=True, desc="test")
+        labels = [s.label for s in test]
+        m = classification_metrics(labels, p_yes)
+        low, high = auc_interval(labels, p_yes)
+        row.update({"test_samples": len(test), "test_auc": m["auc"], "test_auc_ci95": [round(low, 4), round(high, 4)],
+                    "test_acc": m["acc"], "test_logloss": m["logloss"]})
+        # next to the run's checkpoint; the shared recommender cache is left untouched
+        scores_path = Path(args.out) / "test_scores.json"
+        atomic_write_text(scores_path, json.dumps(
+            {"preset": args.preset, "uids": [s.uid for s in test], "labels": labels,
+             "p_yes": [round(float(x), 6) for x in p_yes]}))
+        row["test_scores"] = str(scores_path)
     emit(args, row)
     return 0

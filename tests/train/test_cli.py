@@ -18,6 +18,8 @@ def test_train_cli_fills_then_reuses_the_cache(shared_data, tmp_path, monkeypatc
     again = json.loads(capsys.readouterr().out)
     assert again["checkpoint"] == first["checkpoint"]
     assert again["test_samples"] == 12 and 0.0 <= again["test_auc"] <= 1.0
+    low, high = again["test_auc_ci95"]
+    assert low <= again["test_auc"] <= high
 
 
 def test_train_cli_continues_from_a_checkpoint_on_new_samples(shared_data, tmp_path, capsys):
@@ -38,3 +40,18 @@ def test_train_cli_refuses_an_offset_past_the_split(shared_data, tmp_path):
     with pytest.raises(SystemExit, match="No training samples left"):
         main(["train", "--model", "tiny", "--data-dir", str(shared_data / "ml-100k"), "--train-offset", "10000000",
               "--out", str(tmp_path)])
+
+
+def test_train_cli_writes_test_scores_that_reproduce_the_auc(shared_data, tmp_path, capsys):
+    from recircuit.metrics import classification_metrics
+
+    out = tmp_path / "run"
+    assert main(["train", "--model", "tiny", "--data-dir", str(shared_data / "ml-100k"), "--mode", "full",
+                 "--n-train", "8", "--n-valid", "8", "--batch-size", "4", "--max-steps", "1", "--test",
+                 "--n-test", "16", "--json", "--out", str(out)]) == 0
+    row = json.loads(capsys.readouterr().out)
+    saved = json.loads((out / "test_scores.json").read_text())
+    assert row["test_scores"] == str(out / "test_scores.json")
+    assert len(saved["uids"]) == len(set(saved["uids"])) == len(saved["labels"]) == 16
+    m = classification_metrics(saved["labels"], saved["p_yes"])
+    assert abs(m["auc"] - row["test_auc"]) < 1e-6
