@@ -101,9 +101,30 @@ def load_samples(args: argparse.Namespace):
     return samples[: args.limit] if args.limit else samples
 
 
-def run_score(model_name: str, samples, batch_size: int, device: str | None, checkpoint: str | None = None) -> dict:
+def score_report(samples, p_yes, scores_out: str | None = None, preset: str | None = None) -> dict:
+    """AUC / ACC / LogLoss with a 95% bootstrap interval of the AUC.
+
+    With ``scores_out``, also writes ``{"uids", "labels", "p_yes"}`` there as JSON (atomically),
+    so any other metric or subset (e.g. the first 300 samples) can be recomputed without a model.
+    """
+    from recircuit._io import atomic_write_text
+    from recircuit.metrics import auc_interval, classification_metrics
+
+    labels = [s.label for s in samples]
+    m = classification_metrics(labels, p_yes)
+    if len(set(labels)) == 2:
+        m["auc_ci95"] = [round(x, 4) for x in auc_interval(labels, p_yes)]
+    if scores_out:
+        atomic_write_text(scores_out, json.dumps(
+            {"preset": preset, "uids": [s.uid for s in samples], "labels": labels,
+             "p_yes": [round(float(x), 6) for x in p_yes]}))
+        m["scores"] = str(scores_out)
+    return m
+
+
+def run_score(model_name: str, samples, batch_size: int, device: str | None, checkpoint: str | None = None,
+              scores_out: str | None = None) -> dict:
     """Score samples zero-shot (or with a checkpoint) and return metrics plus speed and memory."""
-    from recircuit.metrics import classification_metrics
     from recircuit.models import load_model, score
 
     model = load_model(model_name, device=device)
@@ -114,7 +135,7 @@ def run_score(model_name: str, samples, batch_size: int, device: str | None, che
     t = time.perf_counter()
     p = score(model, samples, batch_size=batch_size)
     secs = time.perf_counter() - t
-    m = classification_metrics([s.label for s in samples], p)
+    m = score_report(samples, p, scores_out)
     m.update({"model": model_name, "samples_per_s": round(len(samples) / secs, 3),
               "seconds": round(secs, 1), "peak_mem_mb": round(peak_memory_mb(), 1)})
     return m
@@ -122,7 +143,7 @@ def run_score(model_name: str, samples, batch_size: int, device: str | None, che
 
 def cmd_score(args: argparse.Namespace) -> int:
     samples = load_samples(args)
-    m = run_score(args.model, samples, args.batch_size, args.device, args.checkpoint)
+    m = run_score(args.model, samples, args.batch_size, args.device, args.checkpoint, args.scores_out)
     emit(args, m)
     return 0
 
@@ -207,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8)
     _add_data_args(p)
     p.add_argument("--checkpoint", default=None, help="fine-tuned checkpoint to load")
+    p.add_argument("--scores-out", default=None, help="also write per-sample uid, label, P(Yes) to this JSON")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_score)
 

@@ -58,13 +58,10 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train, save the checkpoint, print metrics."""
-    import json
     from pathlib import Path
 
-    from recircuit._io import atomic_write_text
-    from recircuit.cli import emit
+    from recircuit.cli import emit, score_report
     from recircuit.data import build_split
-    from recircuit.metrics import auc_interval, classification_metrics
     from recircuit.models import load_model, score
     from recircuit.train import (
         LoraConfig,
@@ -115,16 +112,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.test:
         test = split.test[: args.n_test] if args.n_test else split.test
         p_yes = score(model, test, batch_size=args.batch_size, progress=True, desc="test")
-        labels = [s.label for s in test]
-        m = classification_metrics(labels, p_yes)
-        low, high = auc_interval(labels, p_yes)
-        row.update({"test_samples": len(test), "test_auc": m["auc"], "test_auc_ci95": [round(low, 4), round(high, 4)],
-                    "test_acc": m["acc"], "test_logloss": m["logloss"]})
         # next to the run's checkpoint; the shared recommender cache is left untouched
-        scores_path = Path(args.out) / "test_scores.json"
-        atomic_write_text(scores_path, json.dumps(
-            {"preset": args.preset, "uids": [s.uid for s in test], "labels": labels,
-             "p_yes": [round(float(x), 6) for x in p_yes]}))
-        row["test_scores"] = str(scores_path)
+        m = score_report(test, p_yes, str(Path(args.out) / "test_scores.json"), args.preset)
+        row.update({"test_samples": len(test), "test_auc": m["auc"], "test_auc_ci95": m.get("auc_ci95"),
+                    "test_acc": m["acc"], "test_logloss": m["logloss"], "test_scores": m["scores"]})
     emit(args, row)
     return 0

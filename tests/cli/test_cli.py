@@ -17,6 +17,19 @@ def test_score_tiny_model_prints_auc(shared_data, capsys):
     assert m["n"] == 16 and 0.0 <= m["auc"] <= 1.0 and m["samples_per_s"] > 0
 
 
+def test_score_writes_per_sample_scores_and_an_auc_interval(shared_data, tmp_path, capsys):
+    from recircuit.metrics import auc
+
+    out = tmp_path / "scores.json"
+    assert main(["score", "--model", "tiny", "--data-dir", str(shared_data / "ml-100k"), "--limit", "24",
+                 "--scores-out", str(out), "--json"]) == 0
+    m = json.loads(capsys.readouterr().out)
+    saved = json.loads(out.read_text())
+    assert len(saved["uids"]) == 24 and saved["uids"][0]
+    assert abs(auc(saved["labels"], saved["p_yes"]) - m["auc"]) < 1e-6
+    assert m["auc_ci95"][0] <= m["auc"] <= m["auc_ci95"][1]
+
+
 def test_errors_are_reported_not_raised(tmp_path, capsys):
     rc = main(["data", "build", "--data-dir", str(tmp_path)])
     assert rc == 2
