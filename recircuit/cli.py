@@ -101,7 +101,7 @@ def load_samples(args: argparse.Namespace):
     return samples[: args.limit] if args.limit else samples
 
 
-def score_report(samples, p_yes, scores_out: str | None = None, preset: str | None = None) -> dict:
+def score_report(samples, p_yes, scores_out: str | None = None) -> dict:
     """AUC / ACC / LogLoss with a 95% bootstrap interval of the AUC.
 
     With ``scores_out``, also writes ``{"uids", "labels", "p_yes"}`` there as JSON (atomically),
@@ -116,7 +116,7 @@ def score_report(samples, p_yes, scores_out: str | None = None, preset: str | No
         m["auc_ci95"] = [round(x, 4) for x in auc_interval(labels, p_yes)]
     if scores_out:
         atomic_write_text(scores_out, json.dumps(
-            {"preset": preset, "uids": [s.uid for s in samples], "labels": labels,
+            {"uids": [s.uid for s in samples], "labels": labels,
              "p_yes": [round(float(x), 6) for x in p_yes]}))
         m["scores"] = str(scores_out)
     return m

@@ -48,7 +48,7 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--test", action="store_true", help="evaluate on the test split afterwards")
     p.add_argument("--n-test", type=int, default=0, help="with --test: first N test samples (0 = all)")
     p.add_argument("--out", default="runs/train",
-                   help="checkpoint folder (with --test, also test_scores.json: uid, label, P(Yes))")
+                   help="checkpoint folder; with --test, also test_scores.json (uid, label, P(Yes)), even with --cache")
     p.add_argument("--cache", action="store_true",
                    help="use the recommender cache ($RECIRCUIT_CACHE/models) instead of --out: reuse if present")
     p.add_argument("--json", action="store_true")
@@ -112,8 +112,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.test:
         test = split.test[: args.n_test] if args.n_test else split.test
         p_yes = score(model, test, batch_size=args.batch_size, progress=True, desc="test")
-        # next to the run's checkpoint; the shared recommender cache is left untouched
-        m = score_report(test, p_yes, str(Path(args.out) / "test_scores.json"), args.preset)
+        # always under --out, also with --cache: the shared recommender cache is left untouched
+        m = score_report(test, p_yes, str(Path(args.out) / "test_scores.json"))
         row.update({"test_samples": len(test), "test_auc": m["auc"], "test_auc_ci95": m.get("auc_ci95"),
                     "test_acc": m["acc"], "test_logloss": m["logloss"], "test_scores": m["scores"]})
     emit(args, row)
