@@ -47,17 +47,6 @@ from recircuit.circuits.graph import Graph
 MIB_SIZES = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
 
-def _reader_owner(name: str) -> str | None:
-    """Forward node that owns a backward node (``a3.h5<q>`` -> ``a3.h5``; groups -> None)."""
-    if name == "logits":
-        return None
-    if name.endswith("<q>"):
-        return name[:-3]
-    if "<" in name:
-        return None  # KV group readers are shared by several heads
-    return name  # m{L}
-
-
 def select_edges(
     scores: Float[torch.Tensor, "n_forward n_backward"], graph: Graph, top_n: int | None = None,
     threshold: float | None = None, absolute: bool = True, greedy: bool = False,

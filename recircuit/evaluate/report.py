@@ -72,30 +72,6 @@ def audit_record(forget: Sequence[Sample], before: str, after: str, config: dict
             **({"extra": extra} if extra else {})}
 
 
-def save_audit(record: dict, path: str | Path) -> Path:
-    """Write an audit record as JSON (atomic)."""
-    if record.get("format") != AUDIT_FORMAT:
-        raise ValueError(f"Not an audit record (format {record.get('format')!r}); build it with audit_record().")
-    return atomic_write_json(path, record)
-
-
-def load_audit(path: str | Path) -> dict:
-    """Read an audit record written by :func:`save_audit`."""
-    d = json.loads(Path(path).read_text())
-    if d.get("format") != AUDIT_FORMAT:
-        raise ValueError(f"{path} is not a recircuit audit record (format {d.get('format')!r}).")
-    return d
-
-
-def verify_audit(record: dict, forget: Sequence[Sample] | None = None, model: torch.nn.Module | None = None) -> None:
-    """Check a record against the forgotten samples and/or the unlearned model; raise on mismatch."""
-    if forget is not None:
-        if [s.uid for s in forget] != record["forgotten"]["uids"] or samples_hash(forget) != record["forgotten"]["content_sha256"]:
-            raise ValueError("The samples do not match the audit record's forgotten ids / content hash.")
-    if model is not None and model_hash(model) != record["model_sha256"]["after"]:
-        raise ValueError("The model's hash differs from the audit record's 'after' hash: it is not the audited model.")
-
-
 @dataclass
 class UnlearningReport:
     """Rows of (method, seed, metrics); aggregated as mean +- std per method."""

@@ -36,10 +36,6 @@ class AnswerTokens:
     yes: int
     no: int
 
-    def as_tensor(self, device: torch.device | str = "cpu") -> Int[torch.Tensor, "2"]:
-        """``tensor([yes, no])``."""
-        return torch.tensor([self.yes, self.no], device=device)
-
 
 def answer_tokens(tokenizer, yes: str = " Yes", no: str = " No") -> AnswerTokens:
     """Resolve the answer token ids for ``tokenizer``; fail clearly if either is not one token."""

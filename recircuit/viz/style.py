@@ -104,11 +104,6 @@ def inches(x: float) -> int:
     return int(round(x * PX_PER_IN))
 
 
-def group_color(group: str) -> str:
-    """Colour of a group name (unknown names get the neutral grey)."""
-    return GROUP_COLORS.get(group, GREY)
-
-
 def method_color(method: str, index: int = 0) -> str:
     """Colour of an unlearning method: fixed for known names, else ``PALETTE[index]``."""
     key = method.lower().replace("-", "_").replace(" ", "_")

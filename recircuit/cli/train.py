@@ -60,7 +60,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Train, save the checkpoint, print metrics."""
     from pathlib import Path
 
-    from recircuit.cli import emit, score_report
+    from recircuit.cli.common import emit, score_report
     from recircuit.data import build_split
     from recircuit.models import load_model, score
     from recircuit.train import (

@@ -44,7 +44,7 @@ def cmd_circuit(args: argparse.Namespace) -> int:
         faithfulness_curve,
     )
     from recircuit.circuits.corruptions import corruption_for
-    from recircuit.cli import emit
+    from recircuit.cli.common import emit
     from recircuit.data import build_split
     from recircuit.models import load_model
 

@@ -39,7 +39,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from recircuit._io import atomic_write_json
-    from recircuit.cli import emit
+    from recircuit.cli.common import emit
     from recircuit.data import build_split, cap_per_user, forget_retain_split
     from recircuit.evaluate import audit_record, model_hash
     from recircuit.metrics import classification_metrics

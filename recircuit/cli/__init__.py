@@ -13,47 +13,15 @@ Every command prints a readable table; ``--json`` prints JSON instead, for scrip
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
-import resource
 import sys
 import time
 from collections.abc import Sequence
 
-from recircuit.report_table import format_table
+from recircuit.cli.common import emit, load_samples, peak_memory_mb, score_report
 
 logger = logging.getLogger("recircuit")
-
-#: Subcommands contributed by subpackages: module path -> function adding the parser.
-PLUGIN_PARSERS = (
-    ("recircuit.train.cli", "add_train_parser"),
-    ("recircuit.circuits.cli", "add_circuit_parser"),
-    ("recircuit.unlearn.cli", "add_unlearn_parser"),
-)
-
-
-def emit(args: argparse.Namespace, rows: list[dict] | dict, title: str | None = None) -> None:
-    """Print ``rows`` as JSON (``--json``) or as a text table."""
-    if getattr(args, "json", False):
-        print(json.dumps(rows, indent=2, default=str))
-        return
-    if title:
-        print(title)
-    print(format_table(rows if isinstance(rows, list) else [rows]))
-
-
-def peak_memory_mb() -> float:
-    """Peak resident memory of this process in MiB (plus CUDA peak when on GPU)."""
-    mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            mb += torch.cuda.max_memory_allocated() / 2**20
-    except ImportError:  # pragma: no cover
-        pass
-    return mb
 
 
 def cmd_assets(args: argparse.Namespace) -> int:
@@ -86,40 +54,6 @@ def cmd_data(args: argparse.Namespace) -> int:
             row["file"] = str(path)
     emit(args, rows if not args.json else {"split": split.to_dict(), "parts": rows})
     return 0
-
-
-def load_samples(args: argparse.Namespace):
-    """Samples selected by ``--preset/--data-dir/--part/--limit`` or ``--json-file``."""
-    if getattr(args, "data_json", None):
-        from recircuit.data import load_tallrec_json
-
-        samples = load_tallrec_json(args.data_json)
-    else:
-        from recircuit.data import build_split
-
-        samples = getattr(build_split(args.preset, data_dir=args.data_dir), args.part)
-    return samples[: args.limit] if args.limit else samples
-
-
-def score_report(samples, p_yes, scores_out: str | None = None) -> dict:
-    """AUC / ACC / LogLoss with a 95% bootstrap interval of the AUC.
-
-    With ``scores_out``, also writes ``{"uids", "labels", "p_yes"}`` there as JSON (atomically),
-    so any other metric or subset (e.g. the first 300 samples) can be recomputed without a model.
-    """
-    from recircuit._io import atomic_write_text
-    from recircuit.metrics import auc_interval, classification_metrics
-
-    labels = [s.label for s in samples]
-    m = classification_metrics(labels, p_yes)
-    if len(set(labels)) == 2:
-        m["auc_ci95"] = [round(x, 4) for x in auc_interval(labels, p_yes)]
-    if scores_out:
-        atomic_write_text(scores_out, json.dumps(
-            {"uids": [s.uid for s in samples], "labels": labels,
-             "p_yes": [round(float(x), 6) for x in p_yes]}))
-        m["scores"] = str(scores_out)
-    return m
 
 
 def run_score(model_name: str, samples, batch_size: int, device: str | None, checkpoint: str | None = None,
@@ -257,14 +191,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_figures)
 
-    for module, fn in PLUGIN_PARSERS:
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as err:
-            if err.name and module.startswith(err.name):
-                continue
-            raise
-        getattr(mod, fn)(sub)
+    from recircuit.cli.circuit import add_circuit_parser
+    from recircuit.cli.train import add_train_parser
+    from recircuit.cli.unlearn import add_unlearn_parser
+
+    for add in (add_train_parser, add_circuit_parser, add_unlearn_parser):
+        add(sub)
     return parser
 
 
@@ -277,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, RuntimeError, FileNotFoundError, KeyError) as err:
+    except (ValueError, RuntimeError, OSError, KeyError) as err:  # InputError, RunFailed included
         if args.verbose:
             raise
         print(f"recircuit {args.command}: error: {err}", file=sys.stderr)
