@@ -43,6 +43,7 @@ from safetensors.torch import load_file, save_file
 from recircuit._io import atomic_write, atomic_write_json
 from recircuit.circuits.attribute import AttributionResult
 from recircuit.circuits.graph import Graph
+from recircuit.circuits.nodes import parse_node
 
 MIB_SIZES = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
@@ -86,10 +87,10 @@ def _backward_of_forward(graph: Graph) -> list[list[int]]:
     """For each forward node, the backward nodes through which it reads (its inputs)."""
     out: list[list[int]] = [[] for _ in range(graph.n_forward)]
     for f, name in enumerate(graph.forward_names):
-        if name.startswith("a"):
-            layer, head = (int(x[1:]) for x in name.split("."))
-            out[f] = graph.head_readers(layer, head)
-        elif name.startswith("m"):
+        node = parse_node(name)
+        if node.kind == "head":
+            out[f] = graph.head_readers(node.layer, node.head)
+        elif node.kind == "mlp":
             out[f] = [graph.backward_index[name]]
     return out
 
@@ -175,9 +176,9 @@ class Circuit:
             if name == "input":
                 continue
             total = float(out_sum[f])
-            if name.startswith("a"):
-                layer, head = (int(x[1:]) for x in name.split("."))
-                q, k, v = g.head_readers(layer, head)
+            node = parse_node(name)
+            if node.kind == "head":
+                q, k, v = g.head_readers(node.layer, node.head)
                 total += float(in_sum[q]) + (float(in_sum[k]) + float(in_sum[v])) / g.group_size
             else:
                 total += float(in_sum[g.backward_index[name]])

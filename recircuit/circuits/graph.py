@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 import torch
 from jaxtyping import Bool
 
+from recircuit.circuits.nodes import head_name, kv_name, mlp_name, reader_name
+
 
 @dataclass(frozen=True)
 class ReaderSlot:
@@ -62,13 +64,13 @@ class Graph:
         L, H, K = self.n_layers, self.n_heads, self.n_kv_heads
         fwd = ["input"]
         for layer in range(L):
-            fwd += [f"a{layer}.h{h}" for h in range(H)] + [f"m{layer}"]
+            fwd += [head_name(layer, h) for h in range(H)] + [mlp_name(layer)]
         bwd = []
         for layer in range(L):
-            bwd += [f"a{layer}.h{h}<q>" for h in range(H)]
-            bwd += [f"a{layer}.g{g}<k>" for g in range(K)]
-            bwd += [f"a{layer}.g{g}<v>" for g in range(K)]
-            bwd += [f"m{layer}"]
+            bwd += [reader_name(head_name(layer, h), "q") for h in range(H)]
+            bwd += [reader_name(kv_name(layer, g), "k") for g in range(K)]
+            bwd += [reader_name(kv_name(layer, g), "v") for g in range(K)]
+            bwd += [mlp_name(layer)]
         bwd.append("logits")
         self.forward_names, self.backward_names = fwd, bwd
         self.forward_index = {n: i for i, n in enumerate(fwd)}
@@ -116,10 +118,10 @@ class Graph:
         out = []
         for layer in range(self.n_layers):
             up = self.layer_start(layer)
-            out.append(ReaderSlot(f"blocks.{layer}.hook_q_input", tuple(bi[f"a{layer}.h{h}<q>"] for h in range(H)), up, True))
-            out.append(ReaderSlot(f"blocks.{layer}.hook_k_input", tuple(bi[f"a{layer}.g{g}<k>"] for g in range(K)), up, True))
-            out.append(ReaderSlot(f"blocks.{layer}.hook_v_input", tuple(bi[f"a{layer}.g{g}<v>"] for g in range(K)), up, True))
-            out.append(ReaderSlot(f"blocks.{layer}.hook_mlp_in", (bi[f"m{layer}"],), up + H, False))
+            out.append(ReaderSlot(f"blocks.{layer}.hook_q_input", tuple(bi[reader_name(head_name(layer, h), "q")] for h in range(H)), up, True))
+            out.append(ReaderSlot(f"blocks.{layer}.hook_k_input", tuple(bi[reader_name(kv_name(layer, g), "k")] for g in range(K)), up, True))
+            out.append(ReaderSlot(f"blocks.{layer}.hook_v_input", tuple(bi[reader_name(kv_name(layer, g), "v")] for g in range(K)), up, True))
+            out.append(ReaderSlot(f"blocks.{layer}.hook_mlp_in", (bi[mlp_name(layer)],), up + H, False))
         out.append(ReaderSlot("ln_final.hook_in", (bi["logits"],), self.n_forward, False))
         return out
 
@@ -140,7 +142,8 @@ class Graph:
         """Backward indices a query head reads through: its ``<q>`` and its group's ``<k>``, ``<v>``."""
         g = head // self.group_size
         bi = self.backward_index
-        return [bi[f"a{layer}.h{head}<q>"], bi[f"a{layer}.g{g}<k>"], bi[f"a{layer}.g{g}<v>"]]
+        return [bi[reader_name(head_name(layer, head), "q")], bi[reader_name(kv_name(layer, g), "k")],
+                bi[reader_name(kv_name(layer, g), "v")]]
 
     def modules(self) -> list[str]:
         """Module names: every ``a{L}.h{H}`` and ``m{L}`` (forward names without ``input``)."""
