@@ -9,12 +9,11 @@ Usage::
 
 Every figure takes plain data (dicts, DataFrames, arrays); objects are accepted by duck typing
 (``.module_importance()``, ``.to_dataframe()``, ``.groups``), so the viz package imports nothing
-from the circuit or unlearning code.
+from the circuit or unlearning code but the node-name grammar (:mod:`recircuit.circuits.nodes`).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,38 +21,34 @@ import numpy as np
 import pandas as pd
 from jaxtyping import Float
 
-_HEAD = re.compile(r"^a(\d+)\.h(\d+)$")
-_KV = re.compile(r"^a(\d+)\.g(\d+)$")
-_MLP = re.compile(r"^m(\d+)$")
-_READER = re.compile(r"^(?P<node>.+?)<(?P<chan>[qkv])>$")
+from recircuit.circuits.nodes import head_name, mlp_name, parse_node
 
 
 def parse_module(name: str) -> tuple[str, int, int]:
-    """Kind, layer and index of a node name.
+    """Kind, layer and index of a node name (a thin view of :func:`recircuit.circuits.nodes.parse_node`).
 
     Returns ``("head", L, H)`` for ``a{L}.h{H}``, ``("kv", L, G)`` for a KV-group reader node
     ``a{L}.g{G}``, ``("mlp", L, -1)`` for ``m{L}``, ``("input", -1, 0)`` and ``("logits", -1, 0)``.
 
     Raises:
-        ValueError: for any other name.
+        ValueError: for any other name, and for a name with a reader suffix (use :func:`split_reader`).
     """
-    if name == "input":
-        return "input", -1, 0
-    if name == "logits":
-        return "logits", -1, 0
-    if m := _HEAD.match(name):
-        return "head", int(m[1]), int(m[2])
-    if m := _KV.match(name):
-        return "kv", int(m[1]), int(m[2])
-    if m := _MLP.match(name):
-        return "mlp", int(m[1]), -1
-    raise ValueError(f"Unknown module name {name!r}: expected 'a{{L}}.h{{H}}', 'm{{L}}', 'input' or 'logits'.")
+    node = parse_node(name)
+    if node.channel is not None:
+        raise ValueError(f"Unknown module name {name!r}: strip the reader suffix first (split_reader).")
+    if node.kind in ("input", "logits"):
+        return node.kind, -1, 0
+    return node.kind, node.layer, node.index
 
 
 def split_reader(name: str) -> tuple[str, str | None]:
-    """``"a3.h5<q>"`` -> ``("a3.h5", "q")``; ``"m2"`` -> ``("m2", None)``."""
-    m = _READER.match(name)
-    return (m["node"], m["chan"]) if m else (name, None)
+    """``"a3.h5<q>"`` -> ``("a3.h5", "q")``; ``"m2"`` -> ``("m2", None)``.
+
+    Raises:
+        ValueError: for a name outside the node grammar.
+    """
+    node = parse_node(name)
+    return node.module, node.channel
 
 
 def as_importance(obj: Any, name: str = "importance") -> dict[str, float]:
@@ -97,7 +92,7 @@ def module_grid(values: Mapping[str, float], n_layers: int, n_heads: int,
         The grid (``n_cols = n_heads + 1``) and the module name of every cell.
     """
     grid = np.full((n_layers, n_heads + 1), np.nan)
-    names = [[f"a{layer}.h{h}" for h in range(n_heads)] + [f"m{layer}"] for layer in range(n_layers)]
+    names = [[head_name(layer, h) for h in range(n_heads)] + [mlp_name(layer)] for layer in range(n_layers)]
     for m, v in values.items():
         kind, layer, idx = parse_module(m)
         if kind not in ("head", "mlp"):

@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 from jaxtyping import Float
 
+from recircuit.circuits.nodes import head_name
+
 
 class OfflineHTML(str):
     """An HTML string that Jupyter renders as-is (no CDN, no network probe)."""
@@ -105,6 +107,6 @@ def attention_patterns_html(model: Any, prompt: str, heads: Sequence[tuple[int, 
     tokens, arr = attention_patterns(model, prompt, heads)
     if max_tokens is not None and len(tokens) > max_tokens:
         tokens, arr = tokens[-max_tokens:], arr[:, -max_tokens:, -max_tokens:]
-    labels = [f"a{layer}.h{h}" for layer, h in heads]
+    labels = [head_name(layer, h) for layer, h in heads]
     return attention_patterns_from_arrays(tokens, arr, labels,
                                           title or "Attention patterns of circuit heads: " + ", ".join(labels))

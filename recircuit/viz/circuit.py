@@ -27,6 +27,7 @@ import plotly.graph_objects as go
 from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
+from recircuit.circuits.nodes import head_name
 from recircuit.viz._data import as_edges_frame, as_groups, parse_module, split_reader
 from recircuit.viz.style import (
     DIVERGING,
@@ -76,7 +77,7 @@ def node_edges(edges: Any, top_n: int | None = None, group_size: int | None = No
         node, chan = split_reader(tgt)
         kind, layer, idx = parse_module(node)
         if kind == "kv" and group_size == 1:
-            node = f"a{layer}.h{idx}"
+            node = head_name(layer, idx)
         parse_module(src)
         rows.append((src, node, chan, s, tgt))
     return pd.DataFrame(rows, columns=["source", "target", "channel", "score", "reader"])

@@ -15,8 +15,10 @@ def test_parse_and_grid():
     assert parse_module("a12.h3") == ("head", 12, 3)
     assert parse_module("m7") == ("mlp", 7, -1)
     assert parse_module("a2.g1") == ("kv", 2, 1)
-    with pytest.raises(ValueError, match="Unknown module name"):
+    with pytest.raises(ValueError, match="Unknown node name"):
         parse_module("blocks.3")
+    with pytest.raises(ValueError, match="reader suffix"):
+        parse_module("a1.h2<q>")
     grid, names = module_grid({"a1.h2": 5.0, "m0": 7.0}, 2, 3)
     assert grid.shape == (2, 4)
     assert grid[1, 2] == 5.0 and grid[0, 3] == 7.0 and np.isnan(grid[0, 0])
