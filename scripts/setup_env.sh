@@ -12,8 +12,8 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
   if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
     $PIP install "torch>=2.4"
   else
-    # 2.13.0 is the CPU build kept on this workplace's disk. Elsewhere, set
-    # PIP_INDEX_URL=https://download.pytorch.org/whl/cpu to get a CPU build instead of CUDA.
+    # 2.13.0 is the version the test suite is checked with. Set
+    # PIP_INDEX_URL=https://download.pytorch.org/whl/cpu to get the CPU-only build.
     $PIP install "torch==2.13.0" || $PIP install "torch>=2.4"
   fi
 fi
