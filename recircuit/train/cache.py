@@ -1,4 +1,4 @@
-"""A cache of fine-tuned recommenders, so demos and benchmarks reuse them instead of retraining.
+"""Fine-tuned recommenders through the one cache (:mod:`recircuit.cache`), trained once, reused.
 
 Usage::
 
@@ -9,22 +9,27 @@ Usage::
     path = cached_recommender("smollm2-135m-instruct", split, cfg, n_train=512)  # trains once
     model, meta = load_recommender("smollm2-135m-instruct", split, cfg, n_train=512)
 
-Checkpoints live under ``$RECIRCUIT_CACHE/models/<model>-<mode>-<key>/model.{safetensors,json}``.
-The key is a sha256 over the base model's identity (the pinned asset sha256 for offline models),
-the split description (preset, parameters and a hash of every sample), the number of training
-and validation samples used and the whole :class:`TrainConfig` (seed included). Any change to
-one of them trains a new model; an unchanged request reuses the checkpoint. Writes are atomic,
-so an interrupted run leaves no half-written checkpoint behind (it is simply retrained).
+A checkpoint is an entry of ``Cache(subdir="models")``:
+``$RECIRCUIT_CACHE/models/<model>-<mode>-<key>/files/model.{safetensors,json}``. The key hashes the
+base model's identity (the pinned asset sha256 for offline models), the split description
+(preset, parameters and a hash of every sample), the numbers of training and validation samples,
+the whole :class:`TrainConfig` (seed included) and the source of the code that trains
+(``recircuit.train``, ``models``, ``data``). The sha256 of both files is recorded and checked on
+reuse: a damaged, altered or unreadable checkpoint, or one whose training stopped on a non-finite
+loss, is retrained and replaced; ``fresh=True`` retrains it. Training writes into a staging
+directory that is moved into place only when it succeeded, so a failed run never replaces a good
+checkpoint.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import re
+import shutil
+import tempfile
 from pathlib import Path
 
+from recircuit.cache import Cache, cache_key
 from recircuit.models.loading import OFFLINE_MODELS, TINY_MODEL_NAME
 from recircuit.train.checkpoint import load_trained, read_meta
 from recircuit.train.loop import TrainConfig, train
@@ -33,6 +38,9 @@ logger = logging.getLogger(__name__)
 
 #: Bump when the training code changes what a given config produces.
 CACHE_VERSION = 1
+
+#: The parts of recircuit whose source a trained checkpoint depends on.
+TRAIN_CODE = ("train", "models", "data", "_io.py")
 
 
 def model_identity(model_name: str) -> dict:
@@ -48,22 +56,33 @@ def model_identity(model_name: str) -> dict:
 
 
 def recommender_key(model_name: str, split, config: TrainConfig, n_train: int | None, n_valid: int) -> str:
-    """The hex sha256 that names a cached recommender (see the module docstring)."""
-    desc = {"version": CACHE_VERSION, "model": model_identity(model_name), "split": split.to_dict(),
-            "n_train": n_train, "n_valid": n_valid, "config": config.to_dict()}
-    return hashlib.sha256(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()
+    """The 16-hex-digit cache key of a recommender (see the module docstring)."""
+    return cache_key(code=TRAIN_CODE, version=CACHE_VERSION, model=model_identity(model_name),
+                     split=split.to_dict(), n_train=n_train, n_valid=n_valid, config=config.to_dict())
+
+
+def _step(model_name: str, config: TrainConfig) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", model_name.lower()) + f"-{config.mode}"
+
+
+def _models_cache(cache_root: str | Path | None, fresh: bool = False, since: float | None = None) -> Cache:
+    if cache_root is None:
+        return Cache(subdir="models", fresh=fresh, since=since)
+    return Cache(Path(cache_root) / "models", fresh=fresh, since=since)
 
 
 def recommender_dir(model_name: str, split, config: TrainConfig, n_train: int | None = 512, n_valid: int = 200,
                     cache_root: str | Path | None = None) -> Path:
-    """Directory of the cached recommender for this request (it may not exist yet)."""
-    if cache_root is None:
-        from recircuit.assets import cache_dir
-
-        cache_root = cache_dir()
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", model_name.lower())
+    """The cache entry directory of this recommender (it may not exist yet)."""
     key = recommender_key(model_name, split, config, n_train, n_valid)
-    return Path(cache_root) / "models" / f"{safe}-{config.mode}-{key[:16]}"
+    return _models_cache(cache_root).entry_dir(_step(model_name, config), key)
+
+
+def _usable(payload) -> dict:
+    """Reject entries of a run that stopped on a non-finite loss (payload: the sidecar's metrics)."""
+    if not isinstance(payload, dict) or (payload.get("metrics") or {}).get("stopped"):
+        raise ValueError("training did not finish")
+    return payload
 
 
 def cached_recommender(
@@ -75,8 +94,10 @@ def cached_recommender(
     device: str | None = None,
     cache_root: str | Path | None = None,
     progress: bool = True,
+    fresh: bool = False,
+    since: float | None = None,
 ) -> Path:
-    """The checkpoint of a fine-tuned recommender: reused if cached, else trained and cached.
+    """The checkpoint of a fine-tuned recommender: reused if cached and intact, else trained and cached.
 
     Args:
         model_name: base model, as for :func:`recircuit.models.load_model` (``"tiny"`` works).
@@ -87,6 +108,7 @@ def cached_recommender(
         device: where to train if training is needed.
         cache_root: default ``$RECIRCUIT_CACHE`` (or ``~/.cache/recircuit``).
         progress: show the training progress bar.
+        fresh, since: retrain even if cached (see :class:`recircuit.cache.Cache`).
 
     Returns:
         Path of the ``.safetensors`` file; its sidecar ``.json`` sits next to it.
@@ -96,24 +118,33 @@ def cached_recommender(
 
         split = build_split("tallrec")
     config = config or TrainConfig()
-    out = recommender_dir(model_name, split, config, n_train, n_valid, cache_root)
-    stem = out / "model"
-    try:
-        meta = read_meta(stem)
-        if not (meta.get("metrics") or {}).get("stopped") and stem.with_suffix(".safetensors").exists():
-            logger.info("reusing cached recommender %s", stem)
-            return stem.with_suffix(".safetensors")
-    except (FileNotFoundError, ValueError, json.JSONDecodeError):
-        pass
+    cache = _models_cache(cache_root, fresh, since)
+    step, key = _step(model_name, config), recommender_key(model_name, split, config, n_train, n_valid)
+    entry = cache.lookup(step, key, parse=_usable)
+    if entry is not None:
+        st = entry.file("model.safetensors")
+        try:
+            read_meta(st)
+            logger.info("reusing cached recommender %s", st)
+            return st
+        except (OSError, ValueError) as err:
+            logger.warning("cached recommender %s is unreadable (%s); retraining", st, err)
     from recircuit.models import load_model
 
     model = load_model(model_name, device=device or ("cpu" if model_name.lower() == "tiny" else None))
     train_samples = split.train[:n_train] if n_train else split.train
     valid_samples = split.valid[:n_valid]
-    meta = {"split": split.to_dict(), "n_train": len(train_samples), "n_valid": len(valid_samples),
-            "cache_key": recommender_key(model_name, split, config, n_train, n_valid)}
-    res = train(model, train_samples, valid_samples, config, out_dir=out, meta=meta, progress=progress)
-    return res.checkpoint
+    meta = {"split": split.to_dict(), "n_train": len(train_samples), "n_valid": len(valid_samples), "cache_key": key}
+    cache.root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{step}-{key}.train.", dir=cache.root))
+    try:
+        res = train(model, train_samples, valid_samples, config, out_dir=staging, meta=meta, progress=progress)
+        st = res.checkpoint
+        entry = cache.put(step, key, {"metrics": res.metrics, "cache_key": key},
+                          files={"model.safetensors": st, "model.json": st.with_suffix(".json")}, move=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return entry.file("model.safetensors")
 
 
 def load_recommender(model_name: str = "smollm2-135m-instruct", split=None, config: TrainConfig | None = None,
