@@ -9,6 +9,7 @@ Usage::
 
 from recircuit.data.movielens import DataFormatError, MovieLens, load_movielens
 from recircuit.data.prompts import INSTRUCTION, PROMPT_TEMPLATE, Sample, build_input, make_sample
+from recircuit.data.requests import RequestError, check_disjoint, check_request, sample_key
 from recircuit.data.splits import (
     PRESETS,
     ForgetRetain,
@@ -16,7 +17,7 @@ from recircuit.data.splits import (
     SplitError,
     build_split,
     cap_per_user,
-    check_disjoint,
+    check_forget_args,
     forget_retain_split,
     random_split,
     tallrec_split,
@@ -33,16 +34,20 @@ __all__ = [
     "MovieLens",
     "Sample",
     "Split",
+    "RequestError",
     "SplitError",
     "build_input",
     "build_split",
     "cap_per_user",
     "check_disjoint",
+    "check_forget_args",
+    "check_request",
     "forget_retain_split",
     "load_movielens",
     "load_tallrec_json",
     "make_sample",
     "random_split",
+    "sample_key",
     "tallrec_split",
     "write_tallrec_json",
 ]

@@ -28,10 +28,15 @@ import pandas as pd
 from recircuit._io import atomic_write_text
 from recircuit.data.movielens import MovieLens, load_movielens
 from recircuit.data.prompts import Sample, make_sample
+from recircuit.data.requests import RequestError, check_request
 
 
-class SplitError(ValueError):
-    """A split request cannot be satisfied (empty set, overlap, too little history...)."""
+class SplitError(RequestError):
+    """A split request cannot be satisfied (bad argument, empty set, too little history...).
+
+    A :class:`recircuit.data.requests.RequestError` (an :class:`recircuit.errors.InputError`), so the
+    command line prints it as one line.
+    """
 
 
 @dataclass
@@ -211,22 +216,48 @@ class ForgetRetain:
                 "n_retain": len(self.retain), "forget_uids": [s.uid for s in self.forget]}
 
 
-def _key(s: Sample) -> str:
-    return s.uid or f"{s.input}\x1f{s.output}"
+LEVELS = ("user", "interaction")
 
 
-def check_disjoint(**parts: Sequence[Sample]) -> None:
-    """Raise :class:`SplitError` if any two named sample lists share a sample."""
-    names = list(parts)
-    keys = {n: {_key(s) for s in parts[n]} for n in names}
-    for i, a in enumerate(names):
-        for b in names[i + 1 :]:
-            common = keys[a] & keys[b]
-            if common:
-                raise SplitError(
-                    f"{a} and {b} overlap in {len(common)} samples (e.g. {sorted(common)[0]!r}); "
-                    "a sample may be in only one of them."
-                )
+def _check_ids(name: str, ids: Sequence[int] | None) -> list[int] | None:
+    if ids is None:
+        return None
+    if isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable):
+        raise SplitError(f"expected a list of integer ids, got {ids!r}", field=name, fix=f"pass {name}=[196, 186, ...]")
+    out = []
+    for v in ids:
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise SplitError(f"{v!r} is not an integer id", field=name, fix="pass MovieLens ids as integers")
+        out.append(int(v))
+    if not out:
+        raise SplitError("the list of ids is empty", field=name, fix=f"name at least one id, or leave {name} out "
+                         "to draw a seeded fraction")
+    return out
+
+
+def check_forget_args(level: str, fraction: float, seed: int, user_ids: Sequence[int] | None = None,
+                      item_ids: Sequence[int] | None = None) -> None:
+    """Refuse bad :func:`forget_retain_split` arguments before any work, naming the argument and its valid range.
+
+    Raises:
+        SplitError: an unknown ``level``; ``fraction`` not a number strictly between 0 and 1 (when
+            it is used, i.e. no ids are given); ``seed`` not a non-negative integer; ids that are
+            not integers; ``item_ids`` at user level.
+    """
+    if level not in LEVELS:
+        raise SplitError(f"unknown level {level!r}", field="level", fix="use 'user' or 'interaction'")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise SplitError(f"seed must be a non-negative integer, got {seed!r}", field="seed", fix="pass e.g. --seed 0")
+    _check_ids("user_ids", user_ids)
+    _check_ids("item_ids", item_ids)
+    if level == "user" and item_ids is not None:
+        raise SplitError("item_ids select interactions, not users", field="item_ids",
+                         fix="use level='interaction' to forget by item, or pass user_ids")
+    if user_ids is None and item_ids is None:
+        ok = isinstance(fraction, (int, float, np.floating, np.integer)) and not isinstance(fraction, bool)
+        if not ok or not 0 < float(fraction) < 1:  # NaN fails the comparison too
+            raise SplitError(f"the share to forget must be a number strictly between 0 and 1, got {fraction!r}",
+                             field="forget_fraction", fix="pass a fraction in (0, 1), e.g. --forget-fraction 0.1")
 
 
 def forget_retain_split(
@@ -243,12 +274,17 @@ def forget_retain_split(
         level: ``"user"`` (all training samples of a seeded ``fraction`` of users, or of
             ``user_ids``) or ``"interaction"`` (a seeded ``fraction`` of samples, or every sample
             whose target is in ``item_ids`` / whose user is in ``user_ids``).
-        fraction: share of users (user level) or samples (interaction level) to forget.
-        seed: RNG seed.
+        fraction: share of users (user level) or samples (interaction level) to forget, in (0, 1);
+            ignored when ids are given.
+        seed: RNG seed (a non-negative integer).
 
     Raises:
-        SplitError: empty forget set, empty retain set, or overlap with valid/test.
+        SplitError: a bad argument (see :func:`check_forget_args`), an empty training set, ids
+            with no training samples, an empty forget or retain set.
+        RequestError: the result breaks the request rules of
+            :func:`recircuit.data.requests.check_request` against ``split.valid`` / ``split.test``.
     """
+    check_forget_args(level, fraction, seed, user_ids, item_ids)
     train = split.train
     if not train:
         raise SplitError("The training set is empty; there is nothing to forget.")
@@ -259,14 +295,16 @@ def forget_retain_split(
             chosen = set(int(u) for u in user_ids)
             missing = chosen - set(users)
             if missing:
-                raise SplitError(f"Users {sorted(missing)[:5]} have no training samples; pick users from the training set.")
+                raise SplitError(f"Users {sorted(missing)[:5]} have no training samples", field="user_ids",
+                                 fix="pick users from the training set")
         else:
             if not users:
-                raise SplitError("Samples carry no user ids (bare TALLRec JSON?); use level='interaction'.")
+                raise SplitError("Samples carry no user ids (bare TALLRec JSON?)", field="level",
+                                 fix="use level='interaction'")
             k = int(round(fraction * len(users)))
             chosen = set(rng.choice(users, size=k, replace=False).tolist()) if k else set()
         is_forget = [s.user_id in chosen for s in train]
-    elif level == "interaction":
+    else:
         if user_ids is not None or item_ids is not None:
             us, its = set(user_ids or ()), set(item_ids or ())
             is_forget = [(s.user_id in us) or (s.item_id in its) for s in train]
@@ -274,18 +312,18 @@ def forget_retain_split(
             k = int(round(fraction * len(train)))
             pick = set(rng.choice(len(train), size=k, replace=False).tolist()) if k else set()
             is_forget = [i in pick for i in range(len(train))]
-    else:
-        raise SplitError(f"Unknown level {level!r}; use 'user' or 'interaction'.")
     forget = [s for s, f in zip(train, is_forget) if f]
     retain = [s for s, f in zip(train, is_forget) if not f]
     if not forget:
         raise SplitError(
-            f"The forget set is empty (level={level}, fraction={fraction}); raise the fraction or "
-            "name users/items that have training samples."
+            f"The forget set is empty (level={level}, fraction={fraction})",
+            field="forget_fraction" if user_ids is None and item_ids is None else "user_ids/item_ids",
+            fix="raise the fraction or name users/items that have training samples",
         )
     if not retain:
-        raise SplitError("The forget set covers the whole training set; nothing would be retained.")
-    check_disjoint(forget=forget, retain=retain, valid=split.valid, test=split.test)
+        raise SplitError("The forget set covers the whole training set; nothing would be retained",
+                         field="forget_fraction", fix="lower the fraction or name fewer users/items")
+    check_request(forget, retain, test=split.test or None, heldout=split.valid or None, train=train)
     return ForgetRetain(forget, retain, level, {"fraction": fraction, "seed": seed,
                         "user_ids": list(user_ids) if user_ids is not None else None,
                         "item_ids": list(item_ids) if item_ids is not None else None})

@@ -3,12 +3,21 @@ import json
 import pytest
 
 from recircuit.data import (
+    RequestError,
+    Split,
     SplitError,
     check_disjoint,
     forget_retain_split,
     random_split,
     write_tallrec_json,
 )
+from recircuit.errors import InputError
+
+
+@pytest.fixture()
+def toy_split(toy_samples):
+    """A small split of whole users: 8 training users, 2 valid, 2 test."""
+    return Split("toy", list(toy_samples[:8]), list(toy_samples[8:10]), list(toy_samples[10:]))
 
 
 def test_tallrec_preset_reproduces_published_split_byte_for_byte(tallrec, shared_data, tmp_path):
@@ -59,14 +68,52 @@ def test_forget_by_explicit_ids(tallrec):
 
 
 def test_bad_forget_requests_raise(tallrec):
-    with pytest.raises(SplitError, match="empty"):
-        forget_retain_split(tallrec, level="user", fraction=0.0)
+    with pytest.raises(SplitError, match="forget set is empty"):
+        forget_retain_split(tallrec, level="user", fraction=0.001)
     with pytest.raises(SplitError, match="whole training set"):
-        forget_retain_split(tallrec, level="interaction", fraction=1.0)
+        forget_retain_split(tallrec, level="interaction", fraction=0.99999)
     with pytest.raises(SplitError, match="no training samples"):
         forget_retain_split(tallrec, level="user", user_ids=[10**6])
-    with pytest.raises(SplitError, match="overlap"):
+    with pytest.raises(RequestError, match="overlap"):
         check_disjoint(forget=tallrec.test[:3], test=tallrec.test)
+
+
+@pytest.mark.parametrize("fraction", [1.5, -0.2, 0.0, 1.0, float("nan"), "0.1", True, None])
+def test_forget_fraction_outside_0_1_names_the_field_and_range(toy_split, fraction):
+    with pytest.raises(InputError, match=r"strictly between 0 and 1") as err:
+        forget_retain_split(toy_split, level="user", fraction=fraction)
+    assert err.value.field == "forget_fraction" and "(0, 1)" in str(err.value)
+    assert "numpy" not in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        (dict(level="users"), "level"),
+        (dict(seed=-1), "seed"),
+        (dict(seed=1.5), "seed"),
+        (dict(user_ids=["u1"]), "user_ids"),
+        (dict(user_ids=[]), "user_ids"),
+        (dict(user_ids=7), "user_ids"),
+        (dict(item_ids=[100]), "item_ids"),  # item ids at user level
+        (dict(level="interaction", item_ids=[1.5]), "item_ids"),
+    ],
+)
+def test_other_bad_arguments_name_their_field(toy_split, kwargs, field):
+    with pytest.raises(SplitError) as err:
+        forget_retain_split(toy_split, **{"level": "user", **kwargs})
+    assert err.value.field == field
+
+
+def test_forget_retain_split_checks_the_request_against_valid_and_test(toy_split):
+    import dataclasses
+
+    leaky = dataclasses.replace(toy_split, test=toy_split.test + toy_split.train[:1])
+    with pytest.raises(RequestError, match="in the test set"):
+        forget_retain_split(leaky, level="interaction", user_ids=[toy_split.train[0].user_id])
+    leaky = dataclasses.replace(toy_split, valid=toy_split.valid + toy_split.train[-1:])
+    with pytest.raises(RequestError, match="held-out samples were trained on"):
+        forget_retain_split(leaky, level="user", fraction=0.5)
 
 
 def test_cap_per_user_spreads_the_pool_over_users(tallrec):
