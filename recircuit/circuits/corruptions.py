@@ -1,15 +1,17 @@
-"""Counterfactual (corrupted) prompts for recommendation circuits.
+"""Counterfactual (corrupted) prompts for recommendation circuits, in a registry.
 
 Usage::
 
-    from recircuit.circuits.corruptions import get_corruption
+    from recircuit.circuits.corruptions import get_corruption, corruption_names
     corrupt = get_corruption("label_flip")
     corrupted = corrupt(samples)                      # one corrupted Sample per sample
 
     corrupt = get_corruption("target_swap", titles=ml.titles, tokenizer=model.tokenizer)
     corrupt = get_corruption("ppr", interactions=ml.interactions, titles=ml.titles, tokenizer=tok)
+    corrupt = corruption_for("ppr", tokenizer=tok, data_dir=None, seed=0)   # loads what it needs
+    corruption_names()                                # ('label_flip', 'target_swap', ...)
 
-Strategies (each a callable ``list[Sample] -> list[Sample]``, seeded):
+Strategies (each gives a callable ``list[Sample] -> list[Sample]``, seeded):
 
 1. ``label_flip``: swap the preference and unpreference lists. The tokens are the same, moved,
    so token length is preserved up to BPE merges at the list boundaries.
@@ -21,50 +23,105 @@ Strategies (each a callable ``list[Sample] -> list[Sample]``, seeded):
    user-item bipartite graph; history items are replaced by items the user's PPR ranks lowest
    (far from the user), each with matched token length where possible.
 
-Where no length-matched replacement exists the original title is kept, so the pair stays aligned;
-:func:`recircuit.circuits.attribute.make_pair_batch` still checks lengths and fails clearly.
+Every strategy edits the samples' structured fields (:meth:`Sample.with_history`,
+:meth:`Sample.with_target`, titles and item ids) and lets the sample re-render its prompt; none
+parses prompt text. Where no length-matched replacement exists the original title is kept, so the
+pair stays aligned; :func:`recircuit.circuits.attribute.make_pair_batch` still checks lengths.
+
+**Adding a corruption** is one function decorated with :func:`register_corruption`. Either the
+function is itself the corruption (``samples -> samples``, registered with ``factory=False``), or
+it is a factory whose keyword parameters name what it needs from :data:`CONTEXT` (``titles``,
+``tokenizer``, ``interactions``, ``seed``) plus its own knobs with defaults. :func:`get_corruption`,
+:func:`corruption_for` (which loads the catalogue and interactions only for a factory that asks for
+them) and the ``recircuit circuit --corruption`` choices all read the registry.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Sequence
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
 
 import numpy as np
 import pandas as pd
 import torch
 from jaxtyping import Float
 
-from recircuit.data.prompts import Sample, build_input
+from recircuit.data.prompts import Sample
 
 Corruption = Callable[[Sequence[Sample]], list[Sample]]
 
-_INPUT_RE = re.compile(
-    r'^User Preference: (?P<liked>.*)\nUser Unpreference: (?P<disliked>.*)\n'
-    r'Whether the user will like the target movie "(?P<target>.*)"\?$',
-    re.S,
-)
+#: Keyword arguments :func:`corruption_for` can supply to a registered factory.
+CONTEXT = ("titles", "tokenizer", "interactions", "seed")
 
 
-def parse_input(text: str) -> tuple[list[str], list[str], str]:
-    """Split a TALLRec input into liked titles, disliked titles and the target title."""
-    m = _INPUT_RE.match(text)
-    if not m:
-        raise ValueError(f"Not a TALLRec movie input: {text[:80]!r}...; corruptions need the TALLRec format.")
+@dataclass(frozen=True)
+class CorruptionSpec:
+    """A registered corruption: its name, function, and whether the function is a factory."""
 
-    def titles(s: str) -> list[str]:
-        s = s.strip()
-        return [] if not s else [t[1:-1] if t.startswith('"') else t for t in re.findall(r'"[^"]*"', s)]
+    name: str
+    fn: Callable
+    factory: bool
+    help: str
 
-    return titles(m["liked"]), titles(m["disliked"]), m["target"]
+    @property
+    def needs(self) -> tuple[str, ...]:
+        """The :data:`CONTEXT` keys the factory takes (empty for a plain corruption)."""
+        if not self.factory:
+            return ()
+        params = inspect.signature(self.fn).parameters
+        return tuple(k for k in CONTEXT if k in params)
 
 
+_REGISTRY: dict[str, CorruptionSpec] = {}
+
+#: Read-only view of the registry, name -> :class:`CorruptionSpec` (``name in CORRUPTIONS``).
+CORRUPTIONS: Mapping[str, CorruptionSpec] = MappingProxyType(_REGISTRY)
+
+
+def register_corruption(name: str, *, factory: bool = True, help: str = "") -> Callable[[Callable], Callable]:
+    """Decorator registering a corruption under ``name`` (see the module docstring).
+
+    Raises:
+        ValueError: when ``name`` is already registered.
+    """
+
+    def deco(fn: Callable) -> Callable:
+        if name in _REGISTRY:
+            raise ValueError(f"A corruption named {name!r} is already registered ({_REGISTRY[name].fn.__qualname__}).")
+        doc = (fn.__doc__ or "").strip().splitlines()
+        _REGISTRY[name] = CorruptionSpec(name, fn, factory, help or (doc[0] if doc else ""))
+        return fn
+
+    return deco
+
+
+def corruption_names() -> tuple[str, ...]:
+    """Names of every registered corruption, in registration order."""
+    return tuple(_REGISTRY)
+
+
+def _spec(name: str) -> CorruptionSpec:
+    if name not in _REGISTRY:
+        raise ValueError(f"Unknown corruption {name!r}; choose one of {corruption_names()}.")
+    return _REGISTRY[name]
+
+
+def _structured(s: Sample, name: str) -> Sample:
+    if not s.structured:
+        raise ValueError(f"The {name} corruption needs TALLRec movie prompts; sample {s.uid or '(no uid)'} has "
+                         f"input {s.input[:60]!r}..., which is not in that format.")
+    return s
+
+
+@register_corruption("label_flip", factory=False)
 def label_flip(samples: Sequence[Sample]) -> list[Sample]:
     """Swap the preference and unpreference lists of every sample."""
     out = []
     for s in samples:
-        liked, disliked, target = parse_input(s.input)
-        out.append(s.with_input(build_input(disliked, liked, target)))
+        s = _structured(s, "label_flip")
+        out.append(s.with_history(s.disliked, s.liked, s.disliked_ids, s.liked_ids))  # type: ignore[arg-type]
     return out
 
 
@@ -89,6 +146,25 @@ class _TitlePool:
         return cands[int(rng.integers(len(cands)))] if cands else like
 
 
+def _ids(titles: Sequence[str], id_of: Mapping[str, int | None]) -> tuple[int, ...] | None:
+    """Item ids of ``titles``; ``None`` when any is unknown."""
+    ids = [id_of.get(t) for t in titles]
+    return None if any(i is None for i in ids) else tuple(ids)  # type: ignore[misc]
+
+
+def _known_ids(samples: Sequence[Sample]) -> dict[str, int]:
+    """Title -> item id, from the samples' own structured fields."""
+    out: dict[str, int] = {}
+    for s in samples:
+        for titles, ids in ((s.liked, s.liked_ids), (s.disliked, s.disliked_ids)):
+            if titles is not None and ids is not None:
+                out.update(zip(titles, ids))
+        if s.target is not None and s.item_id is not None:
+            out[s.target] = s.item_id
+    return out
+
+
+@register_corruption("target_swap")
 def target_swap(titles: dict[int, str], tokenizer=None, seed: int = 0) -> Corruption:
     """Replace each target with a random other title of the same token length."""
     pool = _TitlePool(titles, tokenizer)
@@ -97,14 +173,15 @@ def target_swap(titles: dict[int, str], tokenizer=None, seed: int = 0) -> Corrup
         rng = np.random.default_rng(seed)
         out = []
         for s in samples:
-            liked, disliked, target = parse_input(s.input)
-            new = pool.sample(target, rng, set(liked) | set(disliked))
-            out.append(s.with_input(build_input(liked, disliked, new)))
+            s = _structured(s, "target_swap")
+            new = pool.sample(s.target, rng, set(s.liked) | set(s.disliked))  # type: ignore[arg-type]
+            out.append(s if new == s.target else s.with_target(new, pool.item_of.get(new)))
         return out
 
     return corrupt
 
 
+@register_corruption("history_resample")
 def history_resample(tokenizer=None, seed: int = 0, titles: dict[int, str] | None = None) -> Corruption:
     """Replace history titles with titles from other users' samples (same slot, matched length).
 
@@ -120,7 +197,9 @@ def history_resample(tokenizer=None, seed: int = 0, titles: dict[int, str] | Non
 
     def corrupt(samples: Sequence[Sample]) -> list[Sample]:
         rng = np.random.default_rng(seed)
-        parsed = [parse_input(s.input) for s in samples]
+        samples = [_structured(s, "history_resample") for s in samples]
+        parsed = [(list(s.liked), list(s.disliked), s.target) for s in samples]  # type: ignore[arg-type]
+        id_of: dict[str, int | None] = {**_known_ids(samples), **{t: i for i, t in (titles or {}).items()}}
         owners: dict[str, set] = {}
         for s, (lk, dk, _) in zip(samples, parsed):
             for t in lk + dk:
@@ -134,7 +213,7 @@ def history_resample(tokenizer=None, seed: int = 0, titles: dict[int, str] | Non
             new_l = [pool.sample(t, rng, own) for t in liked]
             new_d = [pool.sample(t, rng, own) for t in disliked]
             changed += sum(a != b for a, b in zip(liked + disliked, new_l + new_d))
-            out.append(s.with_input(build_input(new_l, new_d, target)))
+            out.append(s.with_history(new_l, new_d, _ids(new_l, id_of), _ids(new_d, id_of)))
         if samples and not changed and any(lk or dk for lk, dk, _ in parsed):
             raise ValueError("history_resample could not replace any history title: every candidate of matching "
                              "length belongs to the sample's own user (e.g. a batch of one user's consecutive "
@@ -186,12 +265,15 @@ def personalized_pagerank(
     return BipartiteGraph(interactions).ppr(user, damping, iters)
 
 
+@register_corruption("ppr")
 def ppr_replace(interactions: pd.DataFrame, titles: dict[int, str], tokenizer=None, seed: int = 0,
                 far_fraction: float = 0.2) -> Corruption:
     """Replace history items with items far from the user in PPR (the lowest ``far_fraction``)."""
     cache: dict[int, list[str]] = {}
     length = _length_fn(tokenizer)
     graph = BipartiteGraph(interactions)
+
+    id_of = {t: i for i, t in titles.items()}
 
     def far_titles(user: int) -> list[str]:
         if user not in cache:
@@ -207,7 +289,7 @@ def ppr_replace(interactions: pd.DataFrame, titles: dict[int, str], tokenizer=No
         for s in samples:
             if s.user_id is None:
                 raise ValueError("The ppr corruption needs samples with user ids (MovieLens splits, not bare JSON).")
-            liked, disliked, target = parse_input(s.input)
+            s = _structured(s, "ppr")
             far = far_titles(s.user_id)
             buckets: dict[int, list[str]] = {}
             for t in far:
@@ -217,45 +299,53 @@ def ppr_replace(interactions: pd.DataFrame, titles: dict[int, str], tokenizer=No
                 c = buckets.get(length(t), [])
                 return c[int(rng.integers(len(c)))] if c else t
 
-            out.append(s.with_input(build_input([pick(t) for t in liked], [pick(t) for t in disliked], target)))
+            new_l, new_d = [pick(t) for t in s.liked], [pick(t) for t in s.disliked]  # type: ignore[union-attr]
+            id_of_s = {**_known_ids([s]), **id_of}
+            out.append(s.with_history(new_l, new_d, _ids(new_l, id_of_s), _ids(new_d, id_of_s)))
         return out
 
     return corrupt
 
 
-CORRUPTIONS = ("label_flip", "target_swap", "history_resample", "ppr")
-
-
 def get_corruption(name: str, **kwargs) -> Corruption:
-    """A corruption strategy by name; ``kwargs`` go to its factory (titles, tokenizer, seed, ...)."""
-    if name == "label_flip":
-        return label_flip
-    if name == "target_swap":
-        return target_swap(**kwargs)
-    if name == "history_resample":
-        return history_resample(**{k: v for k, v in kwargs.items() if k in ("tokenizer", "seed", "titles")})
-    if name == "ppr":
-        return ppr_replace(**kwargs)
-    raise ValueError(f"Unknown corruption {name!r}; choose one of {CORRUPTIONS}.")
+    """A registered corruption by name.
+
+    ``kwargs`` go to its factory: the :data:`CONTEXT` keys it does not take are dropped (so one
+    context fits every factory), any other keyword must be one of its parameters. A plain
+    corruption (``label_flip``) ignores them.
+
+    Raises:
+        ValueError: unknown name, or a factory missing a required argument or given an unknown one.
+    """
+    spec = _spec(name)
+    if not spec.factory:
+        return spec.fn
+    params = inspect.signature(spec.fn).parameters
+    kw = {k: v for k, v in kwargs.items() if k in params or k not in CONTEXT}
+    try:
+        inspect.signature(spec.fn).bind(**kw)
+    except TypeError as err:
+        raise ValueError(f"Corruption {name!r}: {err}; it takes {list(params)}.") from None
+    return spec.fn(**kw)
 
 
 def corruption_for(name: str, tokenizer=None, data_dir: str | None = None, seed: int = 0) -> Corruption:
-    """:func:`get_corruption` with what each strategy needs loaded from MovieLens-100K.
+    """:func:`get_corruption` with what the strategy needs loaded from MovieLens-100K.
 
-    ``target_swap``, ``history_resample`` and ``ppr`` get the item catalogue (and ``ppr`` the
-    interactions) from :func:`recircuit.data.load_movielens` (``data_dir``, default the asset),
-    and the tokenizer for length matching.
+    A factory that takes ``titles`` or ``interactions`` gets them from
+    :func:`recircuit.data.load_movielens` (``data_dir``, default the asset); MovieLens is read only
+    then. ``tokenizer`` (length matching) and ``seed`` are passed to factories that take them.
     """
-    if name == "label_flip":
-        return label_flip
-    from recircuit.data import load_movielens
+    spec = _spec(name)
+    kw: dict = {"tokenizer": tokenizer, "seed": seed}
+    if {"titles", "interactions"} & set(spec.needs):
+        from recircuit.data import load_movielens
 
-    ml = load_movielens(data_dir)
-    kw: dict = {"titles": ml.titles, "tokenizer": tokenizer, "seed": seed}
-    if name == "ppr":
-        kw["interactions"] = ml.interactions
+        ml = load_movielens(data_dir)
+        kw |= {"titles": ml.titles, "interactions": ml.interactions}
     return get_corruption(name, **kw)
 
 
-__all__ = ["CORRUPTIONS", "corruption_for", "BipartiteGraph", "Corruption", "get_corruption", "history_resample", "label_flip",
-           "parse_input", "personalized_pagerank", "ppr_replace", "target_swap"]
+__all__ = ["CONTEXT", "CORRUPTIONS", "BipartiteGraph", "Corruption", "CorruptionSpec", "corruption_for",
+           "corruption_names", "get_corruption", "history_resample", "label_flip", "personalized_pagerank",
+           "ppr_replace", "register_corruption", "target_swap"]

@@ -10,6 +10,36 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable, Iterator
+
+
+class RegistryChoices:
+    """argparse ``choices`` read from a registry when first needed (keeps ``recircuit --help`` fast).
+
+    ``names`` returns the registered names; argparse calls ``in`` to validate a given value and
+    iterates to list the choices in help and error messages.
+    """
+
+    def __init__(self, names: Callable[[], tuple[str, ...]]) -> None:
+        self._names = names
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._names()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+
+def _corruption_names() -> tuple[str, ...]:
+    from recircuit.circuits.corruptions import corruption_names
+
+    return corruption_names()
+
+
+def _method_names() -> tuple[str, ...]:
+    from recircuit.circuits import METHODS
+
+    return tuple(METHODS)
 
 
 def add_circuit_parser(subparsers) -> argparse.ArgumentParser:
@@ -22,10 +52,11 @@ def add_circuit_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--part", default="test", choices=["train", "valid", "test"])
     p.add_argument("--n-samples", type=int, default=16)
-    p.add_argument("--method", default="eap-ig-inputs", choices=["eap", "eap-ig-inputs", "eap-ig-activations", "exact"])
+    p.add_argument("--method", default="eap-ig-inputs", choices=RegistryChoices(_method_names))
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--metric", default="logit_diff", choices=["logit_diff", "logprob"])
-    p.add_argument("--corruption", default="label_flip", choices=["label_flip", "target_swap", "history_resample", "ppr"])
+    p.add_argument("--corruption", default="label_flip", choices=RegistryChoices(_corruption_names),
+                   help="a registered corruption (recircuit.circuits.corruptions.register_corruption)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--top-n", type=int, default=300)
     p.add_argument("--faithfulness", action="store_true", help="also compute the MIB faithfulness curve")

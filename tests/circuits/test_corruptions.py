@@ -2,23 +2,59 @@ import pandas as pd
 import pytest
 
 from recircuit.circuits.corruptions import (
+    CORRUPTIONS,
+    corruption_for,
+    corruption_names,
     get_corruption,
     label_flip,
-    parse_input,
     personalized_pagerank,
+    register_corruption,
 )
 from recircuit.data import make_sample
+from recircuit.data.prompts import Sample, build_input
 from recircuit.models import tiny_tokenizer
+
+
+def parse_input(text):
+    """Test-side reading of a rendered input (checks that structured fields and text agree)."""
+    from recircuit.data.prompts import parse_input as parse
+
+    return parse(text)
+
+
+def fields(s):
+    """The structured fields, checked against the rendered text."""
+    assert s.input == build_input(s.liked, s.disliked, s.target)
+    return list(s.liked), list(s.disliked), s.target
 
 
 def test_label_flip_swaps_lists(pairs):
     clean, corr = pairs
     for a, b in zip(clean, corr):
-        la, da, ta = parse_input(a.input)
-        lb, db, tb = parse_input(b.input)
+        la, da, ta = fields(a)
+        lb, db, tb = fields(b)
         assert (lb, db, tb) == (da, la, ta)
-        assert b.output == a.output and b.uid == a.uid
+        assert (b.liked_ids, b.disliked_ids) == (a.disliked_ids, a.liked_ids)
+        assert b.output == a.output and b.uid == a.uid and b.history == a.history
     assert label_flip([corr[0]])[0].input == clean[0].input
+
+
+def test_label_flip_never_parses_text_so_quoted_titles_survive():
+    """A title with a double quote cannot be read back from the prompt; the structured fields keep it."""
+    odd = 'Dr. Strangelove or: How I Learned to "Stop" Worrying (1964)'
+    s = make_sample(1, [(5, odd, 5), (6, "Heat (1995)", 1)], (7, "Fargo (1996)", 4))
+    assert parse_input(s.input)[0] != [odd]          # text parsing would garble it
+    out = label_flip([s])[0]
+    assert (out.liked, out.disliked, out.target) == (("Heat (1995)",), (odd,), "Fargo (1996)")
+    assert (out.liked_ids, out.disliked_ids) == ((6,), (5,))
+    assert out.input == build_input(["Heat (1995)"], [odd], "Fargo (1996)")
+
+
+def test_corruptions_refuse_samples_without_structure():
+    s = Sample("instr", "Some book prompt", "Yes.", uid="x:0")
+    assert not s.structured
+    with pytest.raises(ValueError, match="TALLRec movie prompts"):
+        label_flip([s])
 
 
 def test_target_swap_matches_token_length():
@@ -26,8 +62,8 @@ def test_target_swap_matches_token_length():
     titles = {1: "Alpha (1990)", 2: "Delta (1992)", 3: "Delta (1993)", 4: "A much longer movie title here (1980)"}
     s = make_sample(1, [(1, titles[1], 5)], (2, titles[2], 4))
     out = get_corruption("target_swap", titles=titles, tokenizer=tok, seed=0)([s])[0]
-    new_target = parse_input(out.input)[2]
-    assert new_target == titles[3]  # the only other title of the same token length
+    assert fields(out)[2] == titles[3]  # the only other title of the same token length
+    assert out.item_id == 3 and out.liked_ids == s.liked_ids
     assert len(tok(out.prompt)["input_ids"]) == len(tok(s.prompt)["input_ids"])
 
 
@@ -38,9 +74,10 @@ def test_ppr_prefers_far_items_and_keeps_target():
     titles = {10: "Ab (1990)", 11: "Cd (1991)", 12: "Ef (1992)", 13: "Gh (1993)", 14: "Ij (1994)"}
     s = make_sample(1, [(10, titles[10], 5), (11, titles[11], 1)], (12, titles[12], 4))
     out = get_corruption("ppr", interactions=inter, titles=titles, seed=0, far_fraction=0.4)([s])[0]
-    liked, disliked, target = parse_input(out.input)
+    liked, disliked, target = fields(out)
     assert target == titles[12]
     assert set(liked + disliked) <= {titles[13], titles[14]}
+    assert [titles[i] for i in out.liked_ids + out.disliked_ids] == liked + disliked
 
 
 def test_history_resample_takes_other_users_titles_of_the_same_length():
@@ -51,10 +88,12 @@ def test_history_resample_takes_other_users_titles_of_the_same_length():
     out = get_corruption("history_resample", tokenizer=tok, seed=1)(samples)
     changed = 0
     for s, o in zip(samples, out):
-        lk, dk, tg = parse_input(s.input)
-        lo, do, to = parse_input(o.input)
+        lk, dk, tg = fields(s)
+        lo, do, to = fields(o)
         assert to == tg and len(lo) == len(lk) and len(do) == len(dk)
-        others = {t for x in samples if x.user_id != s.user_id for t in sum(parse_input(x.input)[:2], [])}
+        others = {t for x in samples if x.user_id != s.user_id for t in x.liked + x.disliked}
+        id_of = {t: i for x in samples for t, i in zip(x.liked + x.disliked, x.liked_ids + x.disliked_ids)}
+        assert o.liked_ids == tuple(id_of[t] for t in lo) and o.disliked_ids == tuple(id_of[t] for t in do)
         for a, b in zip(lk + dk, lo + do):
             if a != b:
                 changed += 1
@@ -69,8 +108,8 @@ def test_history_resample_takes_other_users_titles_of_the_same_length():
     catalogue = {i: t for i, t in enumerate(titles + ["Sigma (1990)", "Tau (1992)"])}
     out = get_corruption("history_resample", tokenizer=tok, titles=catalogue)(one_user)
     for s, o in zip(one_user, out):
-        lk, dk, _ = parse_input(s.input)
-        lo, do, _ = parse_input(o.input)
+        lk, dk, _ = fields(s)
+        lo, do, _ = fields(o)
         assert lo + do != lk + dk
         assert all(b not in lk + dk for a, b in zip(lk + dk, lo + do) if a != b)
         assert len(tok(o.prompt)["input_ids"]) == len(tok(s.prompt)["input_ids"])
@@ -79,9 +118,6 @@ def test_history_resample_takes_other_users_titles_of_the_same_length():
 
 
 def test_corruption_for_loads_the_catalogue_so_one_users_windows_resample(shared_data, tallrec):
-    from recircuit.circuits.corruptions import corruption_for
-    from recircuit.models import tiny_tokenizer
-
     samples = tallrec.test[:4]                       # consecutive windows of one user
     assert len({s.user_id for s in samples}) == 1
     tok = tiny_tokenizer()
@@ -90,3 +126,48 @@ def test_corruption_for_loads_the_catalogue_so_one_users_windows_resample(shared
     out = corruption_for("history_resample", tok, str(shared_data / "ml-100k"))(samples)
     assert all(o.input != s.input for s, o in zip(samples, out))
     assert corruption_for("label_flip") is get_corruption("label_flip")
+
+
+def test_registry_adding_a_corruption_is_one_function(monkeypatch):
+    import recircuit.circuits.corruptions as mod
+
+    monkeypatch.setattr(mod, "_REGISTRY", dict(mod._REGISTRY))
+    monkeypatch.setattr(mod, "CORRUPTIONS", mod.MappingProxyType(mod._REGISTRY))
+    assert corruption_names()[:4] == ("label_flip", "target_swap", "history_resample", "ppr")
+
+    @register_corruption("reverse_history")
+    def reverse_history(seed: int = 0, keep_first: bool = False):
+        """Reverse both history lists."""
+        def corrupt(samples):
+            return [s.with_history(s.liked[::-1], s.disliked[::-1]) for s in samples]
+        return corrupt
+
+    assert "reverse_history" in corruption_names() and "reverse_history" in mod.CORRUPTIONS
+    assert mod.CORRUPTIONS["reverse_history"].needs == ("seed",)
+    assert mod.CORRUPTIONS["reverse_history"].help == "Reverse both history lists."
+    s = make_sample(1, [(1, "A (1990)", 5), (2, "B (1991)", 5)], (3, "C (1992)", 1))
+    for corrupt in (get_corruption("reverse_history", titles={}, tokenizer=None, seed=1), corruption_for("reverse_history")):
+        assert corrupt([s])[0].liked == ("B (1991)", "A (1990)")
+    with pytest.raises(ValueError, match="reverse_history"):
+        get_corruption("reverse_history", nonsense=1)
+    with pytest.raises(ValueError, match="already registered"):
+        register_corruption("reverse_history")(reverse_history)
+    with pytest.raises(ValueError, match="target_swap"):
+        get_corruption("target_swap", tokenizer=None)        # titles is required
+    assert CORRUPTIONS["ppr"].needs == ("titles", "tokenizer", "interactions", "seed")
+    assert CORRUPTIONS["label_flip"].needs == ()
+
+
+def test_cli_corruption_choices_come_from_the_registry(monkeypatch):
+    import argparse
+
+    import recircuit.circuits.corruptions as mod
+    from recircuit.cli.circuit import add_circuit_parser
+
+    monkeypatch.setattr(mod, "_REGISTRY", dict(mod._REGISTRY))
+    register_corruption("noop", factory=False)(lambda samples: list(samples))
+    parser = argparse.ArgumentParser()
+    add_circuit_parser(parser.add_subparsers())
+    assert parser.parse_args(["circuit", "--corruption", "noop"]).corruption == "noop"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["circuit", "--corruption", "label_flop"])
