@@ -1,10 +1,14 @@
-"""MovieLens-100K data, TALLRec prompts, split presets and forget/retain splits.
+"""MovieLens-100K data, TALLRec prompts, split presets, forget/retain splits and request checks.
 
 Usage::
 
-    from recircuit.data import build_split, forget_retain_split
+    from recircuit.data import build_split, check_request, forget_retain_split, sample_key
     split = build_split("tallrec")                     # 8000 / 1000 / 1000 samples
     request = forget_retain_split(split, "user", fraction=0.1, seed=0)
+    check_request(request.forget, request.retain, test=split.test, heldout=split.valid, train=split.train)
+
+:func:`sample_key` is the one sample identity and :func:`check_request` the one deletion-request
+validator of the package (both in :mod:`recircuit.data.requests`).
 """
 
 from recircuit.data.movielens import DataFormatError, MovieLens, load_movielens

@@ -17,6 +17,7 @@ files it reproduces TALLRec's ``data/movie/{valid,test}.json`` byte for byte (te
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -102,8 +103,51 @@ def _group_by_user(df: pd.DataFrame) -> dict[int, pd.DataFrame]:
     return {int(u): groups[int(u)].sort_values("timestamp", kind="stable") for u in order}
 
 
+def _is_int(v: object) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _need_int(name: str, value: object, low: int, optional: bool = False) -> None:
+    if optional and value is None:
+        return
+    if not _is_int(value) or value < low:
+        raise SplitError(f"{name} must be an integer >= {low}{' or None' if optional else ''}, got {value!r}",
+                         field=name, fix=f"pass a whole number of at least {low}")
+
+
+def _need_fraction(name: str, value: object, closed_low: bool = True) -> None:
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    if not ok or not (0 <= float(value) < 1 if closed_low else 0 < float(value) < 1):
+        rng = "[0, 1)" if closed_low else "(0, 1)"
+        raise SplitError(f"{name} must be a number in {rng}, got {value!r}", field=name,
+                         fix=f"pass a fraction in {rng}, e.g. {name}=0.1")
+
+
+def _check_tallrec_args(history_len: int = 10, n_windows: int = 10_000) -> None:
+    _need_int("history_len", history_len, 1)
+    _need_int("n_windows", n_windows, 1)
+
+
+def _check_random_args(seed: int = 0, history_len: int = 10, samples_per_user: int | None = None,
+                       valid_frac: float = 0.1, test_frac: float = 0.1) -> None:
+    _need_int("seed", seed, 0)
+    _need_int("history_len", history_len, 1)
+    _need_int("samples_per_user", samples_per_user, 3, optional=True)
+    _need_fraction("valid_frac", valid_frac)
+    _need_fraction("test_frac", test_frac)
+    if valid_frac + test_frac >= 1:
+        raise SplitError(f"valid_frac + test_frac = {valid_frac + test_frac:g} leaves no training samples",
+                         field="valid_frac/test_frac", fix="keep their sum below 1")
+
+
 def tallrec_split(ml: MovieLens, history_len: int = 10, n_windows: int = 10_000) -> Split:
-    """TALLRec's movie split: last ``n_windows`` sliding windows, cut 80/10/10 in order."""
+    """TALLRec's movie split: last ``n_windows`` sliding windows, cut 80/10/10 in order.
+
+    Raises:
+        SplitError: ``history_len`` or ``n_windows`` not a positive integer; no user has more
+            than ``history_len`` interactions.
+    """
+    _check_tallrec_args(history_len, n_windows)
     windows: list[Sample] = []
     for user, rows in _group_by_user(ml.interactions).items():
         windows.extend(_windows(user, rows, history_len))
@@ -133,8 +177,9 @@ def random_split(
         valid_frac, test_frac: per-user fractions for valid and test.
 
     Raises:
-        SplitError: no user has enough history.
+        SplitError: a bad argument (named, with its valid range); no user has enough history.
     """
+    _check_random_args(seed, history_len, samples_per_user, valid_frac, test_frac)
     rng = np.random.default_rng(seed)
     train, valid, test = [], [], []
     too_short = 0
@@ -163,6 +208,7 @@ def random_split(
 
 
 PRESETS = ("tallrec", "random")
+_PRESET_CHECKS = {"tallrec": _check_tallrec_args, "random": _check_random_args}
 
 
 def build_split(preset: str = "tallrec", data_dir: str | Path | None = None, **kwargs) -> Split:
@@ -172,9 +218,21 @@ def build_split(preset: str = "tallrec", data_dir: str | Path | None = None, **k
         preset: ``"tallrec"`` or ``"random"``.
         data_dir: GroupLens or recbole directory; default: the cached asset.
         **kwargs: preset parameters (see :func:`tallrec_split`, :func:`random_split`).
+
+    Raises:
+        SplitError: an unknown preset or parameter, or a bad parameter value (checked before the
+            data is read).
+        recircuit.data.DataFormatError: a malformed data file (file and line named).
     """
     if preset not in PRESETS:
-        raise SplitError(f"Unknown split preset {preset!r}; choose one of {PRESETS}.")
+        raise SplitError(f"unknown split preset {preset!r}", field="preset", fix=f"choose one of {', '.join(PRESETS)}")
+    check = _PRESET_CHECKS[preset]
+    allowed = list(inspect.signature(check).parameters)
+    unknown = sorted(set(kwargs) - set(allowed))
+    if unknown:
+        raise SplitError(f"preset {preset!r} takes no parameter {unknown[0]!r}", field=unknown[0],
+                         fix=f"its parameters are {', '.join(allowed)}")
+    check(**kwargs)
     ml = load_movielens(data_dir)
     return tallrec_split(ml, **kwargs) if preset == "tallrec" else random_split(ml, **kwargs)
 
@@ -184,7 +242,12 @@ def cap_per_user(samples: Sequence[Sample], per_user: int, limit: int | None = N
 
     TALLRec's split holds long runs of one user's windows; capping gives a training pool that
     spans many users, which user-level forgetting needs.
+
+    Raises:
+        SplitError: ``per_user`` not a positive integer, ``limit`` neither ``None`` nor one.
     """
+    _need_int("per_user", per_user, 1)
+    _need_int("limit", limit, 1, optional=True)
     seen: dict[int | None, int] = {}
     out = []
     for s in samples:

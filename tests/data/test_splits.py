@@ -122,3 +122,40 @@ def test_cap_per_user_spreads_the_pool_over_users(tallrec):
     pool = cap_per_user(tallrec.train, per_user=4, limit=40)
     assert len(pool) == 40 and len({s.user_id for s in pool}) == 10
     assert len({s.user_id for s in tallrec.train[:40]}) == 1
+
+
+@pytest.mark.parametrize(
+    ("preset", "kwargs", "field"),
+    [
+        ("movies", {}, "preset"),
+        ("tallrec", {"seed": 1}, "seed"),  # tallrec is not seeded
+        ("tallrec", {"history_len": 0}, "history_len"),
+        ("tallrec", {"n_windows": 2.5}, "n_windows"),
+        ("random", {"seed": -1}, "seed"),
+        ("random", {"samples_per_user": 2}, "samples_per_user"),
+        ("random", {"valid_frac": 1.2}, "valid_frac"),
+        ("random", {"test_frac": float("nan")}, "test_frac"),
+        ("random", {"valid_frac": 0.5, "test_frac": 0.5}, "valid_frac/test_frac"),
+    ],
+)
+def test_build_split_checks_its_parameters_before_reading_data(tmp_path, preset, kwargs, field):
+    from recircuit.data import build_split
+
+    # the folder does not exist: reaching the data would raise DataFileMissing instead
+    with pytest.raises(SplitError) as err:
+        build_split(preset, data_dir=tmp_path / "absent", **kwargs)
+    assert err.value.field == field and "\n" not in str(err.value)
+
+
+def test_random_split_and_cap_per_user_check_arguments(toy_samples, movielens):
+    from recircuit.data import cap_per_user
+
+    with pytest.raises(SplitError, match="history_len must be an integer >= 1"):
+        random_split(movielens, history_len=-3)
+    with pytest.raises(SplitError) as err:
+        cap_per_user(toy_samples, per_user=0)
+    assert err.value.field == "per_user"
+    with pytest.raises(SplitError) as err:
+        cap_per_user(toy_samples, per_user=2, limit=0)
+    assert err.value.field == "limit"
+    assert len(cap_per_user(toy_samples, per_user=1, limit=None)) == len({s.user_id for s in toy_samples})
