@@ -21,16 +21,20 @@ only ever fetched into the user's cache, never shipped.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import urllib.error
 import urllib.request
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,6 +58,33 @@ class AssetError(InputError, RuntimeError):
 
 class ChecksumError(AssetError):
     """A downloaded or cached file does not match its pinned sha256."""
+
+
+class UnknownAsset(AssetError, KeyError):
+    """An asset name recircuit does not know (also a ``KeyError``; printed without quotes)."""
+
+    __str__ = BaseException.__str__
+
+
+@contextlib.contextmanager
+def _sigterm_runs_cleanup() -> Iterator[None]:
+    """While fetching, turn SIGTERM into ``SystemExit(143)`` so ``finally`` blocks remove temporaries.
+
+    Only in the main thread, and only where SIGTERM has its default action (which would kill the
+    process with no cleanup); the previous handler is restored on exit.
+    """
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def terminate(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 @dataclass(frozen=True)
@@ -277,13 +308,21 @@ def fetch_asset(name: str, prefer_url: bool = True) -> Path:
             a directory holding either GroupLens ``u.*`` files or recbole ``ml-100k.*`` files).
         prefer_url: for MovieLens, try the GroupLens zip before the recbole wheel.
 
+    Temporaries are removed on failure, on Ctrl-C and on SIGTERM (see :func:`_sigterm_runs_cleanup`);
+    what a killed fetch left is removed first (:func:`clean_leftovers`).
+
     Raises:
-        KeyError: unknown asset name (the message lists the known ones).
+        UnknownAsset: unknown asset name (a ``KeyError``; the message lists the known ones).
         AssetError: offline with nothing cached (the message says what to download and where).
         ChecksumError: a file failed verification (it has been deleted).
     """
     if name not in ASSETS:
-        raise KeyError(f"Unknown asset {name!r}; known assets: {sorted(ASSETS)}")
+        raise UnknownAsset(f"unknown asset {name!r}", fix=f"known assets: {', '.join(sorted(ASSETS))}")
+    with _sigterm_runs_cleanup():
+        return _fetch(name, prefer_url)
+
+
+def _fetch(name: str, prefer_url: bool) -> Path:
     spec = ASSETS[name]
     root = cache_dir() / name
     clean_leftovers(name)

@@ -265,3 +265,34 @@ def test_asset_errors_are_one_line_input_errors(tmp_path, monkeypatch):
     with pytest.raises(InputError) as err:
         fetch_asset("movielens-100k")
     assert isinstance(err.value, AssetError) and "\n" not in str(err.value)
+
+
+def test_sigterm_during_a_fetch_still_removes_its_temporaries(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    monkeypatch.setenv("RECIRCUIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("RECIRCUIT_NO_URL", "1")
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        pytest.skip("SIGTERM already has a handler in this process")
+
+    def terminated(requirement, dest):
+        (dest / "recbole-1.2.1-py3-none-any.whl").write_bytes(b"\0" * 1000)
+        os.kill(os.getpid(), signal.SIGTERM)  # e.g. `timeout` or a scheduler stopping the job
+        raise AssertionError("SIGTERM did not stop the fetch")
+
+    monkeypatch.setattr(assets, "_pip_download", terminated)
+    with pytest.raises(SystemExit) as err:
+        fetch_asset("movielens-100k")
+    assert err.value.code == 143
+    assert list((tmp_path / "cache" / "wheels").iterdir()) == []
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_unknown_asset_is_a_one_line_input_error():
+    from recircuit.errors import InputError
+
+    with pytest.raises(InputError) as err:
+        fetch_asset("imagenet")
+    assert isinstance(err.value, KeyError)
+    assert str(err.value) == "unknown asset 'imagenet'; known assets: movielens-100k, smollm2-135m-instruct"
