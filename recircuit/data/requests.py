@@ -4,7 +4,7 @@ Usage::
 
     from recircuit.data.requests import RequestError, check_request, sample_key
     check_request(fr.forget, fr.retain, test=split.test, heldout=split.valid, train=split.train)
-    keys = {sample_key(s) for s in fr.forget}           # "u196:i242:t881250949" or "sha256:..."
+    keys = {sample_key(s) for s in fr.forget}           # "u196:i242:t881250949", "test:17" or "sha256:..."
 
 Everything that keys a sample (splits, unlearning, evaluation) calls :func:`sample_key`, and
 everything that checks a deletion request or an evaluation protocol calls :func:`check_request`,
@@ -30,12 +30,13 @@ def sample_key(s: Sample) -> str:
     """The identity of one sample: its ``uid``, or a digest of the prompt when it has none.
 
     Samples built from MovieLens carry a ``uid`` (``"u196:i242:t881250949"``: user, target item,
-    timestamp), which is the key. Samples read from bare TALLRec JSON have no ``uid``; their key is
-    ``"sha256:"`` and the first 24 hex digits of the sha256 of the instruction and input, i.e. of
-    the prompt the model sees. The answer is left out on purpose: one prompt with two labels is one
-    query, and a prompt that is both forgotten and tested (or retained) is a clash whatever its
-    label. A sample with a ``uid`` and the same sample without one have different keys, so do not
-    mix samples built from MovieLens with samples read back from JSON in one request.
+    timestamp), and samples read with :func:`recircuit.data.load_tallrec_json` one made of the file
+    stem and record index (``"test:17"``); that uid is the key. A sample with an empty ``uid``
+    (made by hand) is keyed ``"sha256:"`` plus the first 24 hex digits of the sha256 of its
+    instruction and input, i.e. of the prompt the model sees. The answer is left out on purpose:
+    one prompt with two labels is one query, and a prompt that is both forgotten and tested (or
+    retained) is a clash whatever its label. Counterfactual copies (:meth:`Sample.with_input`) keep
+    the uid, hence the key, of their source.
 
     Args:
         s: the sample.
