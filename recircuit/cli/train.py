@@ -5,6 +5,9 @@ Usage::
     recircuit train --mode full --n-train 512 --lr 5e-5 --epochs 1 --out runs/ft_full
     recircuit train --mode lora --n-train 512 --lr 3e-4 --out runs/ft_lora --test
     recircuit train --mode full --lr 5e-5 --cache     # reuse / fill $RECIRCUIT_CACHE/models
+
+A failed run (non-finite loss, divergence, a model collapsed to chance level, a broken --init
+checkpoint) exits with status 2 and one line, and leaves the checkpoint already in --out untouched.
 """
 
 from __future__ import annotations
@@ -57,11 +60,17 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Train, save the checkpoint, print metrics."""
+    """Train, save the checkpoint, print metrics.
+
+    The checkpoint in ``--out`` is replaced only by a successful run: a run that fails (bad input,
+    non-finite loss, divergence, collapse to chance; see :mod:`recircuit.train.loop`) leaves it
+    byte-identical and exits with status 2 and a one-line message.
+    """
     from pathlib import Path
 
     from recircuit.cli.common import emit, score_report
     from recircuit.data import build_split
+    from recircuit.errors import InputError
     from recircuit.models import load_model, score
     from recircuit.train import (
         LoraConfig,
@@ -71,15 +80,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         train,
     )
 
-    kw = {"seed": args.seed} if args.preset == "random" else {}
-    split = build_split(args.preset, data_dir=args.data_dir, **kw)
-    n_train = args.n_train or None
-    tr = split.train[args.train_offset:]
-    tr = tr[:n_train] if n_train else tr
-    if not tr:
-        raise SystemExit(f"No training samples left: --train-offset {args.train_offset} is past the "
-                         f"{len(split.train)} samples of the {args.preset!r} split; lower it.")
-    va = split.valid[: args.n_valid]
+    if args.cache and (args.init or args.train_offset):
+        raise InputError("--cache keys a recommender by its config alone", field="--cache",
+                         fix="use --out with --init/--train-offset")
+    # the whole config is checked before any data or model is loaded
+    for flag in ("n_train", "n_valid", "n_test", "train_offset"):
+        if getattr(args, flag) < 0:
+            raise InputError(f"must be >= 0, got {getattr(args, flag)}", field="--" + flag.replace("_", "-"),
+                             fix="pass 0 or a positive number")
     lr = args.lr if args.lr is not None else (5e-5 if args.mode == "full" else 3e-4)
     alpha = args.lora_alpha if args.lora_alpha is not None else 2 * args.lora_rank
     cfg = TrainConfig(mode=args.mode, lr=lr, epochs=args.epochs, batch_size=args.batch_size, grad_accum=args.grad_accum,
@@ -87,8 +95,15 @@ def cmd_train(args: argparse.Namespace) -> int:
                       warmup_ratio=args.warmup_ratio, schedule=args.schedule, weight_decay=args.weight_decay, seed=args.seed,
                       cpu_bf16=args.cpu_bf16, loss=args.loss,
                       lora=LoraConfig(rank=args.lora_rank, alpha=alpha, targets=tuple(args.lora_targets)))
-    if args.cache and (args.init or args.train_offset):
-        raise SystemExit("--cache keys a recommender by its config alone; use --out with --init/--train-offset.")
+    kw = {"seed": args.seed} if args.preset == "random" else {}
+    split = build_split(args.preset, data_dir=args.data_dir, **kw)
+    n_train = args.n_train or None
+    tr = split.train[args.train_offset:]
+    tr = tr[:n_train] if n_train else tr
+    if not tr:
+        raise InputError(f"no training samples left: it is past the {len(split.train)} samples of the "
+                         f"{args.preset!r} split", field="--train-offset", fix="lower it")
+    va = split.valid[: args.n_valid]
     if args.cache:
         path = cached_recommender(args.model, split, cfg, n_train, args.n_valid, device=args.device)
         model, meta = load_trained(path, device=args.device)

@@ -18,6 +18,7 @@ from recircuit.train.checkpoint import (
 from recircuit.train.loop import (
     NonFiniteLossError,
     TrainConfig,
+    TrainingFailed,
     TrainResult,
     evaluate,
     retrain,
@@ -43,6 +44,7 @@ __all__ = [
     "NonFiniteLossError",
     "TrainConfig",
     "TrainResult",
+    "TrainingFailed",
     "answer_loss",
     "attach_lora",
     "cached_recommender",

@@ -12,8 +12,28 @@ Loss: cross-entropy on the answer tokens (``" Yes."``/``" No."`` after the promp
 AdamW with linear warmup then cosine decay; gradient accumulation; bf16 autocast on CUDA (and on
 CPU with ``cpu_bf16=True``, for AMX); seeded and deterministic on CPU. The per-head hooks are
 switched off while training (same maths, faster; see :func:`recircuit.models.plain_forward`).
-A NaN or infinite loss stops training with :class:`NonFiniteLossError`, after restoring the last
-good weights (and saving them, when ``out_dir`` is given).
+
+Guards: a run whose result must not be trusted raises :class:`TrainingFailed` (a
+:class:`recircuit.errors.RunFailed`; the CLI turns it into one line and exit status 2), and
+**nothing is written to** ``out_dir``, so a good checkpoint already there stays byte-identical
+(a successful run replaces it atomically, sidecar last; see :mod:`recircuit.train.checkpoint`):
+
+* **non-finite loss** (:class:`NonFiniteLossError`): a NaN or infinite loss stops training at
+  once; the model gets back the weights from before the last update (in memory only).
+* **divergence**: the mean loss of the last :data:`DIVERGENCE_WINDOW` optimizer steps exceeds
+  :data:`DIVERGENCE_FACTOR` times the first step's loss, or times ln 2 if that is larger. The
+  first step's loss is measured on the starting weights, so this reads "the loss got ten times
+  worse than the untrained model's"; ln 2 (a Yes/No coin flip) is the floor, so a run that
+  starts from an already fine-tuned model (``--init``) is not stopped by a small absolute rise.
+  Checked after every step once the window is full, and over the steps there are at the end.
+* **collapse to chance**: after training (best weights restored), the model's P(Yes) on the
+  validation samples of its best evaluation (or, without validation samples, on the first
+  :data:`PROBE_SAMPLES` training samples, scored once) spans less than :data:`COLLAPSE_SPREAD`
+  and their AUC is within :data:`CHANCE_MARGIN` of 0.5: the model answers the same for every
+  prompt (``recircuit train --lr 1e6`` ends there, with its loss stuck).
+
+None of them fires on normal runs: random or fine-tuned models spread P(Yes) by far more than
+1e-4 across prompts (the random tiny model by about 1e-2), and a healthy loss falls from its start.
 """
 
 from __future__ import annotations
@@ -29,9 +49,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from jaxtyping import Float
 from tqdm.auto import tqdm
 
 from recircuit.data.prompts import Sample
+from recircuit.errors import InputError, RunFailed
+from recircuit.metrics import auc as roc_auc
 from recircuit.metrics import classification_metrics
 from recircuit.models.loading import plain_forward
 from recircuit.models.scoring import score
@@ -42,8 +65,64 @@ from recircuit.train.losses import answer_loss, yes_no_loss
 logger = logging.getLogger(__name__)
 
 
-class NonFiniteLossError(FloatingPointError):
-    """Training produced a NaN or infinite loss; the last good weights were restored."""
+#: Divergence guard: the mean loss over this many recent steps ...
+DIVERGENCE_WINDOW = 4
+#: ... may not exceed this many times max(first step's loss, ln 2).
+DIVERGENCE_FACTOR = 10.0
+#: Collapse guard: P(Yes) spanning less than this over the evaluated samples counts as constant ...
+COLLAPSE_SPREAD = 1e-4
+#: ... and, with the AUC within this of 0.5, as a model destroyed to chance level.
+CHANCE_MARGIN = 0.05
+#: Samples scored by the collapse guard when there are no validation samples.
+PROBE_SAMPLES = 16
+
+
+class TrainingFailed(RunFailed):
+    """Training ran but its model must not be used (non-finite loss, divergence, collapse to chance).
+
+    Nothing was written to ``out_dir``. Attributes: ``reason`` (``"non-finite loss"``,
+    ``"diverged"`` or ``"collapsed"``), ``step`` (optimizer steps done) and ``history``.
+    """
+
+    def __init__(self, message: str, *, reason: str, step: int, history: list[dict]) -> None:
+        super().__init__(message)
+        self.reason, self.step, self.history = reason, step, history
+
+
+class NonFiniteLossError(TrainingFailed, FloatingPointError):
+    """Training produced a NaN or infinite loss; the last good weights were restored in memory."""
+
+
+def divergence(losses: Sequence[float], final: bool = False) -> tuple[float, float] | None:
+    """The divergence guard: ``(recent mean loss, limit)`` when training diverged, else None.
+
+    ``losses[0]`` (the first step's loss, on the starting weights) sets the limit
+    ``DIVERGENCE_FACTOR * max(losses[0], ln 2)``; the mean of the last ``DIVERGENCE_WINDOW``
+    later losses is compared with it, or, with ``final=True``, of the later losses there are.
+    """
+    later = list(losses[1:])
+    if not later or (len(later) < DIVERGENCE_WINDOW and not final):
+        return None
+    recent = float(np.mean(later[-DIVERGENCE_WINDOW:]))
+    limit = DIVERGENCE_FACTOR * max(float(losses[0]), math.log(2))
+    return (recent, limit) if recent > limit else None
+
+
+def collapsed(labels: Sequence[int], p_yes: Float[np.ndarray, "n"]) -> dict | None:
+    """The collapse guard: ``{"spread", "auc", "mean"}`` when P(Yes) is constant at chance, else None.
+
+    Constant: ``max - min`` of ``p_yes`` below ``COLLAPSE_SPREAD``; chance: AUC within
+    ``CHANCE_MARGIN`` of 0.5 (a single-class sample set, whose AUC is undefined, counts as chance).
+    """
+    p = np.asarray(p_yes, dtype=np.float64)
+    if p.size == 0:
+        return None
+    spread = float(np.nanmax(p) - np.nanmin(p)) if np.isfinite(p).any() else 0.0
+    auc = roc_auc(list(labels), p) if np.isfinite(p).all() else float("nan")
+    at_chance = not math.isfinite(auc) or abs(auc - 0.5) <= CHANCE_MARGIN
+    if (spread < COLLAPSE_SPREAD or not np.isfinite(p).all()) and at_chance:
+        return {"spread": spread, "auc": auc, "mean": float(np.nanmean(p)) if np.isfinite(p).any() else float("nan")}
+    return None
 
 
 @dataclass
@@ -90,6 +169,19 @@ class TrainConfig:
     loss: str = "answer"
 
     def __post_init__(self) -> None:
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise InputError(f"must be a positive finite number, got {self.lr!r}", field="lr",
+                             fix="pass e.g. 5e-5 (full) or 3e-4 (lora)")
+        for name in ("epochs", "batch_size", "grad_accum", "patience"):
+            if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
+                raise InputError(f"must be an integer >= 1, got {getattr(self, name)!r}", field=name,
+                                 fix=f"pass a positive {name}")
+        for name in ("max_steps", "eval_every", "eval_samples"):
+            v = getattr(self, name)
+            if v is not None and not (isinstance(v, int) and v >= 1):
+                raise InputError(f"must be None or an integer >= 1, got {v!r}", field=name, fix=f"pass a positive {name}")
+        if not 0.0 <= self.warmup_ratio <= 1.0:
+            raise InputError(f"must be in [0, 1], got {self.warmup_ratio!r}", field="warmup_ratio", fix="pass e.g. 0.1")
         if self.mode not in ("lora", "full"):
             raise ValueError(f"mode must be 'lora' or 'full', got {self.mode!r}")
         if self.loss not in ("answer", "yes_no"):
@@ -162,12 +254,23 @@ def _trainable(model, cfg: TrainConfig) -> list[torch.nn.Parameter]:
 
 def evaluate(model, samples: Sequence[Sample], batch_size: int = 8, progress: bool = False) -> dict:
     """AUC / ACC / LogLoss of ``model`` on ``samples``."""
+    return _evaluate(model, samples, batch_size, progress)[0]
+
+
+def _evaluate(model, samples: Sequence[Sample], batch_size: int = 8,
+              progress: bool = False) -> tuple[dict, Float[np.ndarray, "n"]]:
     p = score(model, samples, batch_size=batch_size, progress=progress, desc="eval")
-    return classification_metrics([s.label for s in samples], p)
+    return classification_metrics([s.label for s in samples], p), p
 
 
 def _state(model, params_only: list[torch.nn.Parameter]) -> list[torch.Tensor]:
     return [p.detach().clone() for p in params_only]
+
+
+def _restore(params: list[torch.nn.Parameter], state: list[torch.Tensor]) -> None:
+    with torch.no_grad():
+        for p, s in zip(params, state):
+            p.copy_(s)
 
 
 def train(
@@ -181,12 +284,17 @@ def train(
 ) -> TrainResult:
     """Fine-tune ``model`` in place on ``train_samples``; early-stop on validation AUC.
 
+    The checkpoint (``out_dir/model.{safetensors,json}``) is written only once training has
+    passed the guards of the module docstring, and replaces an existing one atomically.
+
     Returns:
         :class:`TrainResult`; the model holds the best weights (by validation AUC when given).
 
     Raises:
         ValueError: no training samples.
-        NonFiniteLossError: NaN/inf loss (the last good weights are restored first).
+        NonFiniteLossError: NaN/inf loss (the last good weights are restored in memory first).
+        TrainingFailed: the loss diverged, or the model collapsed to chance level (the model
+            keeps the failed weights). Nothing is written to ``out_dir`` in either case.
     """
     cfg = config or TrainConfig()
     if len(train_samples) == 0:
@@ -201,12 +309,16 @@ def train(
     eval_every = cfg.eval_every or steps_per_epoch
     valid = list(valid_samples or [])[: cfg.eval_samples] if valid_samples else []
     history: list[dict] = []
+    losses: list[float] = []
     best = {"auc": -1.0, "step": 0}
     best_state = _state(model, params)
+    best_p: np.ndarray | None = None
     last_good = best_state
     bad_evals = 0
     loss_fn = answer_loss if cfg.loss == "answer" else yes_no_loss
     use_bf16 = (cfg.bf16 and device.type == "cuda") or (cfg.cpu_bf16 and device.type == "cpu")
+    kept = (f" nothing was written to {out_dir}, so a checkpoint already there is unchanged"
+            if out_dir is not None else " nothing was saved")
     t0 = time.perf_counter()
     step = 0
     rng = np.random.default_rng(cfg.seed)
@@ -225,20 +337,13 @@ def train(
                     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                         loss = loss_fn(model, part, reduction="sum") / len(chunk)
                     if not torch.isfinite(loss):
-                        with torch.no_grad():
-                            for p, s in zip(params, last_good):
-                                p.copy_(s)
+                        _restore(params, last_good)
                         bar.close()
-                        where = ""
-                        if out_dir is not None:
-                            st, _ = save_checkpoint(model, Path(out_dir) / "model", {
-                                "train_config": cfg.to_dict(), "history": history, **(meta or {}),
-                                "metrics": {"stopped": "non-finite loss", "steps": step}})
-                            where = f" and saved to {st}"
                         raise NonFiniteLossError(
-                            f"Loss became {loss.item()} at step {step}; the last good weights were restored{where}. "
-                            "Lower the learning rate (TrainConfig.lr) or check the data."
-                        )
+                            f"training failed: the loss became {loss.item()} at step {step + 1}; the last good "
+                            f"weights were restored in memory and{kept}; lower the learning rate "
+                            f"(lr {cfg.lr:g}; TrainConfig.lr / --lr) or check the data",
+                            reason="non-finite loss", step=step, history=history)
                     loss.backward()
                     loss_val += float(loss.detach())
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -246,32 +351,47 @@ def train(
                 opt.step()
                 sched.step()
                 step += 1
+                losses.append(loss_val)
                 rec = {"step": step, "loss": loss_val, "lr": sched.get_last_lr()[0], "seconds": time.perf_counter() - t0}
                 bar.set_postfix(loss=f"{loss_val:.4f}")
                 bar.update(1)
+                history.append(rec)
+                _check_divergence(losses, False, cfg, step, history, kept, bar)
                 if valid and (step % eval_every == 0 or step == total):
-                    m = evaluate(model, valid, cfg.batch_size)
+                    m, p_valid = _evaluate(model, valid, cfg.batch_size)
                     rec["valid_auc"] = m["auc"]
                     if m["auc"] > best["auc"]:
                         best = {"auc": m["auc"], "step": step}
                         best_state = _state(model, params)
+                        best_p = p_valid
                         bad_evals = 0
                     else:
                         bad_evals += 1
                         if bad_evals >= cfg.patience:
                             stop = True
-                history.append(rec)
                 if stop or step >= total:
                     break
             if stop or step >= total:
                 break
     bar.close()
+    _check_divergence(losses, True, cfg, step, history, kept, None)
     if valid and best["step"] != step:
-        with torch.no_grad():
-            for p, s in zip(params, best_state):
-                p.copy_(s)
+        _restore(params, best_state)
     model.eval()
     seconds = time.perf_counter() - t0
+    if best_p is not None:
+        probe, p_probe, where = valid, best_p, f"the {len(valid)} validation samples (step {best['step']})"
+    else:
+        probe = list(valid or train_samples[:PROBE_SAMPLES])
+        p_probe = score(model, probe, batch_size=cfg.batch_size, progress=False)
+        where = f"{len(probe)} {'validation' if valid else 'training'} samples"
+    dead = collapsed([s.label for s in probe], p_probe)
+    if dead is not None:
+        raise TrainingFailed(
+            f"training destroyed the model: on {where} its P(Yes) is the same for every prompt (spread "
+            f"{dead['spread']:.1e}, mean {dead['mean']:.3f}) and its AUC is {dead['auc']:.3f}, chance level; "
+            f"{kept.strip()}; lower the learning rate (lr {cfg.lr:g}; TrainConfig.lr / --lr)",
+            reason="collapsed", step=step, history=history)
     metrics = {"best_valid_auc": best["auc"] if valid else None, "best_step": best["step"], "steps": step,
                "train_samples": len(train_samples), "seconds": seconds}
     ckpt = None
@@ -280,6 +400,22 @@ def train(
                                 {"train_config": cfg.to_dict(), "metrics": metrics, "history": history, **(meta or {})})
         ckpt = st
     return TrainResult(metrics, history, ckpt, seconds)
+
+
+def _check_divergence(losses: list[float], final: bool, cfg: TrainConfig, step: int, history: list[dict],
+                      kept: str, bar) -> None:
+    hit = divergence(losses, final)
+    if hit is None:
+        return
+    if bar is not None:
+        bar.close()
+    recent, limit = hit
+    n = min(DIVERGENCE_WINDOW, len(losses) - 1)
+    raise TrainingFailed(
+        f"training diverged: the mean loss of the last {n} steps ({recent:.4g}, at step {step}) is more than "
+        f"{DIVERGENCE_FACTOR:g}x max(first loss {losses[0]:.4g}, ln 2) = {limit:.4g}; {kept.strip()}; lower the "
+        f"learning rate (lr {cfg.lr:g}; TrainConfig.lr / --lr)",
+        reason="diverged", step=step, history=history)
 
 
 def retrain(

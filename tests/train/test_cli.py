@@ -34,12 +34,56 @@ def test_train_cli_continues_from_a_checkpoint_on_new_samples(shared_data, tmp_p
     assert meta["init"]["checkpoint"] == leg1 and meta["train_offset"] == 8 and meta["n_train"] == 8
 
 
-def test_train_cli_refuses_an_offset_past_the_split(shared_data, tmp_path):
-    import pytest
+def test_train_cli_refuses_an_offset_past_the_split(shared_data, tmp_path, capsys):
+    code = main(["train", "--model", "tiny", "--data-dir", str(shared_data / "ml-100k"), "--train-offset", "10000000",
+                 "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and "no training samples left" in err and "--train-offset" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
 
-    with pytest.raises(SystemExit, match="No training samples left"):
-        main(["train", "--model", "tiny", "--data-dir", str(shared_data / "ml-100k"), "--train-offset", "10000000",
-              "--out", str(tmp_path)])
+
+def test_train_cli_refuses_bad_numbers_before_loading_anything(tmp_path, capsys, monkeypatch):
+    import recircuit.data as data
+
+    monkeypatch.setattr(data, "build_split", lambda *a, **k: (_ for _ in ()).throw(AssertionError("loaded data")))
+    for argv, field in [(["--lr", "-1"], "lr"), (["--n-valid", "-3"], "--n-valid"), (["--batch-size", "0"], "batch_size")]:
+        assert main(["train", "--model", "tiny", "--out", str(tmp_path), *argv]) == 2
+        err = capsys.readouterr().err
+        assert f"field '{field}'" in err and err.count("\n") == 1
+
+
+def _train_argv(shared_data, out, *extra):
+    return ["train", "--model", "tiny", "--data-dir", str(shared_data / "ml-100k"), "--mode", "full",
+            "--n-train", "32", "--n-valid", "16", "--batch-size", "8", "--eval-every", "2", "--json",
+            "--out", str(out), *extra]
+
+
+def test_train_cli_lr_1e6_exits_2_and_keeps_the_good_checkpoint(shared_data, tmp_path, capsys):
+    from recircuit.models import tiny_model
+    from recircuit.train import save_checkpoint
+
+    out = tmp_path / "run"
+    save_checkpoint(tiny_model(0), out / "model", {"note": "a good checkpoint"})
+    files = {f.name: f.read_bytes() for f in out.iterdir()}
+    assert set(files) == {"model.safetensors", "model.json"}
+    assert main(_train_argv(shared_data, out, "--lr", "1e6")) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "error:" in line]     # (the progress bar also writes here)
+    assert len(lines) == 1 and "Traceback" not in err
+    assert lines[0].startswith("recircuit train: error: training destroyed the model") and "chance level" in lines[0]
+    assert {f.name: f.read_bytes() for f in out.iterdir()} == files   # byte-identical, nothing added
+
+
+def test_train_cli_refuses_a_broken_init_checkpoint_in_one_line(shared_data, tmp_path, capsys):
+    from recircuit.models import tiny_model
+    from recircuit.train import save_checkpoint
+
+    st, _ = save_checkpoint(tiny_model(0), tmp_path / "run" / "model")
+    st.write_bytes(st.read_bytes()[: st.stat().st_size // 2])          # truncated
+    assert main(_train_argv(shared_data, tmp_path / "next", "--max-steps", "1", "--init", str(st))) == 2
+    err = capsys.readouterr().err
+    assert str(st) in err and "sha256" in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "next").exists()
 
 
 def test_train_cli_writes_test_scores_that_reproduce_the_auc(shared_data, tmp_path, capsys):

@@ -75,10 +75,14 @@ def test_training_is_deterministic_on_cpu(toy_task):
     np.testing.assert_array_equal(outs[0], outs[1])
 
 
-def test_nan_guard_restores_last_good_weights(toy_task, monkeypatch, tmp_path):
+def test_nan_guard_restores_last_good_weights_and_keeps_the_old_checkpoint(toy_task, monkeypatch, tmp_path):
     import recircuit.train.loop as loop
+    from recircuit.errors import RunFailed
 
     tr, _ = toy_task
+    good = tiny_model(0)
+    st, js = save_checkpoint(good, tmp_path / "model", {"note": "good"})
+    before = (st.read_bytes(), js.read_bytes())
     m = tiny_model(0)
     calls = {"n": 0}
     real = loop.answer_loss
@@ -91,18 +95,85 @@ def test_nan_guard_restores_last_good_weights(toy_task, monkeypatch, tmp_path):
         return out * float("nan") if calls["n"] == 3 else out
 
     monkeypatch.setattr(loop, "answer_loss", flaky)
-    with pytest.raises(NonFiniteLossError, match="last good weights were restored and saved to"):
+    with pytest.raises(NonFiniteLossError, match="last good weights were restored in memory") as info:
         train(m, tr, None, TrainConfig(mode="full", lr=1e-3, epochs=3, batch_size=8), out_dir=tmp_path, progress=False)
+    assert isinstance(info.value, RunFailed) and isinstance(info.value, FloatingPointError)
+    assert info.value.reason == "non-finite loss" and info.value.step == 2 and len(info.value.history) == 2
     assert calls["n"] == 3
     # restored to the weights before the last applied update (those the 2nd step started from)
     for p, s in zip(m.parameters(), snapshots[1]):
         assert torch.equal(p, s)
-    # ... and those weights are the checkpoint left on disk
-    assert read_meta(tmp_path / "model")["metrics"]["stopped"] == "non-finite loss"
-    fresh = tiny_model(0)
-    load_checkpoint(fresh, tmp_path / "model")
-    for p, s in zip(fresh.parameters(), snapshots[1]):
-        assert torch.equal(p, s)
+    # ... and the good checkpoint already in out_dir was not touched
+    assert (st.read_bytes(), js.read_bytes()) == before
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["model.json", "model.safetensors"]
+
+
+def test_divergence_guard_compares_recent_losses_with_the_first_and_ln2():
+    from recircuit.train.loop import DIVERGENCE_FACTOR, DIVERGENCE_WINDOW, divergence
+
+    assert DIVERGENCE_WINDOW == 4 and DIVERGENCE_FACTOR == 10.0
+    assert divergence([6.0, 5.0, 4.0, 3.0, 2.0]) is None                 # a healthy run
+    assert divergence([6.0, 1e5, 1e6]) is None                          # window not full yet ...
+    assert divergence([6.0, 1e5, 1e6], final=True) == (5.5e5, 60.0)    # ... but checked at the end
+    assert divergence([6.0, 59.0, 61.0, 60.0, 60.5]) is not None        # mean 60.125 > 60
+    assert divergence([6.0, 200.0, 10.0, 10.0, 10.0]) is None           # one spike is not divergence
+    # the ln 2 floor: from an already fine-tuned start (first loss 0.01), 0.5 is no divergence,
+    # although it is 50x the first loss
+    assert divergence([0.01, 0.5, 0.5, 0.5, 0.5]) is None
+    recent, limit = divergence([0.01, 8.0, 8.0, 8.0, 8.0])
+    assert limit == pytest.approx(10 * np.log(2)) and recent == 8.0
+    assert divergence([3.0]) is None and divergence([3.0], final=True) is None
+
+
+def test_collapse_guard_needs_constant_predictions_at_chance():
+    from recircuit.train.loop import COLLAPSE_SPREAD, collapsed
+
+    labels = [0, 1, 0, 1, 1, 0]
+    hit = collapsed(labels, np.full(6, 0.5))
+    assert hit == {"spread": 0.0, "auc": 0.5, "mean": 0.5}
+    assert collapsed(labels, np.array([1.0, 1.0, 1.0, 1.0, 1.0, 1.0]))["mean"] == 1.0
+    # nearly constant but still ranking perfectly: not chance, not refused
+    assert collapsed(labels, 0.5 + 1e-6 * np.array(labels)) is None
+    # spread above the threshold: a model that still tells prompts apart is not refused, even at chance
+    assert collapsed(labels, 0.5 + 10 * COLLAPSE_SPREAD * np.array([0, 0, 1, 1, 0, 1])) is None
+    assert collapsed([1, 1, 1], np.full(3, 0.2)) is not None           # single class: AUC undefined
+    assert collapsed(labels, np.full(6, np.nan)) is not None            # NaN predictions
+
+
+@pytest.mark.parametrize(("lr", "reason"), [(1e6, "collapsed"), (1e2, "diverged")])
+def test_absurd_learning_rate_fails_and_keeps_the_old_checkpoint(toy_task, tmp_path, lr, reason):
+    from recircuit.train import TrainingFailed
+
+    tr, va = toy_task
+    good = tiny_model(0)
+    st, js = save_checkpoint(good, tmp_path / "model", {"note": "good"})
+    before = (st.read_bytes(), js.read_bytes())
+    m = tiny_model(0)
+    cfg = TrainConfig(mode="full", lr=lr, epochs=2, batch_size=8, eval_every=2, patience=10)
+    with pytest.raises(TrainingFailed, match="lower the learning rate") as info:
+        train(m, tr, va, cfg, out_dir=tmp_path, progress=False)
+    assert info.value.reason == reason, str(info.value)
+    assert str(tmp_path) in str(info.value) and "\n" not in str(info.value)
+    assert (st.read_bytes(), js.read_bytes()) == before
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["model.json", "model.safetensors"]
+
+
+def test_collapse_guard_without_validation_probes_training_samples(toy_task):
+    from recircuit.train import TrainingFailed
+
+    tr, _ = toy_task
+    with pytest.raises(TrainingFailed, match="16 training samples") as info:
+        train(tiny_model(0), tr, None, TrainConfig(mode="full", lr=1e6, batch_size=8), progress=False)
+    assert info.value.reason == "collapsed"
+
+
+def test_train_config_refuses_bad_values_with_the_field_named():
+    from recircuit.errors import InputError
+
+    for kw, field in [({"lr": 0.0}, "lr"), ({"lr": float("nan")}, "lr"), ({"batch_size": 0}, "batch_size"),
+                      ({"epochs": 0}, "epochs"), ({"max_steps": 0}, "max_steps"), ({"warmup_ratio": 2.0}, "warmup_ratio")]:
+        with pytest.raises(InputError, match=f"field '{field}'"):
+            TrainConfig(**kw)
 
 
 def test_answer_loss_falls_with_training_and_prefers_the_right_answer(full_trained, toy_task):
