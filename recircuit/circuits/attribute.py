@@ -25,7 +25,10 @@ are zeroed in the difference, so left-padded batches give the same scores as one
 time. Metrics read the last position, so the unembedding runs on the last position only
 (``AttributionConfig.last_position_only``).
 
-**Methods.**
+**Methods.** Each method is one function with the signature of :data:`BatchMethod`, registered
+in :data:`METHOD_FUNCTIONS` (hannamw/EAP-IG's ``get_scores_*``); :func:`attribute` owns batching,
+memory and averaging and dispatches every batch to it. The shared hook machinery is
+:mod:`recircuit.circuits.engine`; faithfulness is :mod:`recircuit.circuits.faithfulness`.
 
 - ``eap``: two forward passes and one backward per batch.
 - ``eap-ig-inputs``: gradients averaged over ``steps`` points on the straight line from the
@@ -53,30 +56,39 @@ to change. Autograd's own saved activations (those of a plain backward pass) are
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
-from jaxtyping import Bool, Float, Int
+from jaxtyping import Float
 from tqdm.auto import tqdm
 
+from recircuit.circuits.engine import (
+    CorruptionLengthError,
+    Frozen,
+    PairBatch,
+    Record,
+    buffer_bytes,
+    chunks,
+    collect_writer_outputs,
+    default_budget,
+    gradient_pass,
+    input_index,
+    make_pair_batch,
+    patch_copies,
+    patched_metric,
+    run_logits,
+)
 from recircuit.circuits.graph import Graph
 from recircuit.circuits.metrics import Metric, get_metric
 from recircuit.data.prompts import Sample
-from recircuit.models.scoring import AnswerTokens, TokenizedBatch, answer_tokens, tokenize_prompts
+from recircuit.models.scoring import AnswerTokens, answer_tokens
 
 logger = logging.getLogger(__name__)
-
-METHODS = ("eap", "eap-ig-inputs", "eap-ig-activations", "exact")
 
 
 class AttributionMemoryError(MemoryError):
     """Attribution would not fit in the memory budget even one prompt at a time."""
-
-
-class CorruptionLengthError(ValueError):
-    """A clean prompt and its corrupted counterpart differ in token length."""
 
 
 @dataclass
@@ -131,23 +143,6 @@ class AttributionConfig:
 
 
 @dataclass
-class PairBatch:
-    """Clean and corrupted prompts tokenized to a common length."""
-
-    clean: TokenizedBatch
-    corrupted: TokenizedBatch
-    labels: Int[torch.Tensor, "batch"]
-
-    @property
-    def mask(self) -> Float[torch.Tensor, "batch pos"]:
-        """1 where both prompts have a real token."""
-        return (self.clean.attention_mask * self.corrupted.attention_mask).float()
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-
-@dataclass
 class AttributionResult:
     """Mean edge scores over the samples, with what made them."""
 
@@ -165,284 +160,141 @@ class AttributionResult:
         return {n: float(v) for n, v in zip(self.graph.forward_names, s.tolist())}
 
 
-def available_ram() -> int:
-    """Bytes of RAM available to a new allocation now (``MemAvailable``; total RAM where unknown).
+#: One method's work on one batch: add the batch's summed edge scores into ``scores`` (in place)
+#: and return the per-sample clean and corrupted metrics ``([batch], [batch])``.
+BatchMethod = Callable[
+    [torch.nn.Module, Graph, PairBatch, "AttributionConfig", Metric, AnswerTokens,
+     Float[torch.Tensor, "n_forward n_backward"], torch.Tensor],
+    tuple[Float[torch.Tensor, "batch"], Float[torch.Tensor, "batch"]],
+]
 
-    Other processes count: on a shared machine the budget shrinks instead of ending in the
-    kernel's out-of-memory killer.
+
+def eap_scores(model, graph: Graph, pair: PairBatch, config: AttributionConfig, metric: Metric, answers: AnswerTokens,
+               scores: Float[torch.Tensor, "n_forward n_backward"], edge_mask: torch.Tensor,
+               ) -> tuple[Float[torch.Tensor, "batch"], Float[torch.Tensor, "batch"]]:
+    """EAP: ``(a_clean - a_corrupt) . grad`` with the gradient at the clean run (or the corrupted one).
+
+    One buffer: the corrupted outputs, turned into the difference in place by the gradient pass's
+    forward. With ``gradient_point="corrupted"`` (TL's denoising form) the clean outputs are
+    collected and the gradient is taken on the corrupted run.
     """
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:  # not Linux
-        pass
-    try:
-        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    except (ValueError, OSError, AttributeError):  # pragma: no cover
-        return 10 << 30
+    mask, last = pair.mask, config.last_position_only
+    if config.gradient_point == "corrupted":
+        buf, clean_logits = collect_writer_outputs(model, graph, pair.clean, mask, last)
+        m_clean = metric(clean_logits, pair.labels, answers)
+        m_corr = gradient_pass(model, graph, pair.corrupted, pair.labels, answers, metric, buf, scores, 1.0,
+                               last_only=last, record=Record(buf, buf, -1.0, mask))
+        return m_clean, m_corr
+    corr, m_corr = _corrupted(model, graph, pair, metric, answers, last)
+    m_clean = gradient_pass(model, graph, pair.clean, pair.labels, answers, metric, corr, scores, 1.0,
+                            last_only=last, record=Record(corr, corr, 1.0, mask))
+    return m_clean, m_corr
 
 
-def default_budget(device: torch.device) -> int:
-    """40% of available RAM (CPU) or of free CUDA memory, in bytes."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free * 0.4)
-    return int(available_ram() * 0.4)
+def eap_ig_inputs_scores(model, graph: Graph, pair: PairBatch, config: AttributionConfig, metric: Metric,
+                         answers: AnswerTokens, scores: Float[torch.Tensor, "n_forward n_backward"],
+                         edge_mask: torch.Tensor) -> tuple[Float[torch.Tensor, "batch"], Float[torch.Tensor, "batch"]]:
+    """EAP-IG on the input embeddings: gradients averaged over ``steps`` points corrupted -> clean.
 
-
-def buffer_bytes(graph: Graph, batch: int, pos: int, d_model: int, n_buffers: int, itemsize: int = 4) -> int:
-    """Bytes of ``n_buffers`` tensors ``[batch, pos, n_forward, d_model]``."""
-    return batch * pos * graph.n_forward * d_model * itemsize * n_buffers
-
-
-def _n_buffers(config: AttributionConfig) -> int:
-    """``[b, p, n_forward, d_model]`` buffers a batch holds (see :func:`_attribute_batch`)."""
-    return 2 if config.method in ("eap-ig-activations", "exact") else 1
-
-
-def make_pair_batch(tokenizer, clean: Sequence[Sample], corrupted: Sequence[Sample], device, align: str = "strict") -> PairBatch:
-    """Tokenize clean and corrupted prompts together (left padding, common length).
-
-    Raises:
-        CorruptionLengthError: with ``align="strict"``, when a pair differs in token length.
+    alpha = k/steps for k = steps..1; the alpha = 1 pass is the clean run that fills the
+    difference (one buffer). ``steps=1`` is :func:`eap_scores`.
     """
-    if len(clean) != len(corrupted):
-        raise ValueError(f"{len(clean)} clean samples but {len(corrupted)} corrupted ones; pass one corruption per sample.")
-    both = tokenize_prompts(tokenizer, [s.prompt for s in clean] + [s.prompt for s in corrupted], device)
-    n = len(clean)
-    c = TokenizedBatch(both.input_ids[:n], both.attention_mask[:n])
-    k = TokenizedBatch(both.input_ids[n:], both.attention_mask[n:])
-    if align == "strict":
-        bad = (c.attention_mask.sum(1) != k.attention_mask.sum(1)).nonzero().flatten().tolist()
-        if bad:
-            i = bad[0]
-            raise CorruptionLengthError(
-                f"{len(bad)} of {n} clean/corrupted pairs differ in token length (first: sample "
-                f"{clean[i].uid or i}, {int(c.attention_mask[i].sum())} vs {int(k.attention_mask[i].sum())} "
-                "tokens). Use a length-matched corruption (e.g. label_flip, or target_swap with "
-                "match_length=True) or AttributionConfig(align='left')."
-            )
-    labels = torch.tensor([s.label for s in clean], device=device)
-    return PairBatch(c, k, labels)
+    mask, last = pair.mask, config.last_position_only
+    corr, m_corr = _corrupted(model, graph, pair, metric, answers, last)
+    steps, w = config.steps, 1.0 / config.steps
+    x_corr = corr[:, :, 0].clone()
+    diff = corr  # becomes clean - corrupted in the first (alpha = 1, clean) pass
+    m_clean = gradient_pass(model, graph, pair.clean, pair.labels, answers, metric, diff, scores, w,
+                            last_only=last, record=Record(diff, diff, 1.0, mask))
+    for k in range(steps - 1, 0, -1):
+        x = x_corr + (k / steps) * diff[:, :, 0]  # padding keeps the run's own embedding
+        gradient_pass(model, graph, pair.clean, pair.labels, answers, metric, diff, scores, w,
+                      input_override=x, real_mask=mask, last_only=last)
+    return m_clean, m_corr
 
 
-class _Frozen:
-    """Context: parameters stop requiring grad (attribution needs activation grads only)."""
+def eap_ig_activations_scores(model, graph: Graph, pair: PairBatch, config: AttributionConfig, metric: Metric,
+                              answers: AnswerTokens, scores: Float[torch.Tensor, "n_forward n_backward"],
+                              edge_mask: torch.Tensor,
+                              ) -> tuple[Float[torch.Tensor, "batch"], Float[torch.Tensor, "batch"]]:
+    """EAP-IG on activations: every writer's value set to ``corrupt + alpha (clean - corrupt)``.
 
-    def __init__(self, model: torch.nn.Module) -> None:
-        self.model = model
-        self.saved: list[tuple[torch.nn.Parameter, bool]] = []
-
-    def __enter__(self) -> None:
-        self.saved = [(p, p.requires_grad) for p in self.model.parameters()]
-        for p, _ in self.saved:
-            p.requires_grad_(False)
-
-    def __exit__(self, *exc) -> None:
-        for p, r in self.saved:
-            p.requires_grad_(r)
-
-
-def _last_position(t: Float[torch.Tensor, "batch pos d_model"], *, hook) -> Float[torch.Tensor, "batch 1 d_model"]:
-    return t[:, -1:]
-
-
-def _logits(model, batch: TokenizedBatch, last_only: bool = True) -> Float[torch.Tensor, "batch pos vocab"]:
-    """Logits of ``batch``; with ``last_only`` the unembedding runs on the last position only.
-
-    Metrics read the last position (prompts are left-padded), so unembedding every position
-    (49,152 logits per token on SmolLM2, about a fifth of the forward cost) is wasted work.
-    The result then has ``pos == 1``.
+    The gradient is kept through each writer; reader gradients are averaged over the steps. Two
+    buffers (corrupted outputs and the difference).
     """
-    if last_only and "unembed.hook_in" in model.hook_dict:
-        with model.hooks(fwd_hooks=[("unembed.hook_in", _last_position)]):
-            return model(batch.input_ids, attention_mask=batch.attention_mask, return_type="logits")
-    return model(batch.input_ids, attention_mask=batch.attention_mask, return_type="logits")
+    mask, last = pair.mask, config.last_position_only
+    corr, m_corr = _corrupted(model, graph, pair, metric, answers, last)
+    steps, w = config.steps, 1.0 / config.steps
+    diff = torch.empty_like(corr)
+    m_clean = gradient_pass(model, graph, pair.clean, pair.labels, answers, metric, diff, scores, w,
+                            last_only=last, record=Record(diff, corr, 1.0, mask))
+    for k in range(steps - 1, 0, -1):
+        alpha = k / steps
+
+        def target(idx, alpha=alpha):
+            sl = slice(idx[0], idx[-1] + 1)
+            return corr[:, :, sl] + alpha * diff[:, :, sl]
+
+        gradient_pass(model, graph, pair.clean, pair.labels, answers, metric, diff, scores, w,
+                      writer_override=target, input_override=target(input_index(graph))[:, :, 0],
+                      real_mask=mask, last_only=last)
+    return m_clean, m_corr
 
 
-@torch.no_grad()
-def collect_writer_outputs(
-    model, graph: Graph, batch: TokenizedBatch, mask: Float[torch.Tensor, "batch pos"], last_only: bool = True
-) -> tuple[Float[torch.Tensor, "batch pos n_forward d_model"], Float[torch.Tensor, "batch pos vocab"]]:
-    """Run ``batch`` and return every writer's output ``[b, p, n_forward, d]`` (masked) and the logits."""
-    b, p = batch.input_ids.shape
-    out = torch.zeros(b, p, graph.n_forward, model.cfg.d_model, device=batch.input_ids.device)
+def exact_scores(model, graph: Graph, pair: PairBatch, config: AttributionConfig, metric: Metric,
+                 answers: AnswerTokens, scores: Float[torch.Tensor, "n_forward n_backward"], edge_mask: torch.Tensor,
+                 ) -> tuple[Float[torch.Tensor, "batch"], Float[torch.Tensor, "batch"]]:
+    """Exact activation patching: one patched run per edge (``exact_level="edge"``) or writer node.
 
-    def make(idx: tuple[int, ...]):
-        def hook(t, *, hook):
-            vals = t if t.dim() == 4 else t.unsqueeze(2)
-            out[:, :, idx[0] : idx[-1] + 1] = vals.float() * mask[:, :, None, None]
-            return t
-
-        return hook
-
-    hooks = [(name, make(idx)) for name, idx in graph.forward_hooks()]
-    with model.hooks(fwd_hooks=hooks):
-        logits = _logits(model, batch, last_only)
-    return out, logits
-
-
-def _score_hooks(
-    graph: Graph,
-    diff: Float[torch.Tensor, "batch pos n_forward d_model"],
-    scores: Float[torch.Tensor, "n_forward n_backward"],
-    weight: float,
-) -> list[tuple[str, Callable]]:
-    """Reader hooks whose gradient hooks add ``weight * diff . grad`` into ``scores``."""
-
-    def make(slot):
-        idx = list(slot.indices)
-
-        def hook(t, *, hook):
-            if not t.requires_grad:
-                return t
-            # A fresh tensor: the hook's input may also be the residual stream itself
-            # (hook_mlp_in / ln2.hook_in is), whose skip path must not count as this reader.
-            t = t.clone()
-
-            def on_grad(g):
-                g4 = (g if slot.per_slot else g.unsqueeze(2)).float()
-                b, p, n, d = g4.shape
-                nu = slot.n_upstream
-                # sum over (batch, pos, d) of diff[..., f, d] * g[..., n, d], as one batched matmul
-                # over positions: the diff prefix [b*p, nu, d] is a view (no copy), unlike einsum's
-                # permuted operand, which copied it at every reader (8x slower on SmolLM2 shapes)
-                contrib = torch.bmm(diff[:, :, :nu].reshape(b * p, nu, d), g4.reshape(b * p, n, d).transpose(1, 2)).sum(0)
-                scores[:nu, idx] += weight * contrib
-                return None
-
-            t.register_hook(on_grad)
-            return t
-
-        return hook
-
-    return [(slot.hook, make(slot)) for slot in graph.reader_slots()]
-
-
-@dataclass
-class _Record:
-    """Fill ``out = sign * (writer outputs of this run - base)`` during a gradient pass's forward."""
-
-    out: Float[torch.Tensor, "batch pos n_forward d_model"]
-    base: Float[torch.Tensor, "batch pos n_forward d_model"]
-    sign: float
-    mask: Float[torch.Tensor, "batch pos"]
-
-    def write(self, t: torch.Tensor, idx: tuple[int, ...]) -> None:
-        sl = slice(idx[0], idx[-1] + 1)
-        vals = (t if t.dim() == 4 else t.unsqueeze(2)).detach().float() * self.mask[:, :, None, None]
-        self.out[:, :, sl] = self.sign * (vals - self.base[:, :, sl])
-
-
-def _gradient_pass(
-    model, graph: Graph, batch: TokenizedBatch, labels, answers: AnswerTokens, metric: Metric,
-    diff, scores, weight: float, writer_override: Callable[[tuple[int, ...]], torch.Tensor] | None = None,
-    input_override: torch.Tensor | None = None, real_mask: torch.Tensor | None = None,
-    last_only: bool = True, record: _Record | None = None,
-) -> Float[torch.Tensor, "batch"]:
-    """One forward + backward; reader gradient hooks accumulate scores. Returns the metric.
-
-    ``input_override`` replaces the embeddings at real (``real_mask``) positions;
-    ``writer_override(idx)`` gives the value ``[b, p, n, d]`` writers ``idx`` output (the gradient
-    still flows through the writer). ``record`` fills ``diff`` from this run's writer outputs during
-    the forward, so it is ready when the backward hooks contract it.
+    Several patched copies share one forward pass (:func:`patched_metric` with a stack of masks),
+    as many as the memory budget allows. A node's effect is placed on its ``logits`` edge, so
+    :meth:`AttributionResult.node_scores` (row sums) returns it.
     """
-    hooks: list[tuple[str, Callable]] = []
-    first_idx = graph.forward_hooks()[0][1]
-
-    def input_hook(t, *, hook):
-        if record is not None:
-            record.write(t, first_idx)
-        x = t if input_override is None else torch.where(real_mask[:, :, None] > 0, input_override.to(t.dtype), t)
-        return x.detach().clone().requires_grad_(True)
-
-    hooks.append(("blocks.0.hook_resid_pre", input_hook))
-    if writer_override is not None or record is not None:
-        for name, idx in graph.forward_hooks()[1:]:
-            def wh(t, *, hook, idx=idx):
-                if record is not None:
-                    record.write(t, idx)
-                if writer_override is None:
-                    return t
-                target = writer_override(idx)  # [b, p, n, d]
-                tgt = target if t.dim() == 4 else target[:, :, 0]
-                return t + (tgt.to(t.dtype) - t).detach()
-
-            hooks.append((name, wh))
-    hooks += _score_hooks(graph, diff, scores, weight)
-    with torch.enable_grad(), model.hooks(fwd_hooks=hooks):
-        m = metric(_logits(model, batch, last_only), labels, answers)
-        m.sum().backward()
-    return m.detach()
-
-
-@torch.no_grad()
-def patched_metric(
-    model, graph: Graph, pair: PairBatch, corrupted_acts: Float[torch.Tensor, "batch pos n_forward d_model"],
-    keep: Bool[torch.Tensor, "*k n_forward n_backward"], metric: Metric, answers: AnswerTokens,
-    last_only: bool = True,
-) -> Float[torch.Tensor, "*k batch"]:
-    """Clean run in which every edge with ``keep == False`` carries its corrupted value.
-
-    Each reader's input becomes ``input - sum_f (a_live_f - a_corrupt_f)`` over the patched
-    writers ``f``, where ``a_live`` are the writers' outputs in this same (patched) run.
-
-    ``keep`` of shape ``[n_forward, n_backward]`` gives the metric per sample ``[batch]``. A stack
-    ``[k, n_forward, n_backward]`` runs ``k`` differently patched copies of the batch in one
-    forward pass (the batch is tiled ``k`` times) and gives ``[k, batch]``.
-    """
-    single = keep.dim() == 2
-    keeps = (keep[None] if single else keep).to(corrupted_acts.device)
-    k = keeps.shape[0]
+    last = config.last_position_only
+    corr, m_corr = _corrupted(model, graph, pair, metric, answers, last)
+    with torch.no_grad():
+        m_clean = metric(run_logits(model, pair.clean, last), pair.labels, answers)
     b, p = pair.clean.input_ids.shape
-    batch = TokenizedBatch(pair.clean.input_ids.repeat(k, 1), pair.clean.attention_mask.repeat(k, 1))
-    mask = pair.mask.repeat(k, 1)
-    live = torch.zeros(k * b, p, graph.n_forward, corrupted_acts.shape[-1], device=corrupted_acts.device)
-    drop = (~keeps).float()  # [k, F, B]
-    hooks: list[tuple[str, Callable]] = []
-    for name, idx in graph.forward_hooks():
-        def wh(t, *, hook, idx=idx):
-            vals = t if t.dim() == 4 else t.unsqueeze(2)
-            live[:, :, idx[0] : idx[-1] + 1] = vals.float() * mask[:, :, None, None]
-            return t
-
-        hooks.append((name, wh))
-    for slot in graph.reader_slots():
-        cols = list(slot.indices)
-        nu = slot.n_upstream
-        if not bool(drop[:, :nu, cols].any()):
-            continue
-
-        def rh(t, *, hook, nu=nu, cols=cols, per_slot=slot.per_slot):
-            d_t = drop[:, :nu, cols].transpose(1, 2)[:, None]  # [k, 1, n, f]
-            dm = live.shape[-1]
-            gap = live[:, :, :nu].reshape(k, b * p, nu, dm) - corrupted_acts[:, :, :nu].reshape(1, b * p, nu, dm)
-            delta = torch.matmul(d_t, gap).reshape(k * b, p, len(cols), dm)  # sum over dropped writers
-            if not per_slot:
-                delta = delta[:, :, 0]
-            return t - delta.to(t.dtype)
-
-        hooks.append((slot.hook, rh))
-    # writer hooks must run before reader hooks at the same point; TL runs them in list order
-    with model.hooks(fwd_hooks=hooks):
-        m = metric(_logits(model, batch, last_only), pair.labels.repeat(k), answers).view(k, b)
-    return m[0] if single else m
+    per_call = patch_copies(graph, b, p, model.cfg.d_model, config.max_bytes or default_budget(scores.device))
+    if config.exact_level == "node":
+        units = [(f, graph.backward_index["logits"]) for f in range(graph.n_forward)]
+    else:
+        units = edge_mask.nonzero().tolist()
+    bar = tqdm(total=len(units), desc="exact patching", leave=False, disable=not config.progress)
+    for lo, hi in chunks(len(units), per_call):
+        keep = torch.ones(hi - lo, *edge_mask.shape, dtype=torch.bool, device=edge_mask.device)
+        for j, (f, r) in enumerate(units[lo:hi]):
+            if config.exact_level == "node":
+                keep[j, f] = False
+            else:
+                keep[j, f, r] = False
+        m = patched_metric(model, graph, pair, corr, keep, metric, answers, last)
+        for j, (f, r) in enumerate(units[lo:hi]):
+            scores[f, r] += (m_clean - m[j]).sum()
+        bar.update(hi - lo)
+    bar.close()
+    return m_clean, m_corr
 
 
-def patch_copies(graph: Graph, batch: int, pos: int, d_model: int, budget: int, cap: int = 64) -> int:
-    """How many patched copies of a batch :func:`patched_metric` may run at once within ``budget``.
-
-    Each copy costs its live writer buffer plus the einsum temporaries, about two
-    ``[batch, pos, n_forward, d_model]`` float32 tensors.
-    """
-    one = buffer_bytes(graph, batch, pos, d_model, 2)
-    return max(1, min(cap, budget // max(one, 1)))
+def _corrupted(model, graph: Graph, pair: PairBatch, metric: Metric, answers: AnswerTokens, last: bool,
+               ) -> tuple[Float[torch.Tensor, "batch pos n_forward d_model"], Float[torch.Tensor, "batch"]]:
+    """The corrupted run's writer outputs (the one buffer every method starts from) and metric."""
+    corr, corr_logits = collect_writer_outputs(model, graph, pair.corrupted, pair.mask, last)
+    return corr, metric(corr_logits, pair.labels, answers)
 
 
-def _chunks(n: int, size: int) -> list[tuple[int, int]]:
-    return [(i, min(n, i + size)) for i in range(0, n, size)]
+#: Method name -> its batch function; :func:`attribute` dispatches through this table.
+METHOD_FUNCTIONS: dict[str, BatchMethod] = {
+    "eap": eap_scores,
+    "eap-ig-inputs": eap_ig_inputs_scores,
+    "eap-ig-activations": eap_ig_activations_scores,
+    "exact": exact_scores,
+}
+
+#: ``[b, p, n_forward, d_model]`` float32 buffers each method holds per batch (the memory estimate).
+METHOD_BUFFERS: dict[str, int] = {"eap": 1, "eap-ig-inputs": 1, "eap-ig-activations": 2, "exact": 2}
+
+METHODS = tuple(METHOD_FUNCTIONS)
 
 
 def attribute(
@@ -483,15 +335,15 @@ def attribute(
     was_training = model.training
     model.eval()
 
-    units = _chunks(len(clean), config.batch_size)
+    units = chunks(len(clean), config.batch_size)
     bar = tqdm(total=len(clean), desc=f"attribution ({config.method})", unit="pair", disable=not config.progress)
     try:
-        with _Frozen(model):
+        with Frozen(model):
             queue = list(units)
             while queue:
                 lo, hi = queue.pop(0)
                 pair = make_pair_batch(model.tokenizer, clean[lo:hi], corrupted[lo:hi], device, config.align)
-                need = buffer_bytes(graph, hi - lo, pair.clean.input_ids.shape[1], d_model, _n_buffers(config))
+                need = buffer_bytes(graph, hi - lo, pair.clean.input_ids.shape[1], d_model, METHOD_BUFFERS[config.method])
                 if need > budget:
                     if hi - lo == 1:
                         raise AttributionMemoryError(
@@ -504,7 +356,7 @@ def attribute(
                     logger.info("splitting batch %d-%d: %.2f GiB > budget %.2f GiB", lo, hi, need / 2**30, budget / 2**30)
                     queue[:0] = [(lo, mid), (mid, hi)]
                     continue
-                mc, mk = _attribute_batch(model, graph, pair, config, metric, answers, scores, edge_mask)
+                mc, mk = METHOD_FUNCTIONS[config.method](model, graph, pair, config, metric, answers, scores, edge_mask)
                 m_clean_sum += float(mc.sum())
                 m_corr_sum += float(mk.sum())
                 bar.update(hi - lo)
@@ -516,129 +368,32 @@ def attribute(
     return AttributionResult(scores.cpu(), graph, config, n, m_clean_sum / n, m_corr_sum / n)
 
 
-def _attribute_batch(model, graph, pair, config, metric, answers, scores, edge_mask):
-    """Add one batch's summed edge scores into ``scores``; return clean and corrupted metrics.
-
-    Buffers ``[b, p, n_forward, d_model]``: ``eap`` and ``eap-ig-inputs`` hold one (the corrupted
-    outputs, turned into the difference in place by the first gradient pass, which runs on the
-    clean prompt: alpha = 1 first for IG); ``eap-ig-activations`` two (corrupted and difference);
-    ``exact`` one plus the patched copies' live buffers.
-    """
-    mask, last = pair.mask, config.last_position_only
-    method = config.method
-    if method == "eap" and config.gradient_point == "corrupted":
-        # TL's denoising form: the gradient at the corrupted run; diff = clean - corrupted
-        buf, m_clean_t = collect_writer_outputs(model, graph, pair.clean, mask, last)
-        m_clean = metric(m_clean_t, pair.labels, answers)
-        m_corr = _gradient_pass(model, graph, pair.corrupted, pair.labels, answers, metric, buf, scores, 1.0,
-                                last_only=last, record=_Record(buf, buf, -1.0, mask))
-        return m_clean, m_corr
-    corr, corr_logits = collect_writer_outputs(model, graph, pair.corrupted, mask, last)
-    m_corr = metric(corr_logits, pair.labels, answers)
-    del corr_logits
-    if method == "exact":
-        with torch.no_grad():
-            m_clean = metric(_logits(model, pair.clean, last), pair.labels, answers)
-        b, p = pair.clean.input_ids.shape
-        per_call = patch_copies(graph, b, p, model.cfg.d_model, config.max_bytes or default_budget(scores.device))
-        if config.exact_level == "node":
-            # node effect placed on the node's logits edge, so node_scores() (row sums) returns it
-            units = [(f, graph.backward_index["logits"]) for f in range(graph.n_forward)]
-        else:
-            units = edge_mask.nonzero().tolist()
-        bar = tqdm(total=len(units), desc="exact patching", leave=False, disable=not config.progress)
-        for lo, hi in _chunks(len(units), per_call):
-            keep = torch.ones(hi - lo, *edge_mask.shape, dtype=torch.bool, device=edge_mask.device)
-            for j, (f, r) in enumerate(units[lo:hi]):
-                if config.exact_level == "node":
-                    keep[j, f] = False
-                else:
-                    keep[j, f, r] = False
-            m = patched_metric(model, graph, pair, corr, keep, metric, answers, last)
-            for j, (f, r) in enumerate(units[lo:hi]):
-                scores[f, r] += (m_clean - m[j]).sum()
-            bar.update(hi - lo)
-        bar.close()
-        return m_clean, m_corr
-    if method == "eap":
-        m_clean = _gradient_pass(model, graph, pair.clean, pair.labels, answers, metric, corr, scores, 1.0,
-                                 last_only=last, record=_Record(corr, corr, 1.0, mask))
-        return m_clean, m_corr
-    steps, w = config.steps, 1.0 / config.steps
-    if method == "eap-ig-inputs":
-        x_corr = corr[:, :, 0].clone()
-        diff = corr  # becomes clean - corrupted in the first (alpha = 1, clean) pass
-        m_clean = _gradient_pass(model, graph, pair.clean, pair.labels, answers, metric, diff, scores, w,
-                                 last_only=last, record=_Record(diff, diff, 1.0, mask))
-        for k in range(steps - 1, 0, -1):
-            x = x_corr + (k / steps) * diff[:, :, 0]  # padding keeps the run's own embedding
-            _gradient_pass(model, graph, pair.clean, pair.labels, answers, metric, diff, scores, w,
-                           input_override=x, real_mask=mask, last_only=last)
-        return m_clean, m_corr
-    # eap-ig-activations: every writer's value set to corrupted + alpha * diff (gradient kept)
-    diff = torch.empty_like(corr)
-    m_clean = _gradient_pass(model, graph, pair.clean, pair.labels, answers, metric, diff, scores, w,
-                             last_only=last, record=_Record(diff, corr, 1.0, mask))
-    for k in range(steps - 1, 0, -1):
-        alpha = k / steps
-
-        def target(idx, alpha=alpha):
-            sl = slice(idx[0], idx[-1] + 1)
-            return corr[:, :, sl] + alpha * diff[:, :, sl]
-
-        _gradient_pass(model, graph, pair.clean, pair.labels, answers, metric, diff, scores, w,
-                       writer_override=target, input_override=target(_input_idx(graph))[:, :, 0],
-                       real_mask=mask, last_only=last)
-    return m_clean, m_corr
-
-
-def _input_idx(graph: Graph) -> tuple[int, ...]:
-    """Forward indices written by the first writer hook (the ``input`` node)."""
-    return graph.forward_hooks()[0][1]
-
-
-def exact_patch_scores(model, clean, corrupted, level: str = "edge", metric: str | Metric = "logit_diff",
+def exact_patch_scores(model, clean: Sequence[Sample], corrupted: Sequence[Sample], level: str = "edge", metric: str | Metric = "logit_diff",
                        batch_size: int = 8, graph: Graph | None = None, progress: bool = False) -> AttributionResult:
     """Real activation patching of every edge (``level="edge"``) or writer node (``"node"``)."""
     cfg = AttributionConfig(method="exact", exact_level=level, metric=metric, batch_size=batch_size, progress=progress)
     return attribute(model, clean, corrupted, cfg, graph)
 
 
-def circuit_metric(
-    model, clean: Sequence[Sample], corrupted: Sequence[Sample], keep: Bool[torch.Tensor, "n_forward n_backward"],
-    metric: str | Metric = "logit_diff", batch_size: int = 8, graph: Graph | None = None, align: str = "strict",
-    last_only: bool = True,
-) -> dict[str, float]:
-    """Mean metric of the clean run, the corrupted run and the run where only ``keep`` edges stay clean."""
-    graph = graph or Graph.from_model(model)
-    metric_fn = get_metric(metric)
-    answers = answer_tokens(model.tokenizer)
-    device = next(model.parameters()).device
-    tot = {"clean": 0.0, "corrupted": 0.0, "circuit": 0.0}
-    keep = keep.to(device) | ~graph.edge_mask.to(device)
-    for lo, hi in _chunks(len(clean), batch_size):
-        pair = make_pair_batch(model.tokenizer, clean[lo:hi], corrupted[lo:hi], device, align)
-        corr_acts, corr_logits = collect_writer_outputs(model, graph, pair.corrupted, pair.mask, last_only)
-        with torch.no_grad():
-            tot["clean"] += float(metric_fn(_logits(model, pair.clean, last_only), pair.labels, answers).sum())
-        tot["corrupted"] += float(metric_fn(corr_logits, pair.labels, answers).sum())
-        tot["circuit"] += float(patched_metric(model, graph, pair, corr_acts, keep, metric_fn, answers, last_only).sum())
-    n = len(clean)
-    return {k: v / n for k, v in tot.items()}
-
 
 __all__ = [
     "METHODS",
+    "METHOD_BUFFERS",
+    "METHOD_FUNCTIONS",
     "AttributionConfig",
     "AttributionMemoryError",
     "AttributionResult",
+    "BatchMethod",
     "CorruptionLengthError",
     "PairBatch",
     "attribute",
     "buffer_bytes",
-    "circuit_metric",
     "collect_writer_outputs",
+    "eap_ig_activations_scores",
+    "eap_ig_inputs_scores",
+    "eap_scores",
     "exact_patch_scores",
+    "exact_scores",
     "make_pair_batch",
     "patch_copies",
     "patched_metric",

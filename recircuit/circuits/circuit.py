@@ -1,14 +1,13 @@
-"""Circuits: selected edges of a scored graph, their faithfulness, and files.
+"""Circuits: selected edges of a scored graph, their module importance, and files.
 
 Usage::
 
-    from recircuit.circuits import attribute, Circuit, faithfulness_curve
+    from recircuit.circuits import attribute, Circuit
     res = attribute(model, clean, corrupted)
     circ = Circuit.from_attribution(res, top_n=200)            # or threshold=..., greedy=True
     circ.module_importance()                                   # {"a3.h5": ..., "m7": ...}
     circ.to_dataframe()                                        # one row per edge
     circ.save("circuits/forget")                               # forget.json + forget.safetensors
-    curve = faithfulness_curve(model, res, clean, corrupted)   # MIB-style f, CPR, CMD
 
 **Selection.** ``top_n`` edges by absolute (or signed) score, or every edge above a
 ``threshold``, or greedy growth from ``logits``: repeatedly add the best-scoring edge whose reader
@@ -21,11 +20,7 @@ its incoming edges (a query head gets its own ``<q>`` edges and ``1/group_size``
 ``<k>``/``<v>`` edges). The circuit's own edges are used when ``within_circuit=True``; by default
 all scored edges are used, which is what module grouping needs.
 
-**Faithfulness** is measured by real intervention (:func:`~recircuit.circuits.attribute.patched_metric`):
-every edge outside the circuit carries its corrupted value, in one forward pass per size.
-f = (circuit - corrupted) / (clean - corrupted); CPR = area under f and CMD = area under |1 - f|,
-both by the trapezoid rule over the fraction of edges kept (x from 0 to 1; MIB's sizes
-{0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100}% plus the empty circuit at 0).
+Faithfulness (MIB's f, CPR, CMD) is :mod:`recircuit.circuits.faithfulness`.
 """
 
 from __future__ import annotations
@@ -44,8 +39,6 @@ from recircuit._io import atomic_write, atomic_write_json
 from recircuit.circuits.attribute import AttributionResult
 from recircuit.circuits.graph import Graph
 from recircuit.circuits.nodes import parse_node
-
-MIB_SIZES = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
 
 def select_edges(
@@ -212,104 +205,3 @@ class Circuit:
         if tuple(t["scores"].shape) != (g.n_forward, g.n_backward):
             raise ValueError(f"{js}: tensor shape {tuple(t['scores'].shape)} does not match the graph {g.to_dict()}.")
         return cls(g, t["scores"], t["edges"].bool(), meta["metadata"])
-
-
-@dataclass
-class FaithfulnessCurve:
-    """Faithfulness across circuit sizes."""
-
-    sizes: list[float]  # fraction of edges kept
-    n_edges: list[int]
-    faithfulness: list[float]
-    clean: float
-    corrupted: float
-
-    @property
-    def cpr(self) -> float:
-        """Area under f over x in [0, 1] (higher is better)."""
-        return float(np.trapezoid(self.faithfulness, self.sizes))
-
-    @property
-    def cmd(self) -> float:
-        """Area under |1 - f| over x in [0, 1] (lower is better)."""
-        return float(np.trapezoid(np.abs(1 - np.asarray(self.faithfulness)), self.sizes))
-
-    def edges_to_reach(self, level: float = 0.8) -> int | None:
-        """Smallest tested circuit size (edges) with f >= level, or None."""
-        for n, f in zip(self.n_edges, self.faithfulness):
-            if f >= level:
-                return n
-        return None
-
-    def to_dict(self) -> dict:
-        """JSON-able form with CPR and CMD."""
-        return {"sizes": self.sizes, "n_edges": self.n_edges, "faithfulness": self.faithfulness,
-                "clean": self.clean, "corrupted": self.corrupted, "cpr": self.cpr, "cmd": self.cmd}
-
-
-def faithfulness_curve(
-    model, result: AttributionResult, clean, corrupted, sizes=MIB_SIZES, absolute: bool = True,
-    batch_size: int = 8, align: str = "strict", progress: bool = True, max_bytes: int | None = None,
-) -> FaithfulnessCurve:
-    """MIB-style faithfulness of top-n circuits at each size (fraction of all edges).
-
-    Batches are the outer loop: each batch's corrupted activations are collected once and
-    reused for every circuit size. Several sizes share one forward pass (the batch tiled once
-    per size) as far as ``max_bytes`` (default: 40% of available RAM or free GPU memory) allows.
-    """
-    from tqdm.auto import tqdm
-
-    from recircuit.circuits.attribute import (
-        _chunks,
-        _logits,
-        collect_writer_outputs,
-        default_budget,
-        make_pair_batch,
-        patch_copies,
-        patched_metric,
-    )
-    from recircuit.circuits.metrics import get_metric
-    from recircuit.models.scoring import answer_tokens
-
-    g = result.graph
-    total = g.n_edges
-    device = next(model.parameters()).device
-    metric = get_metric(result.config.metric)
-    answers = answer_tokens(model.tokenizer)
-    fracs = [0.0] + [float(f) for f in sizes]
-    keeps = []
-    for frac in fracs:
-        n = int(round(frac * total))
-        if n == 0:
-            keeps.append(torch.zeros_like(g.edge_mask))
-        elif n >= total:
-            keeps.append(g.edge_mask.clone())
-        else:
-            keeps.append(select_edges(result.scores, g, top_n=max(1, n), absolute=absolute))
-    sums = torch.zeros(len(keeps), dtype=torch.float64)
-    clean_sum = corr_sum = 0.0
-    chunks = _chunks(len(clean), batch_size)
-    bar = tqdm(total=len(chunks) * len(keeps), desc="faithfulness", disable=not progress)
-    last = result.config.last_position_only
-    budget = max_bytes or default_budget(device)
-    stacked = torch.stack(keeps).to(device)
-    for lo, hi in chunks:
-        pair = make_pair_batch(model.tokenizer, clean[lo:hi], corrupted[lo:hi], device, align)
-        corr_acts, corr_logits = collect_writer_outputs(model, g, pair.corrupted, pair.mask, last)
-        with torch.no_grad():
-            clean_sum += float(metric(_logits(model, pair.clean, last), pair.labels, answers).sum())
-        corr_sum += float(metric(corr_logits, pair.labels, answers).sum())
-        per_call = patch_copies(g, hi - lo, pair.clean.input_ids.shape[1], model.cfg.d_model, budget)
-        for a, b in _chunks(len(keeps), per_call):
-            m = patched_metric(model, g, pair, corr_acts, stacked[a:b], metric, answers, last)
-            sums[a:b] += m.sum(1).double().cpu()
-            bar.update(b - a)
-        del corr_acts
-    bar.close()
-    n = len(clean)
-    m_clean, m_corr = clean_sum / n, corr_sum / n
-    denom = m_clean - m_corr
-    if abs(denom) < 1e-12:
-        raise ValueError("Clean and corrupted metrics are equal; faithfulness is undefined. Use another corruption.")
-    fs = [float((v / n - m_corr) / denom) for v in sums.tolist()]
-    return FaithfulnessCurve(fracs, [int(k.sum()) for k in keeps], fs, m_clean, m_corr)

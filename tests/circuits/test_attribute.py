@@ -195,7 +195,7 @@ def test_ig_activation_scores_into_logits_sum_to_the_metric_change(model, pairs)
 def test_cpu_budget_follows_available_memory(monkeypatch):
     import importlib
 
-    attr = importlib.import_module("recircuit.circuits.attribute")   # the module, not the function
+    attr = importlib.import_module("recircuit.circuits.engine")   # the memory budget lives there
 
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     assert 0 < attr.available_ram() <= total
