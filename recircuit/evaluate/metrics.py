@@ -24,6 +24,7 @@ from jaxtyping import Float
 from sklearn.metrics import roc_auc_score
 
 from recircuit.data.prompts import Sample
+from recircuit.data.requests import check_request
 from recircuit.metrics import classification_metrics
 from recircuit.models.scoring import iter_batches
 
@@ -67,7 +68,7 @@ def score_and_loss(model, samples: Sequence[Sample], batch_size: int = 8
         ``(p_yes, loss)``, float64 arrays of length ``len(samples)``.
     """
     from recircuit.models.loading import plain_forward
-    from recircuit.models.scoring import answer_tokens
+    from recircuit.models.scoring import answer_tokens, p_yes_from_logits, read_yes_no
     from recircuit.train.losses import answer_nll, tokenize_with_answers
 
     samples = list(samples)
@@ -85,9 +86,7 @@ def score_and_loss(model, samples: Sequence[Sample], batch_size: int = 8
                 logits = model(b.input_ids, attention_mask=b.attention_mask, return_type="logits")
                 m = b.target_mask[:, :-1].bool()
                 first = m.float().argmax(1)  # the last prompt position predicts the first answer token
-                rows = torch.arange(len(chunk), device=logits.device)
-                two = logits[rows, first][:, [ids.yes, ids.no]].float()
-                p_out.append(torch.softmax(two, dim=-1)[:, 0].double().cpu().numpy())
+                p_out.append(p_yes_from_logits(read_yes_no(logits, first, ids)).double().cpu().numpy())
                 l_out.append(answer_nll(logits, b).double().cpu().numpy())
     finally:
         model.train(was_training)
@@ -121,23 +120,12 @@ def check_protocol(forget: Sequence[Sample], test: Sequence[Sample], heldout: Se
                    train_size: int | None = None) -> None:
     """Refuse an evaluation whose sets break the protocol, with the reason and the fix.
 
-    Raises :class:`recircuit.unlearn.UnlearningError` for an empty forget set, a forget set
-    larger than the training set or not inside it, forget samples in the test set, an empty test
-    set, and held-out (MIA non-member) samples that were trained on (in forget or retain).
+    The package's one request validator, :func:`recircuit.data.requests.check_request`, with the
+    test set required. Raises :class:`~recircuit.data.requests.RequestError` for an empty forget
+    or test set, a forget set larger than the training set or not inside it, forget (or retain)
+    samples in the test set, and held-out (MIA non-member) samples that were trained on.
     """
-    from recircuit.unlearn.base import UnlearningError, check_request
-
-    if len(test) == 0:
-        raise UnlearningError("The test set is empty; utility cannot be measured.")
-    check_request(forget, retain, test, train_size=train_size, train=train)
-    if heldout is not None:
-        if len(heldout) == 0:
-            raise UnlearningError("The held-out set is empty; the membership attack needs never-trained samples.")
-        trained = {s.uid or s.input for s in forget} | {s.uid or s.input for s in (retain or [])}
-        clash = trained & {s.uid or s.input for s in heldout}
-        if clash:
-            raise UnlearningError(f"{len(clash)} held-out samples were trained on (e.g. {sorted(clash)[0]!r}); "
-                                  "MIA non-members must never have been trained on: use the valid split.")
+    check_request(forget, retain, test=test, heldout=heldout, train=train, train_size=train_size)
 
 
 def evaluate_unlearning(model, retrained, forget: Sequence[Sample], test: Sequence[Sample],
@@ -165,7 +153,7 @@ def evaluate_unlearning(model, retrained, forget: Sequence[Sample], test: Sequen
         entries above.
 
     Raises:
-        UnlearningError: empty forget or test set, forget overlapping test, forget larger than (or
+        RequestError: empty forget or test set, forget overlapping test, forget larger than (or
             outside) train, held-out samples that were trained on.
     """
     check_protocol(forget, test, heldout, retain, train)

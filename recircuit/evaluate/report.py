@@ -6,7 +6,7 @@ Usage::
     rep = UnlearningReport(meta={"model": "smollm2-135m-instruct", "rate": 0.1})
     rep.add("cure", seed=0, metrics={"forget_jsd": 0.01, "test_auc": 0.71, "seconds": 30})
     rep.save("runs/report")            # report.json + report.md (atomic)
-    audit = audit_record(forget, model_before_hash, model_after_hash, config)
+    audit = audit_record(forget, model_before_hash, model_after_hash, config, "cure", seconds, status=res.status)
 """
 
 from __future__ import annotations
@@ -53,16 +53,18 @@ AUDIT_FORMAT = "recircuit.audit/1"
 
 
 def audit_record(forget: Sequence[Sample], before: str, after: str, config: dict, method: str,
-                 seconds: float, extra: dict | None = None) -> dict:
-    """What was forgotten (ids + content hashes), model hashes before/after, config and time.
+                 seconds: float, extra: dict | None = None, status: str = "ok") -> dict:
+    """What was forgotten (ids + content hashes), model hashes before/after, config, time and status.
 
     Each forgotten sample is listed by uid with the sha256 of its content (instruction, input,
     output), and the whole list is hashed once more (``content_sha256``), so a later reader can
-    check the record against the data without the record holding the data itself.
+    check the record against the data without the record holding the data itself. ``status`` is
+    the run's :attr:`~recircuit.unlearn.UnlearnResult.status` (``ok``, ``early_stop``,
+    ``restored``, ``destroyed``): only ``ok`` and ``early_stop`` mean the data was forgotten.
     """
     if not forget:
         raise ValueError("An audit record needs the forgotten samples; the forget set is empty.")
-    return {"format": AUDIT_FORMAT, "method": method,
+    return {"format": AUDIT_FORMAT, "method": method, "status": status,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "forgotten": {"n": len(forget), "uids": [s.uid for s in forget],
                           "sample_sha256": [sample_hash(s) for s in forget],

@@ -5,9 +5,16 @@ Usage::
     from recircuit.models import score, answer_tokens, tokenize_prompts, yes_no_logits
     p_yes = score(model, samples, batch_size=8)        # np.ndarray [n], P("Yes")
     toks = answer_tokens(model.tokenizer)             # AnswerTokens(yes=9230, no=2838) on SmolLM2
+    two = read_yes_no(logits, pos, toks)              # [batch, 2] Yes/No logits at each row's `pos`
+    p = p_yes_from_logits(two)                        # [batch] P(Yes)
 
 ``score`` is the softmax over the two answer logits at the last prompt position. Batches are
 left-padded with an attention mask and matching position ids, so padding does not change a score.
+
+**The one Yes/No readout.** :func:`read_yes_no` (the ``[yes, no]`` logits of each row at its
+answer position, in float32) and :func:`p_yes_from_logits` (their softmax's Yes entry) are the
+only place P(Yes) is read from logits: scoring, the training loss ``yes_no_loss``, the
+unlearning objectives and the evaluation's one-pass ``score_and_loss`` all call them.
 """
 
 from __future__ import annotations
@@ -87,13 +94,36 @@ def forward_logits(model, batch: TokenizedBatch) -> Float[torch.Tensor, "batch p
     return model(batch.input_ids, attention_mask=batch.attention_mask, return_type="logits")
 
 
+def read_yes_no(
+    logits: Float[torch.Tensor, "batch pos vocab"],
+    pos: Int[torch.Tensor, "batch"] | None,
+    answers: AnswerTokens,
+) -> Float[torch.Tensor, "batch 2"]:
+    """The ``[yes, no]`` logits of each row at position ``pos[row]`` (the last position if ``None``), float32.
+
+    ``pos`` is the position whose next-token distribution is the answer: the last prompt token
+    (the last column of a left-padded prompt batch; ``len(prompt) - 1`` of a right-padded one).
+    Differentiable; the cast to float32 comes after the gather, so it costs two columns only.
+    """
+    if pos is None:
+        two = logits[:, -1, :][:, [answers.yes, answers.no]]
+    else:
+        rows = torch.arange(logits.shape[0], device=logits.device)
+        two = logits[rows, pos.to(logits.device)][:, [answers.yes, answers.no]]
+    return two.float()
+
+
+def p_yes_from_logits(two: Float[torch.Tensor, "batch 2"]) -> Float[torch.Tensor, "batch"]:
+    """P("Yes") from :func:`read_yes_no`'s ``[yes, no]`` logits: the softmax over the two answers."""
+    return torch.softmax(two.float(), dim=-1)[:, 0]
+
+
 def yes_no_logits(
     model, batch: TokenizedBatch, answers: AnswerTokens | None = None
 ) -> Float[torch.Tensor, "batch 2"]:
-    """The ``[yes, no]`` logits at the last prompt position of each row."""
+    """The ``[yes, no]`` logits (float32) at the last prompt position of each row of a left-padded batch."""
     answers = answers or answer_tokens(model.tokenizer)
-    logits = forward_logits(model, batch)
-    return logits[:, -1, :][:, [answers.yes, answers.no]]
+    return read_yes_no(forward_logits(model, batch), None, answers)
 
 
 def iter_batches(items: Sequence, batch_size: int) -> Iterator[Sequence]:
@@ -141,8 +171,8 @@ def score(
             bar = tqdm(total=len(prompts), desc=desc, unit="sample", disable=not progress, leave=False)
             for chunk in iter_batches(prompts, batch_size):
                 batch = tokenize_prompts(model.tokenizer, chunk, device)
-                two = yes_no_logits(model, batch, answers).float()
-                out.append(torch.softmax(two, dim=-1)[:, 0].double().cpu().numpy())
+                two = yes_no_logits(model, batch, answers)
+                out.append(p_yes_from_logits(two).double().cpu().numpy())
                 bar.update(len(chunk))
             bar.close()
     finally:

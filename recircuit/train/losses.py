@@ -106,7 +106,7 @@ def yes_no_loss(model, samples: Sequence[Sample], reduction: str = "none") -> Fl
     Args:
         reduction: ``"none"`` (shape [n]), ``"mean"`` or ``"sum"``.
     """
-    from recircuit.models.scoring import answer_tokens
+    from recircuit.models.scoring import answer_tokens, read_yes_no
 
     if reduction not in ("none", "mean", "sum"):
         raise ValueError(f"reduction must be 'none', 'mean' or 'sum', got {reduction!r}")
@@ -122,8 +122,7 @@ def yes_no_loss(model, samples: Sequence[Sample], reduction: str = "none") -> Fl
         att[i, : len(r)] = 1
     logits = model(ids.to(device), attention_mask=att.to(device), return_type="logits")
     last = torch.tensor([len(r) - 1 for r in rows], device=logits.device)
-    a = answer_tokens(tok)
-    two = logits[torch.arange(len(rows), device=logits.device), last][:, [a.yes, a.no]].float()
+    two = read_yes_no(logits, last, answer_tokens(tok))
     target = torch.tensor([0 if s.label == 1 else 1 for s in samples], device=logits.device)
     per = torch.nn.functional.cross_entropy(two, target, reduction="none")
     if reduction == "none":

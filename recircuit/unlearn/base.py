@@ -1,24 +1,42 @@
-"""The unlearning-method interface, its registry and the shared update loop.
+"""The unlearning-method interface, its result and the shared update loop.
 
 Usage::
 
-    from recircuit.unlearn import get_method, available_methods, UnlearnConfig
-    method = get_method("cure")
-    result = method.run(model, forget, retain, UnlearnConfig(steps=30), heldout=split.valid[:64])
+    from recircuit.unlearn import LoopConfig, get_method, method_config
+    method = get_method("cure", method_config("cure", forget_rule="npo"))
+    result = method.run(model, forget, retain, LoopConfig(steps=30), heldout=split.valid[:64])
+    result.status            # "ok" | "early_stop" | "restored" | "destroyed"
+    result.check()           # raises RunFailed unless the run can be trusted
 
-A new method is one file: subclass :class:`UnlearnMethod`, implement ``setup`` (which parameters
-move, any teachers) and ``gradients`` (set ``.grad`` on those parameters for one step), and
-decorate it with ``@register("name")``.
+A method subclasses :class:`UnlearnMethod` and implements ``setup`` (which parameters move, any
+teachers) and ``gradients`` (set ``.grad`` on those parameters for one step); its knobs are in
+``self.config`` (its own :class:`~recircuit.unlearn.config.MethodConfig`), the loop's in
+``self.loop`` (:class:`~recircuit.unlearn.config.LoopConfig`). See :mod:`recircuit.unlearn` for
+how to register one.
 
 **Shared loop.** Every method gets the same budget (``steps`` optimizer steps of Adam without
 weight decay, so parameters with zero gradient never move), the same forget/retain batches and the
 same early-stopping rule, which never looks at the retrained model: every ``eval_every`` steps the
 mean probability the model gives the *correct* answer on (a sample of) the forget set is compared
 with the same quantity on held-out samples it never trained on; when forget falls to the held-out
-level the forget data looks unseen, and the loop stops. A NaN/inf loss or gradient, or a diverging
-retain loss (over ``diverge_factor`` times ``max(first retain loss, diverge_floor)``), restores the
-weights of the last step whose loss was finite and stops, with the reason in ``result.stopped``:
-never a silently broken model.
+level the forget data looks unseen, and the loop stops (status ``"early_stop"``).
+
+**Guards: never a silently broken model.**
+
+* A NaN/inf loss or gradient, or a diverging retain loss (over ``diverge_factor`` times
+  ``max(first retain loss, diverge_floor)``), restores the weights of the last step whose loss
+  was finite and stops: status ``"restored"``, the reason in ``result.stopped``.
+* After the loop, the final model is checked on ``guard_samples`` retain samples against the
+  reference model: a non-finite output, a retain answer loss over ``diverge_factor`` times
+  ``max(reference loss, diverge_floor)``, or P(Yes) collapsed to a constant (its spread under 1%
+  of the reference's) gives status ``"destroyed"``. The weights are left as the run made them
+  (for inspection); ``result.check()`` raises :class:`~recircuit.errors.RunFailed`, and
+  ``recircuit unlearn`` saves nothing. Both are logged as warnings (with the log record attribute
+  ``unlearn_status``, so a caller that reports the status itself can filter them).
+* Bounded GA steps that push nothing (every forget sample's answer CE already above
+  ``ga_bound``, so the gradient is zero) are counted in ``result.extra["ga_idle_steps"]`` and
+  logged as a warning the first time; a run whose every step was idle says so in
+  ``result.extra["warnings"]``.
 
 **Frozen means bit-identical.** The optimizer is Adam with ``weight_decay=0``: an entry whose
 gradient is exactly zero at every step keeps zero moments, so its update is exactly zero (AdamW's
@@ -32,99 +50,46 @@ import copy
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from recircuit.data.prompts import Sample
+from recircuit.data.requests import RequestError, check_request
+from recircuit.errors import RunFailed
 from recircuit.models.loading import plain_forward
-from recircuit.models.scoring import score
-from recircuit.unlearn.grouping import GroupingConfig
+from recircuit.models.scoring import p_yes_from_logits, score
+from recircuit.unlearn.config import LoopConfig, MethodConfig
+from recircuit.unlearn.objectives import answer_forward
 
 logger = logging.getLogger(__name__)
 
-_REGISTRY: dict[str, type[UnlearnMethod]] = {}
-FORGET_RULES = ("npo", "ga", "e2urec")
+#: Kept as an alias: an impossible deletion request raises the package's one request error.
+UnlearningError = RequestError
 
-
-class UnlearningError(ValueError):
-    """A deletion request that cannot be honoured as given."""
-
-
-@dataclass
-class UnlearnConfig:
-    """Budget and hyper-parameters shared by all methods (each uses what applies to it).
-
-    Attributes:
-        steps: optimizer steps (the budget every method gets).
-        lr: Adam learning rate (no weight decay, so parameters with zero gradient stay bit-identical).
-        batch_size: forget and retain samples per step (the same seeded batches for every method).
-        seed: seed of the batch order, random groups and the E2URec augmented model.
-        eval_every: steps between early-stopping checks.
-        early_stop: stop once forget-set P(correct) falls to the held-out level (needs ``heldout``).
-        eval_samples: forget / held-out samples used by the early-stopping check.
-        forget_rule: CURE's (and PCGrad's) forget objective: ``npo`` (default), ``ga`` (bounded
-            gradient ascent) or ``e2urec`` (KL to E2URec's forgetting teacher).
-        npo_beta: NPO temperature.
-        ga_bound: bounded GA stops pushing a sample once its answer CE exceeds this (nats).
-        retain_kl: weight of KL(original || model) on retain answers in the retain objective.
-        retain_weight: weight of retain CE in GradDiff and NPO.
-        diverge_factor, diverge_floor: the retain loss may grow to ``diverge_factor`` times
-            ``max(first retain loss, diverge_floor)`` before the run is called diverged.
-        grouping: CURE's module grouping.
-        importance_method, importance_steps, importance_samples, corruption: the EAP run that
-            scores modules (method, IG steps, samples per set, corruption strategy).
-        e2urec_alpha, e2urec_beta: E2URec's teacher strength and remembering weight.
-        e2urec_aug_steps, e2urec_aug_lr: tuning of the augmented model on the forget set.
-    """
-
-    steps: int = 30
-    lr: float = 1e-5
-    batch_size: int = 8
-    seed: int = 0
-    eval_every: int = 5
-    early_stop: bool = True
-    eval_samples: int = 64
-    forget_rule: str = "npo"  # CURE forget-specific rule: npo | ga | e2urec
-    npo_beta: float = 0.1
-    ga_bound: float = 2.0
-    retain_kl: float = 1.0
-    retain_weight: float = 1.0
-    diverge_factor: float = 5.0
-    diverge_floor: float = 0.1
-    grouping: GroupingConfig = field(default_factory=GroupingConfig)
-    importance_method: str = "eap-ig-inputs"
-    importance_steps: int = 3
-    importance_samples: int = 16
-    corruption: str = "label_flip"
-    e2urec_alpha: float = 2.0
-    e2urec_beta: float = 0.6
-    e2urec_aug_steps: int = 10
-    e2urec_aug_lr: float = 1e-5
-
-    def __post_init__(self) -> None:
-        if isinstance(self.grouping, dict):
-            self.grouping = GroupingConfig(**self.grouping)
-        if self.forget_rule not in FORGET_RULES:
-            raise ValueError(f"forget_rule must be one of {FORGET_RULES}, got {self.forget_rule!r}")
-        if self.steps < 0 or self.batch_size < 1 or self.eval_every < 1:
-            raise ValueError(f"steps must be >= 0 and batch_size, eval_every >= 1; got steps={self.steps}, "
-                             f"batch_size={self.batch_size}, eval_every={self.eval_every}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
-
-    def to_dict(self) -> dict:
-        """JSON-able form."""
-        d = asdict(self)
-        d["grouping"] = asdict(self.grouping)
-        return d
+#: ``result.status`` values after which the unlearned model can be used.
+OK_STATUSES = ("ok", "early_stop")
 
 
 @dataclass
 class UnlearnResult:
-    """What a method did."""
+    """What a method did.
+
+    Attributes:
+        method: the method's registered name.
+        steps: optimizer steps whose update the model keeps.
+        seconds: wall time of the run (setup included).
+        history: one dict of logged losses per step.
+        stopped: why the run stopped, in words.
+        extra: method details (grouping, conflicts) and loop notes (``ga_idle_steps``, ``warnings``,
+            ``guard``).
+        model: the unlearned model (the object passed in).
+        status: ``"ok"`` (budget spent), ``"early_stop"`` (forget set at the held-out level),
+            ``"restored"`` (non-finite or diverged: the last good weights were restored),
+            ``"destroyed"`` (the final model failed the guard; weights left as they are).
+    """
 
     method: str
     steps: int
@@ -133,81 +98,23 @@ class UnlearnResult:
     stopped: str
     extra: dict = field(default_factory=dict)
     model: object = field(default=None, repr=False)
+    status: str = "ok"
+
+    @property
+    def ok(self) -> bool:
+        """The unlearned model can be used (status ``ok`` or ``early_stop``)."""
+        return self.status in OK_STATUSES
+
+    def check(self) -> UnlearnResult:
+        """Return ``self`` if :attr:`ok`, else raise :class:`RunFailed` with the status and reason."""
+        if not self.ok:
+            raise RunFailed(f"{self.method}: {self.stopped} (status {self.status})")
+        return self
 
     def to_dict(self) -> dict:
         """JSON-able form (without the model)."""
-        return {"method": self.method, "steps": self.steps, "seconds": self.seconds, "history": self.history,
-                "stopped": self.stopped, "extra": self.extra}
-
-
-def register(name: str):
-    """Class decorator adding a method to the registry under ``name``."""
-
-    def deco(cls):
-        if name in _REGISTRY and _REGISTRY[name].__qualname__ != cls.__qualname__:
-            raise ValueError(f"Unlearning method name {name!r} is already taken by {_REGISTRY[name].__qualname__}; "
-                             "pick another name.")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return deco
-
-
-def available_methods() -> list[str]:
-    """Registered method names."""
-    from recircuit.unlearn import methods  # noqa: F401  (registers the built-ins)
-
-    return sorted(_REGISTRY)
-
-
-def get_method(name: str) -> UnlearnMethod:
-    """An instance of the registered method ``name``."""
-    names = available_methods()
-    if name not in _REGISTRY:
-        raise KeyError(f"Unknown unlearning method {name!r}; available: {names}")
-    return _REGISTRY[name]()
-
-
-def _key(s: Sample) -> str:
-    return s.uid or s.input
-
-
-def check_request(forget: Sequence[Sample], retain: Sequence[Sample] | None, test: Sequence[Sample] | None = None,
-                  train_size: int | None = None, train: Sequence[Sample] | None = None) -> None:
-    """Refuse a deletion request that cannot be honoured, with the reason and the fix.
-
-    Raises :class:`UnlearningError` for an empty forget set, a forget set larger than the training
-    set (``train_size`` or ``len(train)``), forget samples that are not training samples (when
-    ``train`` is given), forget samples in the test set, forget samples also in the retain set,
-    and an empty retain set (``retain=None`` skips the retain checks).
-    """
-    if len(forget) == 0:
-        raise UnlearningError("The forget set is empty; name the users or samples to forget.")
-    if train is not None:
-        train_size = len(train) if train_size is None else train_size
-    if train_size is not None and len(forget) > train_size:
-        raise UnlearningError(f"The forget set ({len(forget)}) is larger than the training set ({train_size}); "
-                              "only training samples can be forgotten.")
-    keys = {_key(s) for s in forget}
-    if train is not None:
-        missing = keys - {_key(s) for s in train}
-        if missing:
-            raise UnlearningError(f"{len(missing)} forget samples were never trained on (e.g. {sorted(missing)[0]!r}); "
-                                  "only training samples can be forgotten: take the forget set from the training split.")
-    if test is not None:
-        clash = keys & {_key(s) for s in test}
-        if clash:
-            raise UnlearningError(f"{len(clash)} forget samples are in the test set (e.g. {sorted(clash)[0]!r}); "
-                                  "a test sample was never trained on and cannot be forgotten.")
-    if retain is None:
-        return
-    if len(retain) == 0:
-        raise UnlearningError("The retain set is empty; nothing would remain of the training data.")
-    both = keys & {_key(s) for s in retain}
-    if both:
-        raise UnlearningError(f"{len(both)} samples are in both the forget and the retain set (e.g. {sorted(both)[0]!r}); "
-                              "split the training data with recircuit.data.forget_retain_split.")
+        return {"method": self.method, "status": self.status, "steps": self.steps, "seconds": self.seconds,
+                "history": self.history, "stopped": self.stopped, "extra": self.extra}
 
 
 def p_correct(model, samples: Sequence[Sample], batch_size: int = 8) -> float:
@@ -217,36 +124,85 @@ def p_correct(model, samples: Sequence[Sample], batch_size: int = 8) -> float:
     return float(np.mean(np.where(y == 1, p, 1 - p)))
 
 
+@torch.no_grad()
+def _answer_state(model, samples: Sequence[Sample]) -> tuple[np.ndarray, np.ndarray]:
+    """Answer CE and P(Yes) per sample, one forward pass (for the destruction guard)."""
+    was = model.training
+    model.eval()
+    try:
+        with plain_forward(model):
+            ce, two = answer_forward(model, list(samples))
+    finally:
+        model.train(was)
+    return ce.double().cpu().numpy(), p_yes_from_logits(two).double().cpu().numpy()
+
+
+def destruction_check(model, reference, samples: Sequence[Sample], loop: LoopConfig) -> tuple[str | None, dict]:
+    """Is ``model`` destroyed compared with ``reference`` on ``samples``? ``(reason or None, numbers)``.
+
+    Destroyed: non-finite answer loss or P(Yes); mean answer CE over ``loop.diverge_factor`` times
+    ``max(reference CE, loop.diverge_floor)``; or P(Yes) collapsed to a constant (its spread,
+    max - min, under 1% of the reference's while the reference's is over 1e-3).
+    """
+    ce, p = _answer_state(model, samples)
+    ce0, p0 = _answer_state(reference, samples)
+    spread, spread0 = float(np.ptp(p)) if len(p) else 0.0, float(np.ptp(p0)) if len(p0) else 0.0
+    nums = {"retain_ce": float(np.mean(ce)), "reference_retain_ce": float(np.mean(ce0)),
+            "p_yes_spread": spread, "reference_p_yes_spread": spread0, "samples": len(ce)}
+    limit = loop.diverge_factor * max(float(np.mean(ce0)), loop.diverge_floor)
+    if not (np.isfinite(ce).all() and np.isfinite(p).all()):
+        return "the final model's answers are not finite on retain samples", nums
+    if float(np.mean(ce)) > limit:
+        return (f"the final model's retain answer loss exploded ({np.mean(ce):.3g} > {loop.diverge_factor} x "
+                f"{max(float(np.mean(ce0)), loop.diverge_floor):.3g} of the reference)"), nums
+    if spread0 > 1e-3 and spread < 0.01 * spread0:
+        return (f"the final model's P(Yes) collapsed to a constant on retain samples (spread {spread:.2g} vs "
+                f"{spread0:.2g} of the reference)"), nums
+    return None, nums
+
+
 class UnlearnMethod:
     """Base class: subclasses choose the trainable parameters and compute gradients per step.
 
-    Hooks for subclasses:
-        ``setup`` returns the parameters the method may change (default: every attention and MLP
-        projection weight). It may set ``self.grad_masks`` (``{param_name: bool mask}``, names from
-        :func:`recircuit.unlearn.masks.module_params`): gradient hooks then zero every entry outside
-        the mask, so those entries stay bit-identical under Adam without weight decay.
-        ``gradients`` sets ``.grad`` for one step and returns the losses to log; it must report the
-        retain-side loss as ``"retain"`` when it has one (used by the divergence guard).
+    Hooks for subclasses (``self.config`` holds the method's config, ``self.loop`` the loop's):
+        ``setup(model, original, forget, retain)`` returns the parameters the method may change
+        (default: every attention and MLP projection weight). It may set ``self.grad_masks``
+        (``{param_name: bool mask}``, names from :func:`recircuit.unlearn.masks.module_params`):
+        gradient hooks then zero every entry outside the mask, so those entries stay
+        bit-identical under Adam without weight decay.
+        ``gradients(model, original, f_batch, r_batch)`` sets ``.grad`` for one step and returns
+        the losses to log; it must report the retain-side loss as ``"retain"`` when it has one
+        (used by the divergence guard), and bounded GA's share of pushed samples as
+        ``"ga_active"`` (used by the idle-GA warning).
         ``teardown`` releases what ``setup`` built; ``extra`` returns method details for the report.
     """
 
     name = "base"
+    config_class: type = MethodConfig
     grad_masks: dict[str, torch.Tensor] | None = None
 
-    def setup(self, model, original, forget, retain, config: UnlearnConfig) -> list[torch.nn.Parameter]:
+    def __init__(self, config: MethodConfig | None = None) -> None:
+        self.config = config if config is not None else self.config_class()
+        self.loop = LoopConfig()
+
+    def setup(self, model, original, forget, retain) -> list[torch.nn.Parameter]:
         """Return the parameters this method may change (default: every attention/MLP projection)."""
         from recircuit.unlearn.masks import module_params
 
         return list(module_params(model).values())
 
-    def gradients(self, model, original, f_batch, r_batch, config: UnlearnConfig) -> dict[str, float]:
+    def gradients(self, model, original, f_batch, r_batch) -> dict[str, float]:
         """Set ``.grad`` on the trainable parameters for one step; return logged losses."""
         raise NotImplementedError
 
     def teardown(self) -> None:
         """Release per-run state (teachers, hooks)."""
 
-    def run(self, model, forget: Sequence[Sample], retain: Sequence[Sample], config: UnlearnConfig | None = None,
+    def extra(self) -> dict:
+        """Method-specific details for the report (e.g. the grouping)."""
+        return {}
+
+    def run(self, model, forget: Sequence[Sample], retain: Sequence[Sample], loop: LoopConfig | None = None,
             reference=None, heldout: Sequence[Sample] | None = None, original=None,
             progress: bool = True) -> UnlearnResult:
         """Unlearn ``forget`` from ``model`` in place, keeping ``retain``.
@@ -254,22 +210,30 @@ class UnlearnMethod:
         Args:
             model: the fine-tuned bridge; its weights are changed in place.
             forget, retain: the deletion request (disjoint, both non-empty).
-            config: budget and hyper-parameters.
+            loop: the shared budget and guards (:class:`LoopConfig`; defaults when ``None``).
             reference: a frozen copy of the model before unlearning (the NPO reference, the KL
-                target and E2URec's remembering teacher); made here when not given.
+                target, E2URec's remembering teacher and the destruction guard's yardstick);
+                made here when not given.
             heldout: samples never trained on, for the early-stopping rule (e.g. the valid split).
             original: alias of ``reference``.
             progress: show a tqdm bar over steps.
 
         Returns:
-            An :class:`UnlearnResult` whose ``model`` is ``model``. On a NaN/inf loss or gradient,
-            or a diverging retain loss, the last good weights are restored and ``stopped`` says why.
+            An :class:`UnlearnResult` whose ``model`` is ``model`` and whose ``status`` says
+            whether it can be trusted (see the module docstring).
+
+        Raises:
+            RequestError: an impossible request (empty or overlapping sets).
         """
-        cfg = config or UnlearnConfig()
+        loop = loop if loop is not None else LoopConfig()
+        if not isinstance(loop, LoopConfig):
+            raise TypeError(f"run() takes a LoopConfig as its loop, got {type(loop).__name__}; a method's own "
+                            "settings go to get_method(name, method_config(name, ...)).")
+        self.loop = loop
         check_request(forget, retain)
         forget, retain = list(forget), list(retain)
-        torch.manual_seed(cfg.seed)
-        rng = np.random.default_rng(cfg.seed)
+        torch.manual_seed(loop.seed)
+        rng = np.random.default_rng(loop.seed)
         original = reference if reference is not None else original
         original = original if original is not None else copy.deepcopy(model).eval()
         if original is model:
@@ -280,7 +244,7 @@ class UnlearnMethod:
         for p in model.parameters():
             p.requires_grad_(False)
         self.grad_masks = None
-        params = self.setup(model, original, forget, retain, cfg)
+        params = self.setup(model, original, forget, retain)
         for p in params:
             p.requires_grad_(True)
         handles = []
@@ -288,32 +252,34 @@ class UnlearnMethod:
             from recircuit.unlearn.masks import attach_grad_masks
 
             handles = attach_grad_masks(model, self.grad_masks)
-        opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=0.0)
+        opt = torch.optim.Adam(params, lr=loop.lr, weight_decay=0.0)
         history: list[dict] = []
-        stopped = "budget"
-        heldout_level = p_correct(model, heldout[: cfg.eval_samples]) if (heldout and cfg.early_stop) else None
-        forget_eval = forget[: cfg.eval_samples]
+        stopped, status = "budget", "ok"
+        notes: dict = {}
+        ga_idle = 0
+        heldout_level = p_correct(model, heldout[: loop.eval_samples]) if (heldout and loop.early_stop) else None
+        forget_eval = forget[: loop.eval_samples]
         first_retain = None
         good = [p.detach().clone() for p in params]
-        bar = tqdm(range(cfg.steps), desc=f"unlearn ({self.name})", disable=not progress)
+        bar = tqdm(range(loop.steps), desc=f"unlearn ({self.name})", disable=not progress)
         done = 0
         try:
             for step in bar:
-                fi = rng.choice(len(forget), size=min(cfg.batch_size, len(forget)), replace=False)
-                ri = rng.choice(len(retain), size=min(cfg.batch_size, len(retain)), replace=False)
+                fi = rng.choice(len(forget), size=min(loop.batch_size, len(forget)), replace=False)
+                ri = rng.choice(len(retain), size=min(loop.batch_size, len(retain)), replace=False)
                 f_batch, r_batch = [forget[i] for i in fi], [retain[i] for i in ri]
                 model.train()
                 opt.zero_grad(set_to_none=True)
                 with plain_forward(model), plain_forward(original):
-                    logs = self.gradients(model, original, f_batch, r_batch, cfg)
+                    logs = self.gradients(model, original, f_batch, r_batch)
                 bad = [k for k, v in logs.items() if not np.isfinite(v)]
                 if not bad and not all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in params):
                     bad = ["gradient"]
                 r_loss = logs.get("retain")
                 if r_loss is not None and first_retain is None and np.isfinite(r_loss):
-                    first_retain = max(r_loss, cfg.diverge_floor)
+                    first_retain = max(r_loss, loop.diverge_floor)
                 diverged = (r_loss is not None and first_retain is not None and np.isfinite(r_loss)
-                            and r_loss > cfg.diverge_factor * first_retain)
+                            and r_loss > loop.diverge_factor * first_retain)
                 if bad or diverged:
                     with torch.no_grad():
                         for p, g in zip(params, good):
@@ -321,21 +287,29 @@ class UnlearnMethod:
                     # the weights this step was computed on are suspect: go back one update
                     done = max(step - 1, 0)
                     stopped = (f"non-finite {bad}" if bad else
-                               f"retain loss diverged ({r_loss:.3g} > {cfg.diverge_factor} x {first_retain:.3g})")
+                               f"retain loss diverged ({r_loss:.3g} > {loop.diverge_factor} x {first_retain:.3g})")
                     stopped += f" at step {step + 1}; restored the weights after step {done}"
-                    logger.warning("%s: %s", self.name, stopped)
+                    status = "restored"
+                    logger.warning("%s: %s", self.name, stopped, extra={"unlearn_status": status})
                     break
+                if logs.get("ga_active", 1.0) == 0.0:
+                    ga_idle += 1
+                    if ga_idle == 1:
+                        logger.warning("%s: step %d: every forget sample's answer loss is already above ga_bound, so "
+                                       "bounded gradient ascent has no gradient this step (raise ga_bound to push "
+                                       "further)", self.name, step + 1)
                 good = [p.detach().clone() for p in params]
                 opt.step()
                 done = step + 1
                 rec = {"step": done, **logs}
-                if heldout_level is not None and done % cfg.eval_every == 0:
+                if heldout_level is not None and done % loop.eval_every == 0:
                     model.eval()
                     pf = p_correct(model, forget_eval)
                     rec.update({"forget_p_correct": pf, "heldout_p_correct": heldout_level})
                     if pf <= heldout_level:
                         history.append(rec)
                         stopped = f"forget confidence {pf:.3f} reached held-out level {heldout_level:.3f}"
+                        status = "early_stop"
                         break
                 history.append(rec)
                 bar.set_postfix({k: f"{v:.3f}" for k, v in logs.items()})
@@ -349,8 +323,18 @@ class UnlearnMethod:
                 p.grad = None
             extra = self.extra()
             self.teardown()
-        return UnlearnResult(self.name, done, time.perf_counter() - t0, history, stopped, extra, model)
-
-    def extra(self) -> dict:
-        """Method-specific details for the report (e.g. the grouping)."""
-        return {}
+        if ga_idle:
+            notes["ga_idle_steps"] = ga_idle
+            if ga_idle == len(history) and history:
+                msg = (f"bounded GA did nothing: on all {ga_idle} steps every forget sample's answer loss was "
+                       f"already above ga_bound, so the forget objective had no gradient; raise ga_bound")
+                notes["warnings"] = [msg]
+                logger.warning("%s: %s", self.name, msg)
+        if status in OK_STATUSES and done > 0 and loop.guard_samples > 0:
+            reason, nums = destruction_check(model, original, retain[: loop.guard_samples], loop)
+            notes["guard"] = nums
+            if reason:
+                status, stopped = "destroyed", f"{reason} after {done} steps at lr {loop.lr:g}"
+                logger.warning("%s: %s", self.name, stopped, extra={"unlearn_status": status})
+        return UnlearnResult(self.name, done, time.perf_counter() - t0, history, stopped, {**extra, **notes}, model,
+                             status)

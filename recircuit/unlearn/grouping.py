@@ -46,7 +46,14 @@ GROUPS = ("forget_specific", "retain_specific", "task_shared", "frozen")
 
 @dataclass
 class GroupingConfig:
-    """How to split modules."""
+    """How to split modules (see the module docstring).
+
+    Attributes:
+        top_k: fraction of modules in each circuit (top-k mode), in (0, 1].
+        normalize: how forget and retain importances are made comparable: share or rank.
+        mode: topk (set differences of the two circuits) or ratio (log-ratio against margin).
+        margin: ratio mode's log-ratio a module needs to belong to one set alone.
+    """
 
     top_k: float = 0.2
     normalize: str = "share"

@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from jaxtyping import Float
 
 from recircuit.data.prompts import Sample
-from recircuit.models.scoring import answer_tokens
-from recircuit.train.losses import tokenize_with_answers
+from recircuit.models.scoring import answer_tokens, read_yes_no
+from recircuit.train.losses import answer_nll, tokenize_with_answers
 
 
 def answer_forward(model, samples: Sequence[Sample]) -> tuple[Float[torch.Tensor, "batch"], Float[torch.Tensor, "batch 2"]]:
@@ -36,23 +36,28 @@ def answer_forward(model, samples: Sequence[Sample]) -> tuple[Float[torch.Tensor
     device = next(model.parameters()).device
     b = tokenize_with_answers(model.tokenizer, samples, device, padding_side="right")
     logits = model(b.input_ids, attention_mask=b.attention_mask, return_type="logits")
-    m = b.target_mask[:, :-1].bool()
-    nll = F.cross_entropy(logits[:, :-1][m].float(), b.input_ids[:, 1:][m], reduction="none")
-    rows = m.nonzero()[:, 0]
-    ce = torch.zeros(len(samples), device=nll.device, dtype=nll.dtype).index_add(0, rows, nll)
-    ce = ce / m.sum(1).clamp(min=1)
-    first = m.int().argmax(dim=1)  # position predicting the first answer token
-    ans = answer_tokens(model.tokenizer)
-    idx = torch.arange(len(samples), device=device)
-    yes_no = logits[idx, first][:, [ans.yes, ans.no]].float()
-    return ce, yes_no
+    ce = answer_nll(logits, b)
+    first = b.target_mask[:, :-1].bool().int().argmax(dim=1)  # position predicting the first answer token
+    return ce, read_yes_no(logits, first, answer_tokens(model.tokenizer))
 
 
 def ga_loss(ce: Float[torch.Tensor, "batch"], bound: float | None = 2.0) -> Float[torch.Tensor, ""]:
-    """Gradient ascent on forget CE, bounded: no push once a sample's CE exceeds ``bound`` nats."""
+    """Gradient ascent on forget CE, bounded: no push once a sample's CE exceeds ``bound`` nats.
+
+    A sample whose CE is already at or above ``bound`` contributes nothing (zero loss, zero
+    gradient); when every sample of a batch is, the step does nothing. The methods count such
+    steps (:func:`ga_active_share`) and warn.
+    """
     if bound is None:
         return -ce.mean()
     return torch.relu(bound - ce).mean()
+
+
+def ga_active_share(ce: Float[torch.Tensor, "batch"], bound: float | None) -> float:
+    """Share of samples bounded GA still pushes (CE below ``bound``); 1.0 for unbounded GA."""
+    if bound is None:
+        return 1.0
+    return float((ce.detach() < bound).float().mean())
 
 
 def npo_loss(ce: Float[torch.Tensor, "batch"], ref_ce: Float[torch.Tensor, "batch"], beta: float = 0.1) -> Float[torch.Tensor, ""]:

@@ -3,16 +3,18 @@ import copy
 import pytest
 import torch
 
+from recircuit.errors import InputError
 from recircuit.train import answer_loss
 from recircuit.unlearn import (
     Grouping,
     GroupingConfig,
-    UnlearnConfig,
+    LoopConfig,
     UnlearningError,
     available_methods,
     check_request,
     get_method,
     group_masks,
+    method_config,
     module_params,
 )
 from recircuit.unlearn.methods.cure import CURE
@@ -32,7 +34,7 @@ def test_cure_forgets_and_leaves_frozen_modules_bit_identical(model, request_dat
     before_state = {k: v.clone() for k, v in model.state_dict().items()}
     before = answer_loss(model, forget).mean().item()
     grouping = _fixed_grouping()
-    res = CURE(grouping=grouping).run(model, forget, retain, UnlearnConfig(steps=15, lr=3e-3, early_stop=False), progress=False)
+    res = CURE(grouping=grouping).run(model, forget, retain, LoopConfig(steps=15, lr=3e-3, early_stop=False), progress=False)
     after = answer_loss(model, forget).mean().item()
     assert after > before + 0.05, (before, after)
     assert res.steps == 15 and res.extra["group_sizes"]["forget_specific"] == 3
@@ -57,8 +59,9 @@ def test_cure_forgets_and_leaves_frozen_modules_bit_identical(model, request_dat
 def test_baselines_raise_forget_loss(model, request_data, name):
     forget, retain, _ = request_data
     before = answer_loss(model, forget).mean().item()
-    cfg = UnlearnConfig(steps=8, lr=2e-3, early_stop=False, e2urec_aug_steps=4, e2urec_aug_lr=3e-3)
-    res = get_method(name).run(model, forget, retain, cfg, progress=False)
+    loop = LoopConfig(steps=8, lr=2e-3, early_stop=False)
+    cfg = method_config("e2urec", e2urec_aug_steps=4, e2urec_aug_lr=3e-3) if name == "e2urec" else None
+    res = get_method(name, cfg).run(model, forget, retain, loop, progress=False)
     after = answer_loss(model, forget).mean().item()
     assert res.method == name and res.history
     assert after > before, (name, before, after)
@@ -66,20 +69,20 @@ def test_baselines_raise_forget_loss(model, request_data, name):
 
 def test_cure_computes_its_own_grouping_with_the_eap_engine(model, request_data):
     forget, retain, _ = request_data
-    cfg = UnlearnConfig(steps=2, lr=1e-3, early_stop=False, importance_samples=4, importance_steps=1,
-                        grouping=GroupingConfig(top_k=0.3))
-    res = get_method("cure").run(model, forget, retain, cfg, progress=False)
+    loop = LoopConfig(steps=2, lr=1e-3, early_stop=False)
+    cfg = method_config("cure", importance_samples=4, importance_steps=1, grouping=GroupingConfig(top_k=0.3))
+    res = get_method("cure", cfg).run(model, forget, retain, loop, progress=False)
     sizes = res.extra["group_sizes"]
     assert sum(sizes.values()) == 10 and sizes["frozen"] < 10
-    rnd = get_method("cure-random").run(copy.deepcopy(model), forget, retain, cfg, progress=False)
+    rnd = get_method("cure-random", cfg).run(copy.deepcopy(model), forget, retain, loop, progress=False)
     assert sorted(rnd.extra["grouping"]["groups"].values()) == sorted(res.extra["grouping"]["groups"].values())
 
 
 def test_early_stopping_uses_heldout_not_retrain(model, request_data):
     forget, retain, heldout = request_data
-    res = get_method("ga").run(model, forget, retain, UnlearnConfig(steps=200, lr=5e-3, eval_every=2, ga_bound=None),
-                               heldout=heldout, progress=False)
-    assert res.steps < 200 and "held-out level" in res.stopped
+    res = get_method("ga", method_config("ga", ga_bound=None)).run(
+        model, forget, retain, LoopConfig(steps=200, lr=5e-3, eval_every=2), heldout=heldout, progress=False)
+    assert res.steps < 200 and "held-out level" in res.stopped and res.status == "early_stop"
 
 
 def test_nan_restores_last_good_weights(model, request_data, monkeypatch):
@@ -96,15 +99,16 @@ def test_nan_restores_last_good_weights(model, request_data, monkeypatch):
 
     monkeypatch.setattr(gd, "ga_loss", bad)
     reference = copy.deepcopy(model)
-    res = get_method("graddiff").run(model, forget, retain, UnlearnConfig(steps=10, lr=1e-3, early_stop=False),
+    res = get_method("graddiff").run(model, forget, retain, LoopConfig(steps=10, lr=1e-3, early_stop=False),
                                      original=reference, progress=False)
     # the loss of step 3 is NaN: the weights it was computed on (after step 2) are suspect, so the
     # run goes back to the weights after step 1
     assert "non-finite" in res.stopped and res.steps == 1
+    assert res.status == "restored" and res.to_dict()["status"] == "restored" and not res.ok
     assert all(torch.isfinite(p).all() for p in model.parameters())
     monkeypatch.setattr(gd, "ga_loss", real)
     one_step = copy.deepcopy(reference)
-    get_method("graddiff").run(one_step, forget, retain, UnlearnConfig(steps=1, lr=1e-3, early_stop=False),
+    get_method("graddiff").run(one_step, forget, retain, LoopConfig(steps=1, lr=1e-3, early_stop=False),
                                original=reference, progress=False)
     for (name, a), b in zip(model.named_parameters(), one_step.parameters()):
         assert torch.equal(a, b), name
@@ -118,6 +122,6 @@ def test_bad_requests_raise(request_data):
         check_request(forget, retain, test=forget[:2])
     with pytest.raises(UnlearningError, match="larger than the training set"):
         check_request(forget, retain, train_size=len(forget) - 1)
-    with pytest.raises(KeyError, match="available"):
+    with pytest.raises(InputError, match="available"):
         get_method("magic")
     assert {"cure", "cure-random", "ga", "graddiff", "npo", "pcgrad", "e2urec"} <= set(available_methods())

@@ -1,8 +1,15 @@
 """Built-in unlearning methods; importing this package registers them.
 
-One file per method: ``ga``, ``graddiff``, ``npo``, ``pcgrad``, ``e2urec``, ``cure``,
-``cure-random`` (random_groups.py) and ``retrain`` (the gold standard, via
-:func:`recircuit.train.retrain`). A new method is one more file imported here.
+Usage::
+
+    import recircuit.unlearn.methods            # (done by ``import recircuit.unlearn``)
+    from recircuit.unlearn.registry import available_methods
+    available_methods()                         # ['cure', 'cure-random', 'e2urec', 'ga', ...]
+
+One file per method, each holding its config dataclass and its ``@register(name, Config)``
+class: ``ga``, ``graddiff``, ``npo``, ``pcgrad``, ``e2urec``, ``cure``, ``cure-random``
+(random_groups.py) and ``retrain`` (the gold standard, via :func:`recircuit.train.retrain`).
+A new method is one more file imported here.
 """
 
 from recircuit.unlearn.methods import (  # noqa: F401

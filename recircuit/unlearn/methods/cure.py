@@ -2,9 +2,9 @@
 
 Usage::
 
-    from recircuit.unlearn import get_method, UnlearnConfig, GroupingConfig
-    res = get_method("cure").run(model, forget, retain, UnlearnConfig(steps=30, grouping=GroupingConfig(top_k=0.2)),
-                                 heldout=valid[:64])
+    from recircuit.unlearn import LoopConfig, get_method, method_config
+    cfg = method_config("cure", forget_rule="npo", grouping={"top_k": 0.2})
+    res = get_method("cure", cfg).run(model, forget, retain, LoopConfig(steps=30), heldout=valid[:64])
     res.extra["grouping"]          # modules, scores, thresholds, group and reason per module
 
 Steps: (1) module importance I_f, I_r with the EAP engine (EAP-IG by default) on forget and
@@ -12,7 +12,7 @@ retain samples, computed on the original model; (2) grouping (:func:`group_modul
 update per step in which each group follows its own rule, on its own parameter slices
 (:func:`group_masks`, GQA rule there):
 
-* forget-specific: the forget objective only (``config.forget_rule``: NPO by default, bounded GA
+* forget-specific: the forget objective only (``forget_rule``: NPO by default, bounded GA
   or E2URec's forgetting-teacher KL);
 * retain-specific: the retain objective only (answer CE on retain + KL to the original);
 * task-shared: both, with gradient surgery: the forget gradient restricted to the task-shared
@@ -23,23 +23,45 @@ update per step in which each group follows its own rule, on its own parameter s
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 
-from recircuit.unlearn.base import UnlearnMethod, register
-from recircuit.unlearn.grouping import Grouping, group_modules
+from recircuit.unlearn.base import UnlearnMethod
+from recircuit.unlearn.forget_rules import ForgetRuleConfig, augmented_model, forget_rule
+from recircuit.unlearn.grouping import Grouping, GroupingConfig, group_modules
 from recircuit.unlearn.importance import module_importance
 from recircuit.unlearn.masks import active_mask, group_masks, module_params
 from recircuit.unlearn.methods._common import (
-    augmented_model,
     forget_objective,
     grads_of,
     retain_objective,
     set_grads,
 )
 from recircuit.unlearn.pcgrad import project_conflict
+from recircuit.unlearn.registry import register
 
 
-@register("cure")
+@dataclass
+class CUREConfig(ForgetRuleConfig):
+    """CURE's knobs: the forget rule's (see :class:`ForgetRuleConfig`), the grouping and the EAP run.
+
+    Attributes:
+        grouping: how modules are split into groups (top_k, normalize, mode, margin).
+        importance_method: the EAP method that scores modules.
+        importance_steps: its integrated-gradient steps.
+        importance_samples: forget and retain samples it scores on (each).
+        corruption: the corruption strategy of the EAP run.
+    """
+
+    grouping: GroupingConfig = field(default_factory=GroupingConfig)
+    importance_method: str = "eap-ig-inputs"
+    importance_steps: int = 3
+    importance_samples: int = 16
+    corruption: str = "label_flip"
+
+
+@register("cure", CUREConfig)
 class CURE(UnlearnMethod):
     """Group-wise unlearning on the forget/retain circuits (see module docstring).
 
@@ -48,25 +70,27 @@ class CURE(UnlearnMethod):
     and retain samples of the original model, and counts toward the method's wall time.
     """
 
-    def __init__(self, grouping: Grouping | None = None) -> None:
+    def __init__(self, config: CUREConfig | None = None, grouping: Grouping | None = None) -> None:
+        super().__init__(config)
         self.grouping = grouping
         self.given = grouping is not None
 
-    def make_grouping(self, model, forget, retain, config) -> Grouping:
+    def make_grouping(self, model, forget, retain) -> Grouping:
         """Importance on forget and retain samples, then the configured split."""
-        n = config.importance_samples
-        kw = dict(method=config.importance_method, steps=config.importance_steps, corruption=config.corruption,
-                  batch_size=config.batch_size, progress=False)
+        cfg = self.config
+        n = cfg.importance_samples
+        kw = dict(method=cfg.importance_method, steps=cfg.importance_steps, corruption=cfg.corruption,
+                  batch_size=self.loop.batch_size, progress=False)
         i_f = module_importance(model, list(forget)[:n], **kw)
         i_r = module_importance(model, list(retain)[:n], **kw)
-        return group_modules(i_f, i_r, config.grouping)
+        return group_modules(i_f, i_r, cfg.grouping)
 
-    def resolve_grouping(self, original, forget, retain, config) -> Grouping:
+    def resolve_grouping(self, original, forget, retain) -> Grouping:
         """The grouping this run uses (given, or computed on the original model)."""
-        return self.grouping if self.given else self.make_grouping(original, forget, retain, config)
+        return self.grouping if self.given else self.make_grouping(original, forget, retain)
 
-    def setup(self, model, original, forget, retain, config):
-        self.grouping = self.resolve_grouping(original, forget, retain, config)
+    def setup(self, model, original, forget, retain):
+        self.grouping = self.resolve_grouping(original, forget, retain)
         masks = group_masks(model, self.grouping)
         named = module_params(model)
         active = active_mask(masks)
@@ -74,17 +98,18 @@ class CURE(UnlearnMethod):
         self.params = [named[n] for n in self.names]
         self.m = {g: [masks[g][n].to(named[n].device) for n in self.names] for g in masks}
         self.grad_masks = {n: active[n] for n in self.names}
-        self.aug = augmented_model(original, forget, config) if config.forget_rule == "e2urec" else None
+        needs = forget_rule(self.config.forget_rule).needs_teacher
+        self.aug = augmented_model(original, forget, self.config, self.loop) if needs else None
         self.conflicts = 0
         self.steps_seen = 0
         return self.params
 
-    def gradients(self, model, original, f_batch, r_batch, config):
+    def gradients(self, model, original, f_batch, r_batch):
         if not self.params:
             return {"forget": 0.0, "retain": 0.0}
-        lf = forget_objective(model, original, f_batch, config, config.forget_rule, self.aug)
+        lf, logs = forget_objective(model, original, f_batch, self.config, self.aug)
         gf = grads_of(lf, self.params)
-        lr_ = retain_objective(model, original, r_batch, config)
+        lr_ = retain_objective(model, original, r_batch, self.config)
         gr = grads_of(lr_, self.params)
         ms = self.m["task_shared"]
         flat_f = torch.cat([g[m] for g, m in zip(gf, ms)])
@@ -101,7 +126,7 @@ class CURE(UnlearnMethod):
                 i += n
             out.append(g)
         set_grads(self.params, out)
-        return {"forget": float(lf.detach()), "retain": float(lr_.detach())}
+        return {"forget": float(lf.detach()), "retain": float(lr_.detach()), **logs}
 
     def teardown(self) -> None:
         self.aug = None

@@ -2,20 +2,42 @@
 
 Usage::
 
-    from recircuit.unlearn import get_method, UnlearnConfig
-    get_method("e2urec").run(model, forget, retain, UnlearnConfig(e2urec_alpha=2.0, e2urec_beta=0.6))
+    from recircuit.unlearn import LoopConfig, get_method, method_config
+    cfg = method_config("e2urec", e2urec_alpha=2.0, e2urec_beta=0.6)
+    get_method("e2urec", cfg).run(model, forget, retain, LoopConfig())
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from recircuit.unlearn.base import UnlearnMethod, register
-from recircuit.unlearn.methods._common import augmented_model, e2urec_forget_loss
+from recircuit.unlearn.base import UnlearnMethod
+from recircuit.unlearn.config import MethodConfig
+from recircuit.unlearn.forget_rules import augmented_model, e2urec_forget_loss
 from recircuit.unlearn.objectives import answer_forward, kl_yes_no
+from recircuit.unlearn.registry import register
 
 
-@register("e2urec")
+@dataclass
+class E2URecConfig(MethodConfig):
+    """E2URec's knobs (E2URec's own values by default).
+
+    Attributes:
+        e2urec_alpha: strength of the forgetting teacher.
+        e2urec_beta: weight of the remembering KL (1 - beta weighs the forgetting KL).
+        e2urec_aug_steps: Adam steps tuning the augmented model on the forget set.
+        e2urec_aug_lr: learning rate of that tuning.
+    """
+
+    e2urec_alpha: float = 2.0
+    e2urec_beta: float = 0.6
+    e2urec_aug_steps: int = 10
+    e2urec_aug_lr: float = 1e-5
+
+
+@register("e2urec", E2URecConfig)
 class E2URec(UnlearnMethod):
     """``beta * KL(original || model) on retain + (1 - beta) * KL(forget teacher || model) on forget``.
 
@@ -28,18 +50,19 @@ class E2URec(UnlearnMethod):
     counts toward the method's wall time.
     """
 
-    def setup(self, model, original, forget, retain, config):
-        params = super().setup(model, original, forget, retain, config)
-        self.aug = augmented_model(original, forget, config)
+    def setup(self, model, original, forget, retain):
+        params = super().setup(model, original, forget, retain)
+        self.aug = augmented_model(original, forget, self.config, self.loop)
         return params
 
-    def gradients(self, model, original, f_batch, r_batch, config):
-        l_fgt = e2urec_forget_loss(model, original, self.aug, f_batch, config)
+    def gradients(self, model, original, f_batch, r_batch):
+        cfg = self.config
+        l_fgt = e2urec_forget_loss(model, original, self.aug, f_batch, cfg.e2urec_alpha)
         _, zr = answer_forward(model, r_batch)
         with torch.no_grad():
             _, z_orig_r = answer_forward(original, r_batch)
         l_rem = kl_yes_no(zr, z_orig_r)
-        (config.e2urec_beta * l_rem + (1 - config.e2urec_beta) * l_fgt).backward()
+        (cfg.e2urec_beta * l_rem + (1 - cfg.e2urec_beta) * l_fgt).backward()
         return {"forget": float(l_fgt.detach()), "retain": float(l_rem.detach())}
 
     def teardown(self) -> None:

@@ -2,40 +2,51 @@
 
 Usage::
 
-    from recircuit.unlearn import get_method
-    get_method("pcgrad").run(model, forget, retain, config)
+    from recircuit.unlearn import LoopConfig, get_method, method_config
+    get_method("pcgrad", method_config("pcgrad", forget_rule="npo")).run(model, forget, retain, LoopConfig())
 
-Same objectives as CURE (``config.forget_rule``, NPO by default; retain CE + KL to the original),
-one projection over the concatenated gradient of every attention/MLP projection weight.
+Same objectives as CURE (``forget_rule``, NPO by default; retain CE + KL to the original), one
+projection over the concatenated gradient of every attention/MLP projection weight.
 """
+
+from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
-from recircuit.unlearn.base import UnlearnMethod, register
+from recircuit.unlearn.base import UnlearnMethod
+from recircuit.unlearn.forget_rules import ForgetRuleConfig, augmented_model, forget_rule
 from recircuit.unlearn.methods._common import (
-    augmented_model,
     forget_objective,
     grads_of,
     retain_objective,
     set_grads,
 )
 from recircuit.unlearn.pcgrad import project_conflict
+from recircuit.unlearn.registry import register
 
 
-@register("pcgrad")
+@dataclass
+class PCGradConfig(ForgetRuleConfig):
+    """PCGrad's knobs: the forget rule's (see :class:`ForgetRuleConfig`)."""
+
+
+@register("pcgrad", PCGradConfig)
 class PCGradUniform(UnlearnMethod):
     """Forget gradient projected against the retain gradient, over all parameters at once."""
 
-    def setup(self, model, original, forget, retain, config):
-        self.params = super().setup(model, original, forget, retain, config)
-        self.aug = augmented_model(original, forget, config) if config.forget_rule == "e2urec" else None
+    def setup(self, model, original, forget, retain):
+        self.params = super().setup(model, original, forget, retain)
+        needs = forget_rule(self.config.forget_rule).needs_teacher
+        self.aug = augmented_model(original, forget, self.config, self.loop) if needs else None
         self.conflicts = 0
         return self.params
 
-    def gradients(self, model, original, f_batch, r_batch, config):
-        lf = forget_objective(model, original, f_batch, config, config.forget_rule, self.aug)
+    def gradients(self, model, original, f_batch, r_batch):
+        lf, logs = forget_objective(model, original, f_batch, self.config, self.aug)
         gf = grads_of(lf, self.params)
-        lr_ = retain_objective(model, original, r_batch, config)
+        lr_ = retain_objective(model, original, r_batch, self.config)
         gr = grads_of(lr_, self.params)
         flat, conflicted = project_conflict(torch.cat([g.flatten() for g in gf]), torch.cat([g.flatten() for g in gr]))
         self.conflicts += int(conflicted)
@@ -44,7 +55,7 @@ class PCGradUniform(UnlearnMethod):
             out.append(flat[i : i + p.numel()].view_as(p))
             i += p.numel()
         set_grads(self.params, out)
-        return {"forget": float(lf.detach()), "retain": float(lr_.detach())}
+        return {"forget": float(lf.detach()), "retain": float(lr_.detach()), **logs}
 
     def teardown(self) -> None:
         self.aug = None

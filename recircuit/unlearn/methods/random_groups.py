@@ -2,25 +2,25 @@
 
 Usage::
 
-    from recircuit.unlearn import get_method
-    res = get_method("cure-random").run(model, forget, retain, config)
+    from recircuit.unlearn import LoopConfig, get_method, method_config
+    res = get_method("cure-random", method_config("cure-random")).run(model, forget, retain, LoopConfig())
 
 If CURE beats this control, the circuits (not just the group sizes or the update rules) matter.
 The sizes come from the real grouping (computed as CURE does, or passed as ``grouping=``); the
-assignment is seeded by ``config.seed``.
+assignment is seeded by the loop's ``seed``. It takes CURE's config (:class:`CUREConfig`).
 """
 
 from __future__ import annotations
 
-from recircuit.unlearn.base import register
 from recircuit.unlearn.grouping import random_grouping
-from recircuit.unlearn.methods.cure import CURE
+from recircuit.unlearn.methods.cure import CURE, CUREConfig
+from recircuit.unlearn.registry import register
 
 
-@register("cure-random")
+@register("cure-random", CUREConfig)
 class RandomGroupsCURE(CURE):
     """CURE's update rules on a random grouping with CURE's group sizes."""
 
-    def resolve_grouping(self, original, forget, retain, config):
-        ref = super().resolve_grouping(original, forget, retain, config)
-        return random_grouping(ref, seed=config.seed)
+    def resolve_grouping(self, original, forget, retain):
+        ref = super().resolve_grouping(original, forget, retain)
+        return random_grouping(ref, seed=self.loop.seed)
