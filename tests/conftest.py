@@ -1,4 +1,4 @@
-"""Shared fixtures: seeding, offline HF, a tiny GQA bridge and the reference data folder."""
+"""Shared fixtures: seeding, offline HF, tiny bridges of every model family and the reference data folder."""
 
 from __future__ import annotations
 
@@ -56,6 +56,20 @@ def tiny():
     from recircuit.models import tiny_model
 
     return tiny_model(seed=0)
+
+
+#: The model families every family test runs on (rows of recircuit.models.families.FAMILIES):
+#: Llama-style GQA, GPT-2-style (fused qkv, Conv1D, plain MLP, learned positions), GPT-NeoX
+#: (interleaved fused qkv, parallel attention/MLP) and Phi-3 (fused qkv and gate/up, GQA).
+TINY_FAMILIES = ("llama", "gpt2", "neox", "phi3")
+
+
+@pytest.fixture(params=TINY_FAMILIES)
+def family_model(request):
+    """A fresh tiny bridge of each family in turn (2 layers, 4 query heads, d_model 64)."""
+    from recircuit.models import tiny_model
+
+    return tiny_model(seed=0, family=request.param)
 
 
 @pytest.fixture(scope="session")

@@ -2,13 +2,25 @@
 
 Usage::
 
-    from recircuit.models import load_model, tiny_model, score
+    from recircuit.models import load_model, tiny_model, score, family_of
     model = load_model("smollm2-135m-instruct")
     p_yes = score(model, samples, batch_size=8)
+    family_of(load_model("tiny-gpt2")).qkv            # 'fused': the family table, models/families.py
 """
 
+from recircuit.models.families import (
+    FAMILIES,
+    PROJECTIONS,
+    Family,
+    family_of,
+    head_slice,
+    module_update_norms,
+    projection_params,
+    projections,
+)
 from recircuit.models.loading import (
     OFFLINE_MODELS,
+    TINY_MODELS,
     ModelLoadError,
     default_device,
     enable_circuit_hooks,
@@ -17,8 +29,10 @@ from recircuit.models.loading import (
     model_device,
     model_name,
     plain_forward,
+    tiny_family,
     tiny_hf_model,
     tiny_model,
+    tiny_model_name,
     tiny_tokenizer,
 )
 from recircuit.models.scoring import (
@@ -32,7 +46,16 @@ from recircuit.models.scoring import (
 )
 
 __all__ = [
+    "FAMILIES",
     "OFFLINE_MODELS",
+    "PROJECTIONS",
+    "TINY_MODELS",
+    "Family",
+    "family_of",
+    "head_slice",
+    "module_update_norms",
+    "projection_params",
+    "projections",
     "AnswerTokens",
     "ModelLoadError",
     "TokenizedBatch",
@@ -47,7 +70,9 @@ __all__ = [
     "plain_forward",
     "score",
     "tiny_hf_model",
+    "tiny_family",
     "tiny_model",
+    "tiny_model_name",
     "tiny_tokenizer",
     "tokenize_prompts",
     "yes_no_logits",

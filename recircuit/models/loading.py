@@ -7,6 +7,8 @@ Usage::
     model = load_model("Qwen/Qwen2.5-0.5B")          # any TL-supported HF name (hub or cache)
     model = load_model("/path/to/hf_dir")            # a local HF directory
     test_model = tiny_model(seed=0)                  # 2-layer GQA Llama for tests, instant
+    gpt2_like = load_model("tiny-gpt2")              # tiny random models of every family in
+                                                     # recircuit.models.families.FAMILIES, offline
 
 Every model comes back with the per-head hooks that circuits need switched on:
 ``blocks.L.attn.hook_result`` ``[b, p, n_heads, d_model]``, ``blocks.L.hook_{q,k,v}_input``
@@ -24,6 +26,9 @@ from pathlib import Path
 import torch
 from transformer_lens.model_bridge import TransformerBridge
 
+from recircuit.errors import InputError
+from recircuit.models.families import FAMILIES, family_of
+
 logger = logging.getLogger(__name__)
 
 #: Short names for models recircuit can load without the HF hub.
@@ -34,12 +39,74 @@ OFFLINE_MODELS: dict[str, dict[str, str]] = {
     },
 }
 
-#: The name tiny test models carry in their config.
+#: The name the tiny Llama-style (GQA) test model carries; other families' tiny models carry
+#: ``recircuit/tiny-<family>``.
 TINY_MODEL_NAME = "recircuit/tiny-llama-gqa"
 
+#: ``load_model`` names of the tiny random models -> their family (a row of ``FAMILIES``).
+TINY_MODELS: dict[str, str] = {"tiny": "llama", **{f"tiny-{name}": name for name in FAMILIES}}
 
-class ModelLoadError(RuntimeError):
-    """A model name or path could not be turned into a bridge."""
+
+class ModelLoadError(InputError):
+    """A model name or path could not be turned into a bridge (an :class:`InputError`: one line, with the fix)."""
+
+
+def tiny_family(name: str) -> str | None:
+    """The family of a tiny model name (``"tiny"``, ``"tiny-gpt2"``, ``"recircuit/tiny-gpt2"``), else ``None``."""
+    key = name.lower()
+    if key == TINY_MODEL_NAME:
+        return "llama"
+    key = key.removeprefix("recircuit/")
+    return TINY_MODELS.get(key)
+
+
+def tiny_model_name(family: str) -> str:
+    """The name a tiny model of ``family`` carries (``model_name`` of it; ``load_model`` accepts it)."""
+    return TINY_MODEL_NAME if family == "llama" else f"recircuit/tiny-{family}"
+
+
+def supported_names() -> list[str]:
+    """Every name ``load_model`` resolves without the hub: offline assets and tiny models."""
+    return sorted(OFFLINE_MODELS) + list(TINY_MODELS)
+
+
+def _offline() -> bool:
+    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    try:
+        with socket.create_connection((url.hostname or "huggingface.co", url.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _hub_cached(repo_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        hit = try_to_load_from_cache(repo_id, "config.json")
+    except Exception:  # noqa: BLE001 - a malformed repo id is simply not cached
+        return False
+    return isinstance(hit, str)
+
+
+def _unknown_model(name: str, why: str) -> ModelLoadError:
+    return ModelLoadError(
+        f"unknown model {name!r}: {why}",
+        field="model",
+        fix=f"use one of the offline models {supported_names()}, a local Hugging Face directory "
+            "(--model /path/to/dir, made by save_pretrained, holding config.json), or a hub name "
+            "TransformerLens supports while the hub (or its cache, HF_HOME) is reachable",
+    )
 
 
 def default_device() -> torch.device:
@@ -118,17 +185,21 @@ def load_hf(name_or_path: str, dtype: torch.dtype = torch.float32):
             "Point --model at a directory made by `save_pretrained`, or use one of "
             f"{sorted(OFFLINE_MODELS)}."
         )
+    if not path.exists() and not _hub_cached(name_or_path):
+        # Fail fast instead of a minute of hub retries: nothing cached, and no hub to ask.
+        if _offline():
+            raise _unknown_model(name_or_path, "it is not a local directory, not in the Hugging Face cache, and "
+                                               "HF_HUB_OFFLINE is set")
+        if not _hub_reachable():
+            raise _unknown_model(name_or_path, "it is not a local directory, not in the Hugging Face cache, and "
+                                               "the hub is unreachable")
     try:
         tok = AutoTokenizer.from_pretrained(str(path) if path.exists() else name_or_path)
         hf = AutoModelForCausalLM.from_pretrained(
             str(path) if path.exists() else name_or_path, dtype=dtype, attn_implementation="eager"
         )
     except (OSError, ValueError) as err:
-        raise ModelLoadError(
-            f"Unknown or unreachable model {name_or_path!r}: {err}. Use one of the offline models "
-            f"{sorted(OFFLINE_MODELS)}, a local Hugging Face directory, or a hub name that "
-            "TransformerLens supports while the hub (or its cache, HF_HOME) is reachable."
-        ) from err
+        raise _unknown_model(name_or_path, " ".join(str(err).split())[:300]) from err
     hf_name = getattr(hf.config, "_name_or_path", None) or name_or_path
     return hf, tok, hf_name
 
@@ -142,8 +213,9 @@ def load_model(
 
     Args:
         name_or_path: ``"smollm2-135m-instruct"`` (offline GGUF asset), an HF hub name that
-            TransformerLens supports, a local HF model directory, or ``"tiny"`` (the random
-            test model of :func:`tiny_model`, for fast dry runs).
+            TransformerLens supports, a local HF model directory, ``"tiny"`` (the random
+            Llama-style test model of :func:`tiny_model`, for fast dry runs) or
+            ``"tiny-<family>"`` for a random model of another family (:data:`TINY_MODELS`).
         device: torch device; defaults to CUDA when available.
         dtype: weight dtype (float32 by default; use bfloat16 on GPU for speed).
 
@@ -151,19 +223,29 @@ def load_model(
         A bridge in eval mode whose logits equal the HF model's.
 
     Raises:
-        ModelLoadError: the name is unknown, the hub is unreachable or the path is not a model.
+        ModelLoadError: the name is unknown (offline: at once, naming the supported names), the
+            hub is unreachable, the path is not a model, or TransformerLens has no bridge with
+            per-head hooks for it.
     """
     device = torch.device(device) if device is not None else default_device()
-    if name_or_path.lower() in ("tiny", TINY_MODEL_NAME):
-        return tiny_model(device=device)
+    family = tiny_family(name_or_path)
+    if family is not None:
+        return tiny_model(device=device, family=family)
     hf, tok, hf_name = load_hf(name_or_path, dtype=dtype)
     try:
         bridge = _boot(hf_name, hf, tok, device, dtype)
     except (ValueError, KeyError, NotImplementedError) as err:
         raise ModelLoadError(
-            f"TransformerLens has no bridge for {name_or_path!r} ({err}). Pick an architecture "
-            "TransformerLens 4.x supports (Llama, Qwen2, Gemma, GPT-2, ...)."
+            f"TransformerLens has no bridge with per-head hooks for {name_or_path!r}: "
+            f"{' '.join(str(err).split())[:300]}",
+            field="model",
+            fix=f"pick a family recircuit supports ({', '.join(sorted(FAMILIES))}, or Qwen2/Mistral-style "
+                "models TransformerLens 4.x bridges with per-head hooks)",
         ) from err
+    try:
+        family_of(bridge)
+    except InputError as err:  # scoring still works; circuits, unlearning and LoRA will refuse it
+        logger.warning("%s", err)
     bridge.recircuit_name = name_or_path  # type: ignore[attr-defined]
     logger.info("loaded %s on %s", name_or_path, device)
     return bridge
@@ -201,29 +283,42 @@ def tiny_tokenizer():
     return hf_tok
 
 
-def tiny_hf_model(seed: int = 0, n_layers: int = 2, n_heads: int = 4, n_kv_heads: int = 2, d_model: int = 64):
-    """A tiny random Llama-architecture HF model (with GQA) and its tokenizer, for tests."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+def _tiny_kv(family: str, n_heads: int, n_kv_heads: int | None) -> int:
+    fam = FAMILIES[family]
+    if n_kv_heads is None:
+        return n_heads // 2 if fam.gqa and n_heads % 2 == 0 else n_heads
+    if n_kv_heads != n_heads and not fam.gqa:
+        raise InputError(f"family {family!r} has no grouped-query attention, so n_kv_heads must equal n_heads "
+                         f"({n_heads}), not {n_kv_heads}", field="n_kv_heads", fix="leave n_kv_heads unset")
+    return n_kv_heads
 
+
+def tiny_hf_model(seed: int = 0, n_layers: int = 2, n_heads: int = 4, n_kv_heads: int | None = None,
+                  d_model: int = 64, family: str = "llama"):
+    """A tiny random HF model of ``family`` and its tokenizer, for tests (built offline, instantly).
+
+    Args:
+        seed: weight-initialisation seed.
+        n_layers, n_heads, d_model: architecture.
+        n_kv_heads: KV heads; default ``n_heads // 2`` for families with grouped-query attention
+            (Llama: the 4-query / 2-KV model), ``n_heads`` otherwise.
+        family: a row of :data:`recircuit.models.families.FAMILIES`.
+
+    Returns:
+        ``(hf_model, tokenizer)``.
+    """
+    from transformers import AutoModelForCausalLM
+
+    if family not in FAMILIES or FAMILIES[family].tiny_config is None:
+        raise InputError(f"no tiny model for family {family!r}", field="family", fix=f"choose from {sorted(FAMILIES)}")
     tok = tiny_tokenizer()
-    cfg = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=d_model,
-        intermediate_size=2 * d_model,
-        num_hidden_layers=n_layers,
-        num_attention_heads=n_heads,
-        num_key_value_heads=n_kv_heads,
-        max_position_embeddings=1024,
-        pad_token_id=tok.pad_token_id,
-        bos_token_id=None,
-        eos_token_id=tok.eos_token_id,
-        tie_word_embeddings=False,
-    )
+    cfg = FAMILIES[family].tiny_config(len(tok), n_layers, n_heads, _tiny_kv(family, n_heads, n_kv_heads), d_model,
+                                       tok.pad_token_id, tok.eos_token_id)
     cfg._attn_implementation = "eager"
     gen = torch.random.fork_rng()
     with gen:
         torch.manual_seed(seed)
-        hf = LlamaForCausalLM(cfg).eval()
+        hf = AutoModelForCausalLM.from_config(cfg, attn_implementation="eager").eval()
     return hf, tok
 
 
@@ -231,20 +326,24 @@ def tiny_model(
     seed: int = 0,
     n_layers: int = 2,
     n_heads: int = 4,
-    n_kv_heads: int = 2,
+    n_kv_heads: int | None = None,
     d_model: int = 64,
     device: str | torch.device | None = "cpu",
+    family: str = "llama",
 ) -> TransformerBridge:
-    """A tiny random GQA Llama bridge (default 2 layers, 4 query heads, 2 KV heads) for tests.
+    """A tiny random bridge for tests: by default a GQA Llama (2 layers, 4 query heads, 2 KV heads).
 
     Args:
         seed: weight-initialisation seed; the same seed gives identical weights.
-        n_layers, n_heads, n_kv_heads, d_model: architecture.
+        n_layers, n_heads, n_kv_heads, d_model: architecture (see :func:`tiny_hf_model`).
         device: torch device (CPU by default, for tests).
+        family: ``"llama"``, ``"gpt2"`` (fused qkv, plain MLP, learned positions, LayerNorm),
+            ``"neox"`` (interleaved fused qkv, parallel attention and MLP) or ``"phi3"`` (fused qkv
+            and fused gate/up, GQA); any row of :data:`recircuit.models.families.FAMILIES`.
     """
-    hf, tok = tiny_hf_model(seed, n_layers, n_heads, n_kv_heads, d_model)
-    bridge = _boot("meta-llama/Llama-2-7b-hf", hf, tok, torch.device(device or "cpu"), torch.float32)
-    bridge.recircuit_name = TINY_MODEL_NAME  # type: ignore[attr-defined]
+    hf, tok = tiny_hf_model(seed, n_layers, n_heads, n_kv_heads, d_model, family=family)
+    bridge = _boot(FAMILIES[family].tl_label, hf, tok, torch.device(device or "cpu"), torch.float32)
+    bridge.recircuit_name = tiny_model_name(family)  # type: ignore[attr-defined]
     bridge.recircuit_seed = seed  # type: ignore[attr-defined]
     return bridge
 

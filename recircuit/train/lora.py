@@ -19,6 +19,19 @@ that reads the weight sees the adapted weight, every hook fires, and gradients r
 ``B`` only. Dropout (TALLRec's 0.05) is applied to the adapter's input features (columns of
 ``A``), sampled once per forward pass, since a weight parametrization has no per-token input.
 
+**Which weights, per family.** Targets are the projection names of the family table
+(:mod:`recircuit.models.families`): ``q``, ``k``, ``v``, ``o``, ``gate`` (gated MLPs only), ``up``,
+``down``. A target a family lacks (``gate`` on GPT-2 or GPT-NeoX) is refused with the family's
+list. GPT-2's ``Conv1D`` weights are stored ``[in, out]``; the adapter's delta is transposed to
+match, so ``A`` is always ``[rank, in]`` and ``B`` ``[out, rank]``.
+
+**Fused q/k/v (GPT-2, GPT-NeoX, Phi-3).** The bridge splits the fused matrix into standalone
+``q``/``k``/``v`` linears at boot and only those run afterwards, so an adapter on the fused Hugging
+Face matrix would change nothing. recircuit puts the ``q`` and ``v`` adapters on the split
+weights. In terms of the fused matrix this is LoRA restricted to its query and value rows (with
+one rank-r pair per part, as TALLRec's ``q_proj``/``v_proj`` targets do on Llama), which is the
+sensible slice: the keys stay untouched unless ``k`` is asked for.
+
 Several adapters combine at the A/B level (``A = sum w_i A_i``, ``B = sum w_i B_i``) or at the BA
 level (``delta W = sum w_i B_i A_i``), the two merges APA uses.
 """
@@ -34,11 +47,11 @@ from jaxtyping import Float
 from torch import nn
 from torch.nn.utils import parametrize
 
-#: Target short names -> (component path under a block, HF attribute for docs).
-TARGETS = {
-    "q": ("attn", "q"), "k": ("attn", "k"), "v": ("attn", "v"), "o": ("attn", "o"),
-    "gate": ("mlp", "gate"), "up": ("mlp", "in"), "down": ("mlp", "out"),
-}
+from recircuit.errors import InputError
+from recircuit.models.families import PROJECTIONS, Projection, projections
+
+#: Target short names -> (block submodule, TransformerLens component name), read from the family table.
+TARGETS = {short: (role.component, role.bridge) for short, role in PROJECTIONS.items()}
 
 
 @dataclass
@@ -53,7 +66,7 @@ class LoraConfig:
     def __post_init__(self) -> None:
         bad = [t for t in self.targets if t not in TARGETS]
         if bad:
-            raise ValueError(f"Unknown LoRA targets {bad}; choose from {sorted(TARGETS)}.")
+            raise InputError(f"unknown LoRA targets {bad}", field="targets", fix=f"choose from {list(TARGETS)}")
         self.targets = tuple(self.targets)
 
     @property
@@ -67,38 +80,53 @@ class LoraConfig:
 
 
 class LoraDelta(nn.Module):
-    """Parametrization ``W -> W + scale * B @ A`` with feature dropout on the adapter path."""
+    """Parametrization ``W -> W + scale * B @ A`` with feature dropout on the adapter path.
 
-    def __init__(self, out_features: int, in_features: int, cfg: LoraConfig) -> None:
+    ``transposed`` marks a weight stored ``[in, out]`` (GPT-2's ``Conv1D``): the delta is then
+    ``(scale * B @ A).T``, so ``A`` is ``[rank, in]`` and ``B`` ``[out, rank]`` in every layout.
+    """
+
+    def __init__(self, out_features: int, in_features: int, cfg: LoraConfig, transposed: bool = False) -> None:
         super().__init__()
         self.cfg = cfg
+        self.transposed = transposed
         self.A = nn.Parameter(torch.empty(cfg.rank, in_features))
         self.B = nn.Parameter(torch.zeros(out_features, cfg.rank))
         nn.init.kaiming_uniform_(self.A, a=math.sqrt(5))
         self.enabled = True
 
-    def delta(self) -> Float[torch.Tensor, "out in"]:
-        """``scale * B @ A`` (with dropout on A's input columns in training mode)."""
+    def delta(self) -> Float[torch.Tensor, "..."]:
+        """``scale * B @ A`` in the weight's layout (with dropout on A's input columns in training mode)."""
         A = self.A
         if self.training and self.cfg.dropout > 0:
             keep = torch.ones(A.shape[1], device=A.device, dtype=A.dtype)
             A = A * nn.functional.dropout(keep, self.cfg.dropout, training=True)
-        return self.cfg.scale * (self.B @ A)
+        d = self.cfg.scale * (self.B @ A)
+        return d.T if self.transposed else d
 
-    def forward(self, weight: Float[torch.Tensor, "out in"]) -> Float[torch.Tensor, "out in"]:
-        """The adapted weight ``W + scale * B @ A`` (just ``W`` while disabled)."""
+    def forward(self, weight: Float[torch.Tensor, "..."]) -> Float[torch.Tensor, "..."]:
+        """The adapted weight ``W + delta`` (just ``W`` while disabled)."""
         if not self.enabled:
             return weight
         return weight + self.delta().to(weight.dtype)
 
 
-def _linear(model, layer: int, target: str) -> nn.Linear:
-    comp, name = TARGETS[target]
-    bridge = getattr(getattr(model.blocks[layer], comp), name)
-    lin = getattr(bridge, "original_component", None) or bridge
-    if not isinstance(lin, nn.Linear):
-        raise TypeError(f"blocks.{layer}.{comp}.{name} is {type(lin).__name__}, not nn.Linear; LoRA cannot attach there.")
-    return lin
+def _keep_class_name(module: nn.Module, name: str) -> None:
+    """Give the class ``parametrize`` made for ``module`` (``Parametrized<Name>``) its original name back.
+
+    TransformerLens 4.3 computes per-head attention results with ``type(o).__name__ == "Conv1D"``
+    to tell GPT-2's ``[in, out]`` o-projection from an ``nn.Linear``; under the generated name a
+    square ``Conv1D`` would silently be read transposed. The class is generated for this one
+    module and dropped again when the parametrization is removed, so nothing else is renamed.
+    """
+    cls = type(module)
+    if cls.__name__ != name:
+        cls.__name__ = cls.__qualname__ = name
+
+
+def _as_weight(proj: Projection, delta: Float[torch.Tensor, "out in"]) -> torch.Tensor:
+    """An ``[out, in]`` delta in the layout of the projection's weight."""
+    return delta.T if proj.layout == "conv1d" else delta
 
 
 def attach_lora(model, cfg: LoraConfig | None = None, freeze_base: bool = True) -> dict[str, LoraDelta]:
@@ -107,34 +135,43 @@ def attach_lora(model, cfg: LoraConfig | None = None, freeze_base: bool = True) 
     Returns:
         ``{"blocks.L.q": LoraDelta, ...}``. With ``freeze_base`` every other parameter stops
         requiring grad, so optimizers see adapter parameters only.
+
+    Raises:
+        InputError: a target the model's family does not have (e.g. ``gate`` on GPT-2).
+        RuntimeError: adapters are already attached.
     """
     cfg = cfg or LoraConfig()
     if lora_modules(model):
         raise RuntimeError("The model already has LoRA adapters; detach_lora() or merge_lora() first.")
+    targets = projections(model, cfg.targets)  # refuses targets the family lacks, before any change
     if freeze_base:
         for p in model.parameters():
             p.requires_grad_(False)
     out = {}
-    for layer in range(model.cfg.n_layers):
-        for t in cfg.targets:
-            lin = _linear(model, layer, t)
-            d = LoraDelta(lin.out_features, lin.in_features, cfg).to(lin.weight.device)
-            parametrize.register_parametrization(lin, "weight", d)
-            out[f"blocks.{layer}.{t}"] = d
+    for name, proj in targets.items():
+        lin = proj.module
+        d = LoraDelta(proj.out_features, proj.in_features, cfg, transposed=proj.layout == "conv1d")
+        d = d.to(lin.weight.device)
+        parametrize.register_parametrization(lin, "weight", d)
+        _keep_class_name(lin, proj.module_class_name)
+        out[name] = d
     model.recircuit_lora = cfg  # type: ignore[attr-defined]
     return out
 
 
 def lora_modules(model) -> dict[str, LoraDelta]:
     """The attached adapters, keyed ``blocks.L.<target>``."""
+    try:
+        projs = projections(model)
+    except InputError:  # a family the table cannot describe: attach_lora refuses it, so it has no adapters
+        return {}
     out = {}
-    for layer in range(model.cfg.n_layers):
-        for t in TARGETS:
-            lin = _linear(model, layer, t)
-            if parametrize.is_parametrized(lin, "weight"):
-                for p in lin.parametrizations.weight:
-                    if isinstance(p, LoraDelta):
-                        out[f"blocks.{layer}.{t}"] = p
+    for name, proj in projs.items():
+        lin = proj.module
+        if parametrize.is_parametrized(lin, "weight"):
+            for p in lin.parametrizations.weight:
+                if isinstance(p, LoraDelta):
+                    out[name] = p
     return out
 
 
@@ -158,9 +195,9 @@ def load_lora_state_dict(model, state: dict[str, torch.Tensor]) -> None:
 
 def detach_lora(model) -> None:
     """Remove adapters, restoring the original weights."""
+    projs = projections(model)
     for name in lora_modules(model):
-        layer, t = int(name.split(".")[1]), name.split(".")[2]
-        parametrize.remove_parametrizations(_linear(model, layer, t), "weight", leave_parametrized=False)
+        parametrize.remove_parametrizations(projs[name].module, "weight", leave_parametrized=False)
     if hasattr(model, "recircuit_lora"):
         del model.recircuit_lora
 
@@ -178,11 +215,11 @@ def merge_lora(model) -> None:
               "state": lora_state_dict(model)}
     was = model.training
     model.eval()  # no dropout in the merged delta
+    projs = projections(model)
     for name, d in mods.items():
-        layer, t = int(name.split(".")[1]), name.split(".")[2]
         d.eval()
         d.enabled = True
-        parametrize.remove_parametrizations(_linear(model, layer, t), "weight", leave_parametrized=True)
+        parametrize.remove_parametrizations(projs[name].module, "weight", leave_parametrized=True)
     model.train(was)
     if hasattr(model, "recircuit_lora"):
         del model.recircuit_lora
@@ -202,11 +239,11 @@ def unmerge_lora(model, freeze_base: bool = True) -> dict[str, LoraDelta]:
     if merged is None:
         raise RuntimeError("No merged LoRA adapters to unmerge; merge_lora() was not called on this model.")
     cfg, state = merged["cfg"], merged["state"]
+    projs = projections(model)
     with torch.no_grad():
         for key in [k[:-2] for k in state if k.endswith(".A")]:
-            layer, t = int(key.split(".")[1]), key.split(".")[2]
-            lin = _linear(model, layer, t)
-            delta = cfg.scale * (state[f"{key}.B"] @ state[f"{key}.A"])
+            lin = projs[key].module
+            delta = _as_weight(projs[key], cfg.scale * (state[f"{key}.B"] @ state[f"{key}.A"]))
             lin.weight.sub_(delta.to(lin.weight.device, lin.weight.dtype))
     del model.recircuit_merged_lora
     adapters = attach_lora(model, cfg, freeze_base=freeze_base)
@@ -260,11 +297,12 @@ def load_combined(model, combined: dict[str, torch.Tensor], cfg: LoraConfig | No
     """
     cfg = cfg or LoraConfig()
     if any(k.endswith(".delta") for k in combined):
+        projs = projections(model)
         with torch.no_grad():
             for key, delta in combined.items():
-                layer, t = int(key.split(".")[1]), key.split(".")[2]
-                lin = _linear(model, layer, t)
-                lin.weight.add_(cfg.scale * delta.to(lin.weight.device, lin.weight.dtype))
+                name = key.removesuffix(".delta")
+                lin = projs[name].module
+                lin.weight.add_(cfg.scale * _as_weight(projs[name], delta).to(lin.weight.device, lin.weight.dtype))
         return
     attach_lora(model, cfg)
     load_lora_state_dict(model, combined)

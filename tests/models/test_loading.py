@@ -1,9 +1,12 @@
 import copy
+import time
 
 import pytest
 import torch
 
-from recircuit.models import ModelLoadError, load_model, tiny_model
+from recircuit.errors import InputError
+from recircuit.models import ModelLoadError, family_of, load_model, model_name, tiny_model
+from recircuit.models import loading as loading_mod
 
 
 def test_tiny_model_has_gqa_and_per_head_hooks(toy_samples):
@@ -29,6 +32,50 @@ def test_unknown_model_names_the_fix(tmp_path):
         load_model(str(tmp_path))
     with pytest.raises(ModelLoadError, match="offline models"):
         load_model("no-such-org/no-such-model-xyz")
+
+
+def test_unknown_name_fails_fast_offline_and_names_the_choices(monkeypatch):
+    """Offline with nothing cached: one line at once (no minute of hub retries), tiny variants suggested."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    def no_hub(*a, **k):
+        raise AssertionError("the hub must not be asked")
+
+    monkeypatch.setattr("transformers.AutoTokenizer.from_pretrained", no_hub)
+    t = time.perf_counter()
+    with pytest.raises(ModelLoadError) as err:
+        load_model("tinyy-gpt2")
+    assert time.perf_counter() - t < 5
+    msg = str(err.value)
+    assert isinstance(err.value, InputError) and "\n" not in msg
+    for part in ("'tinyy-gpt2'", "HF_HUB_OFFLINE", "tiny-gpt2", "tiny-neox", "smollm2-135m-instruct",
+                 "local Hugging Face directory"):
+        assert part in msg, part
+
+
+def test_unknown_name_fails_fast_when_the_hub_is_unreachable(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(loading_mod, "_hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr("transformers.AutoTokenizer.from_pretrained",
+                        lambda *a, **k: (_ for _ in ()).throw(AssertionError("the hub must not be asked")))
+    with pytest.raises(ModelLoadError, match="hub is unreachable.*tiny"):
+        load_model("no-such-org/no-such-model-xyz")
+
+
+@pytest.mark.parametrize("family", ["gpt2", "neox", "phi3"])
+def test_tiny_models_of_other_families_load_by_name(family):
+    m = load_model(f"tiny-{family}", device="cpu")
+    assert family_of(m).name == family and model_name(m) == f"recircuit/tiny-{family}"
+    again = load_model(model_name(m), device="cpu")            # the name a checkpoint records loads back
+    assert all(torch.equal(a, b) for a, b in zip(m.parameters(), again.parameters()))
+    assert family_of(load_model("tiny", device="cpu")).name == "llama"
+
+
+def test_a_family_without_gqa_refuses_kv_heads():
+    with pytest.raises(InputError, match="n_kv_heads"):
+        tiny_model(0, n_kv_heads=2, family="gpt2")
+    assert tiny_model(0, family="gpt2").cfg.n_heads == 4
 
 
 @pytest.mark.slow
