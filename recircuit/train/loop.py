@@ -254,13 +254,8 @@ def _trainable(model, cfg: TrainConfig) -> list[torch.nn.Parameter]:
 
 def evaluate(model, samples: Sequence[Sample], batch_size: int = 8, progress: bool = False) -> dict:
     """AUC / ACC / LogLoss of ``model`` on ``samples``."""
-    return _evaluate(model, samples, batch_size, progress)[0]
-
-
-def _evaluate(model, samples: Sequence[Sample], batch_size: int = 8,
-              progress: bool = False) -> tuple[dict, Float[np.ndarray, "n"]]:
     p = score(model, samples, batch_size=batch_size, progress=progress, desc="eval")
-    return classification_metrics([s.label for s in samples], p), p
+    return classification_metrics([s.label for s in samples], p)
 
 
 def _state(model, params_only: list[torch.nn.Parameter]) -> list[torch.Tensor]:
@@ -358,7 +353,15 @@ def train(
                 history.append(rec)
                 _check_divergence(losses, False, cfg, step, history, kept, bar)
                 if valid and (step % eval_every == 0 or step == total):
-                    m, p_valid = _evaluate(model, valid, cfg.batch_size)
+                    p_valid = score(model, valid, batch_size=cfg.batch_size, progress=False, desc="eval")
+                    if not np.isfinite(p_valid).all():
+                        bar.close()
+                        raise TrainingFailed(
+                            f"training destroyed the model: its P(Yes) is NaN or infinite on "
+                            f"{int((~np.isfinite(p_valid)).sum())} of {len(valid)} validation samples at step {step}; "
+                            f"{kept.strip()}; lower the learning rate (lr {cfg.lr:g}; TrainConfig.lr / --lr)",
+                            reason="collapsed", step=step, history=history)
+                    m = classification_metrics([s.label for s in valid], p_valid)
                     rec["valid_auc"] = m["auc"]
                     if m["auc"] > best["auc"]:
                         best = {"auc": m["auc"], "step": step}

@@ -158,6 +158,18 @@ def test_absurd_learning_rate_fails_and_keeps_the_old_checkpoint(toy_task, tmp_p
     assert sorted(f.name for f in tmp_path.iterdir()) == ["model.json", "model.safetensors"]
 
 
+def test_nan_predictions_at_a_validation_fail_the_run(toy_task, monkeypatch, tmp_path):
+    import recircuit.train.loop as loop
+    from recircuit.train import TrainingFailed
+
+    tr, va = toy_task
+    monkeypatch.setattr(loop, "score", lambda model, samples, **kw: np.full(len(samples), np.nan))
+    with pytest.raises(TrainingFailed, match="P\\(Yes\\) is NaN or infinite on 16 of 16 validation samples at step 2"):
+        train(tiny_model(0), tr, va, TrainConfig(mode="full", lr=1e-3, batch_size=8, eval_every=2), out_dir=tmp_path,
+              progress=False)
+    assert not list(tmp_path.iterdir())
+
+
 def test_collapse_guard_without_validation_probes_training_samples(toy_task):
     from recircuit.train import TrainingFailed
 
