@@ -41,6 +41,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import numbers
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -148,6 +149,11 @@ class TrainConfig:
             default is exact fp32, and bf16 changes the numbers (it stays deterministic).
         loss: ``"answer"`` (TALLRec: cross-entropy over the answer tokens ``" Yes."``/``" No."``)
             or ``"yes_no"`` (2-way cross-entropy of the Yes/No logits at the last prompt position).
+
+    Raises:
+        InputError: a non-positive or non-finite ``lr``, a count below 1, ``warmup_ratio``
+            outside [0, 1] (the field is named in the message).
+        ValueError: an unknown ``mode``, ``loss`` or ``schedule``.
     """
 
     mode: str = "lora"
@@ -169,16 +175,16 @@ class TrainConfig:
     loss: str = "answer"
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+        if not (isinstance(self.lr, numbers.Real) and math.isfinite(self.lr) and self.lr > 0):
             raise InputError(f"must be a positive finite number, got {self.lr!r}", field="lr",
                              fix="pass e.g. 5e-5 (full) or 3e-4 (lora)")
         for name in ("epochs", "batch_size", "grad_accum", "patience"):
-            if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
+            if not (isinstance(getattr(self, name), numbers.Integral) and getattr(self, name) >= 1):
                 raise InputError(f"must be an integer >= 1, got {getattr(self, name)!r}", field=name,
                                  fix=f"pass a positive {name}")
         for name in ("max_steps", "eval_every", "eval_samples"):
             v = getattr(self, name)
-            if v is not None and not (isinstance(v, int) and v >= 1):
+            if v is not None and not (isinstance(v, numbers.Integral) and v >= 1):
                 raise InputError(f"must be None or an integer >= 1, got {v!r}", field=name, fix=f"pass a positive {name}")
         if not 0.0 <= self.warmup_ratio <= 1.0:
             raise InputError(f"must be in [0, 1], got {self.warmup_ratio!r}", field="warmup_ratio", fix="pass e.g. 0.1")
