@@ -19,6 +19,7 @@ docstring's ``Attributes:`` section.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import re
 import typing
@@ -156,11 +157,12 @@ def _field_help(cls: type) -> dict[str, str]:
 
 def _doc_attributes(doc: str) -> dict[str, str]:
     out: dict[str, str] = {}
+    doc = inspect.cleandoc(doc)
     if "Attributes:" not in doc:
         return out
     current = None
     for line in doc.split("Attributes:", 1)[1].splitlines():
-        m = re.match(r"^\s{4,8}(\w+(?:, \w+)*):\s*(.*)$", line)
+        m = re.match(r"^ {4}(\w+(?:, \w+)*):\s*(.*)$", line)
         if m:
             current = m.group(1).split(", ")
             for n in current:

@@ -98,3 +98,36 @@ def test_memorization_gap_reuses_the_evaluation_cache(monkeypatch):
     assert cached == pytest.approx(fresh)
     assert cached["mia_auc_retrain"] == pytest.approx(
         em.evaluate_unlearning(retrained, retrained, forget, test, heldout, 4, cache)["mia_auc"])
+
+
+def test_evaluate_does_not_import_unlearn():
+    import ast
+    from pathlib import Path
+
+    import recircuit.evaluate as ev
+
+    for path in Path(ev.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([node.module or ""] if isinstance(node, ast.ImportFrom)
+                     else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            assert not any(n.startswith("recircuit.unlearn") for n in names), (path.name, names)
+
+
+def test_check_protocol_is_the_one_request_validator():
+    from recircuit.data.requests import RequestError
+    from recircuit.evaluate.metrics import check_protocol
+
+    forget, test, heldout = _samples(4), _samples(6, 10), _samples(4, 30)
+    check_protocol(forget, test, heldout)
+    with pytest.raises(RequestError, match="held-out samples were trained on"):
+        check_protocol(forget, test, heldout + forget[:1])
+    with pytest.raises(RequestError, match="test set is empty"):
+        check_protocol(forget, [], heldout)
+    with pytest.raises(RequestError, match="forget samples are in the test set"):
+        check_protocol(forget, test + forget[:2], heldout)
+
+
+def test_audit_record_carries_the_run_status():
+    s = _samples(2)
+    assert audit_record(s, "a", "b", {}, "npo", 1.0)["status"] == "ok"
+    assert audit_record(s, "a", "a", {}, "npo", 1.0, status="restored")["status"] == "restored"

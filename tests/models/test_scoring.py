@@ -6,7 +6,7 @@ import torch
 
 from recircuit.models import answer_tokens, score, tiny_hf_model, tokenize_prompts, yes_no_logits
 from recircuit.models.loading import _boot
-from recircuit.models.scoring import AnswerTokenError
+from recircuit.models.scoring import AnswerTokenError, p_yes_from_logits, read_yes_no
 
 
 def test_bridge_logits_equal_hf(toy_samples):
@@ -63,3 +63,44 @@ def test_score_equals_plain_hf_forward_bit_for_bit(toy_samples):
     got = score(bridge, toy_samples, batch_size=len(toy_samples), progress=False)
     np.testing.assert_array_equal(got, expected)
     assert bridge.cfg.use_attn_result, "score() must restore the per-head hooks"
+
+
+def test_read_yes_no_gathers_each_rows_position(tiny, toy_samples):
+    ans = answer_tokens(tiny.tokenizer)
+    logits = torch.randn(3, 5, tiny.cfg.d_vocab, dtype=torch.float64)
+    pos = torch.tensor([4, 0, 2])
+    two = read_yes_no(logits, pos, ans)
+    assert two.dtype == torch.float32 and two.shape == (3, 2)
+    for r in range(3):
+        assert two[r, 0] == logits[r, pos[r], ans.yes].float() and two[r, 1] == logits[r, pos[r], ans.no].float()
+    torch.testing.assert_close(read_yes_no(logits, None, ans), read_yes_no(logits, torch.tensor([4, 4, 4]), ans))
+    torch.testing.assert_close(p_yes_from_logits(two), torch.sigmoid(two[:, 0] - two[:, 1]))
+
+
+def test_every_yes_no_reader_gives_the_score(tiny, toy_samples):
+    from recircuit.evaluate.metrics import score_and_loss
+    from recircuit.train.losses import yes_no_loss
+    from recircuit.unlearn.objectives import answer_forward
+
+    p = score(tiny, toy_samples, batch_size=4, progress=False)
+    with torch.no_grad():
+        _, two = answer_forward(tiny, toy_samples)
+        ce = yes_no_loss(tiny, toy_samples).double().numpy()
+    np.testing.assert_allclose(p_yes_from_logits(two).double().numpy(), p, atol=1e-5)
+    np.testing.assert_allclose(score_and_loss(tiny, toy_samples, batch_size=4)[0], p, atol=1e-5)
+    y = np.array([s.label for s in toy_samples])
+    np.testing.assert_allclose(ce, -np.log(np.where(y == 1, p, 1 - p)), atol=1e-4)
+    assert not np.allclose(p, p[0])
+
+
+def test_yes_no_logits_are_read_in_one_place():
+    """No module but scoring.py indexes the vocabulary with the two answer ids."""
+    import re
+    from pathlib import Path
+
+    import recircuit
+
+    pattern = re.compile(r"\[\s*\w+\.yes\s*,\s*\w+\.no\s*\]")
+    hits = [str(p) for p in Path(recircuit.__file__).parent.rglob("*.py")
+            if p.name != "scoring.py" and pattern.search(p.read_text())]
+    assert hits == []

@@ -125,3 +125,34 @@ def test_bad_requests_raise(request_data):
     with pytest.raises(InputError, match="available"):
         get_method("magic")
     assert {"cure", "cure-random", "ga", "graddiff", "npo", "pcgrad", "e2urec"} <= set(available_methods())
+
+
+def test_idle_bounded_ga_warns_and_says_so(model, request_data, caplog):
+    forget, retain, _ = request_data
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    # every answer CE is >= 0, so with ga_bound=0 bounded GA has no gradient at any step
+    with caplog.at_level("WARNING", logger="recircuit.unlearn.base"):
+        res = get_method("ga", method_config("ga", ga_bound=0.0)).run(
+            model, forget, retain, LoopConfig(steps=3, lr=1e-3, early_stop=False), progress=False)
+    assert res.extra["ga_idle_steps"] == 3 and "did nothing" in res.extra["warnings"][0]
+    assert any("ga_bound" in r.getMessage() for r in caplog.records)
+    assert all(h["ga_active"] == 0.0 for h in res.history)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    # a GA that pushes has no such note
+    res = get_method("ga", method_config("ga", ga_bound=None)).run(
+        model, forget, retain, LoopConfig(steps=2, lr=1e-3, early_stop=False), progress=False)
+    assert "ga_idle_steps" not in res.extra and "warnings" not in res.extra
+
+
+def test_a_destroyed_model_is_flagged_not_returned_as_ok(model, request_data):
+    from recircuit.errors import RunFailed
+
+    forget, retain, _ = request_data
+    ok = get_method("npo").run(copy.deepcopy(model), forget, retain, LoopConfig(steps=2, lr=1e-3, early_stop=False),
+                               reference=model, progress=False)
+    assert ok.status == "ok" and ok.check() is ok and ok.extra["guard"]["samples"] == 8
+    res = get_method("npo").run(model, forget, retain, LoopConfig(steps=2, lr=1e6, early_stop=False), progress=False)
+    assert res.status == "destroyed" and not res.ok and res.to_dict()["status"] == "destroyed"
+    assert "lr 1e+06" in res.stopped
+    with pytest.raises(RunFailed, match="destroyed"):
+        res.check()
