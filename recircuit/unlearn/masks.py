@@ -8,16 +8,19 @@ Usage::
     ...
     for h in handles: h.remove()
 
-A head ``a{L}.h{H}`` owns rows ``H*d_head:(H+1)*d_head`` of ``W_Q`` (q_proj), the columns of
-``W_O`` (o_proj) with the same range, and the rows of ``W_K``/``W_V`` of its KV group. An MLP
-``m{L}`` owns its gate, up and down weights. Norms, embeddings and the unembedding are never
-updated (frozen).
+A head ``a{L}.h{H}`` owns its block of ``d_head`` output features of ``W_Q`` (q), the same block
+of input features of ``W_O`` (o), and the output features of ``W_K``/``W_V`` of its KV group. An
+MLP ``m{L}`` owns its whole gate, up and down weights (``up``/``down`` only for a non-gated MLP).
+Where those blocks sit (rows or columns, split or fused q/k/v, which projections exist) comes
+from the family table, :mod:`recircuit.models.families`, so the same masks work on Llama-style,
+GPT-2-style (fused qkv, ``Conv1D`` layout, no gate), GPT-NeoX and Phi-3 models. Biases, norms,
+embeddings and the unembedding are never updated (frozen).
 
 **Grouped-query attention.** A KV slice is shared by ``n_heads / n_kv_heads`` query heads, which
 can fall into different groups. Rule: if the query heads of one KV group fall into more than one
 group among forget-specific / retain-specific / task-shared, the shared K/V slice is task-shared
 (it serves both objectives, so it gets the conflict-aware update); if they agree, the slice
-follows them; if all are frozen, it is frozen.
+follows them; if all are frozen, it is frozen. Without GQA each head has its K/V to itself.
 """
 
 from __future__ import annotations
@@ -26,28 +29,24 @@ import torch
 from jaxtyping import Bool
 from torch.utils.hooks import RemovableHandle
 
+from recircuit.circuits.nodes import head_name, mlp_name
+from recircuit.models.families import family_of, head_slice, n_kv_heads, projection_params
 from recircuit.unlearn.grouping import GROUPS, Grouping
 
 
-def _proj(model, layer: int, comp: str, name: str) -> torch.nn.Linear:
-    bridge = getattr(getattr(model.blocks[layer], comp), name)
-    return getattr(bridge, "original_component", None) or bridge
-
-
 def module_params(model) -> dict[str, torch.nn.Parameter]:
-    """Short names ``blocks.L.{q,k,v,o,gate,up,down}`` for the weights masks refer to."""
-    out = {}
-    for layer in range(model.cfg.n_layers):
-        for short, (comp, name) in {"q": ("attn", "q"), "k": ("attn", "k"), "v": ("attn", "v"), "o": ("attn", "o"),
-                                    "gate": ("mlp", "gate"), "up": ("mlp", "in"), "down": ("mlp", "out")}.items():
-            out[f"blocks.{layer}.{short}"] = _proj(model, layer, comp, name).weight
-    return out
+    """Short names ``blocks.L.{q,k,v,o,[gate,]up,down}`` for the weights masks refer to.
+
+    The family table's :func:`~recircuit.models.families.projection_params`: the weights the
+    bridge runs (for fused q/k/v, the bridge's split copies).
+    """
+    return projection_params(model)
 
 
 def kv_group_of(grouping: Grouping, layer: int, group: int, n_heads: int, n_kv: int) -> str:
     """The group a shared K/V slice gets (see the GQA rule in the module docstring)."""
     size = n_heads // n_kv
-    labels = {grouping.groups.get(f"a{layer}.h{h}", "frozen") for h in range(group * size, (group + 1) * size)}
+    labels = {grouping.groups.get(head_name(layer, h), "frozen") for h in range(group * size, (group + 1) * size)}
     active = labels - {"frozen"}
     if not active:
         return "frozen"
@@ -57,23 +56,27 @@ def kv_group_of(grouping: Grouping, layer: int, group: int, n_heads: int, n_kv: 
 
 
 def group_masks(model, grouping: Grouping) -> dict[str, dict[str, Bool[torch.Tensor, "..."]]]:
-    """Boolean masks per group over the projection weights (see module docstring)."""
-    cfg = model.cfg
-    H, K, L = cfg.n_heads, getattr(cfg, "n_key_value_heads", None) or cfg.n_heads, cfg.n_layers
+    """Boolean masks per group over the projection weights (see module docstring).
+
+    Returns:
+        ``{group: {param_name: mask}}`` for every group in :data:`~recircuit.unlearn.grouping.GROUPS`;
+        the groups partition every entry of every weight of :func:`module_params`.
+    """
+    fam = family_of(model)
+    H, K, L = model.cfg.n_heads, n_kv_heads(model), model.cfg.n_layers
     params = module_params(model)
-    dh = params["blocks.0.q"].shape[0] // H
     masks = {g: {n: torch.zeros_like(p, dtype=torch.bool) for n, p in params.items()} for g in GROUPS}
     for layer in range(L):
         for h in range(H):
-            g = grouping.groups.get(f"a{layer}.h{h}", "frozen")
-            masks[g][f"blocks.{layer}.q"][h * dh : (h + 1) * dh, :] = True
-            masks[g][f"blocks.{layer}.o"][:, h * dh : (h + 1) * dh] = True
+            g = grouping.groups.get(head_name(layer, h), "frozen")
+            for short in ("q", "o"):
+                masks[g][f"blocks.{layer}.{short}"][head_slice(model, short, h, layer)] = True
         for kv in range(K):
             g = kv_group_of(grouping, layer, kv, H, K)
-            masks[g][f"blocks.{layer}.k"][kv * dh : (kv + 1) * dh, :] = True
-            masks[g][f"blocks.{layer}.v"][kv * dh : (kv + 1) * dh, :] = True
-        g = grouping.groups.get(f"m{layer}", "frozen")
-        for short in ("gate", "up", "down"):
+            for short in ("k", "v"):
+                masks[g][f"blocks.{layer}.{short}"][head_slice(model, short, kv, layer)] = True
+        g = grouping.groups.get(mlp_name(layer), "frozen")
+        for short in fam.mlp_projections:
             masks[g][f"blocks.{layer}.{short}"][:] = True
     return masks
 

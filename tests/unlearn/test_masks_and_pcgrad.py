@@ -44,3 +44,58 @@ def test_pcgrad_removes_the_conflicting_component():
     ok = torch.tensor([1.0, 1.0, 0.0])
     same, conflicted = project_conflict(ok, g_r)
     assert not conflicted and torch.equal(same, ok + g_r)
+
+
+def test_masks_partition_every_family_and_follow_its_layout(family_model):
+    """On every family the groups partition each weight, and a head owns exactly its head_slice blocks."""
+    from recircuit.models import family_of, head_slice
+
+    m = family_model
+    fam = family_of(m)
+    K = getattr(m.cfg, "n_key_value_heads", None) or m.cfg.n_heads
+    g = _grouping({"a0.h1": "forget_specific", "a1.h3": "retain_specific", "m0": "task_shared"})
+    masks = group_masks(m, g)
+    params = module_params(m)
+    assert set(params) == {f"blocks.{layer}.{s}" for layer in range(2) for s in fam.projections}
+    for name, p in params.items():
+        total = sum(masks[k][name].int() for k in masks)
+        assert torch.equal(total, torch.ones_like(p, dtype=torch.int)), name
+    fs, rs, ts = masks["forget_specific"], masks["retain_specific"], masks["task_shared"]
+    for short in ("q", "o"):
+        expect = torch.zeros_like(params[f"blocks.0.{short}"], dtype=torch.bool)
+        expect[head_slice(m, short, 1)] = True
+        assert torch.equal(fs[f"blocks.0.{short}"], expect), short
+    kv = 1 * K // m.cfg.n_heads   # the KV head of query head 1
+    expect = torch.zeros_like(params["blocks.0.k"], dtype=torch.bool)
+    expect[head_slice(m, "k", kv)] = True
+    assert torch.equal(fs["blocks.0.k"], expect) and torch.equal(fs["blocks.0.v"], expect)
+    assert rs["blocks.1.o"].sum() == 16 * 64 and not rs["blocks.1.q"][head_slice(m, "q", 2, 1)].any()
+    for short in fam.mlp_projections:
+        assert ts[f"blocks.0.{short}"].all() and masks["frozen"][f"blocks.1.{short}"].all()
+
+
+def test_grad_masks_keep_frozen_entries_bit_identical_on_a_conv1d_model():
+    """A masked Adam step on GPT-2-style weights moves a head's o rows (Conv1D layout) and nothing else."""
+    from recircuit.models import head_slice
+    from recircuit.unlearn.masks import active_mask, attach_grad_masks
+
+    m = tiny_model(0, family="gpt2")
+    g = _grouping({"a1.h2": "forget_specific"})
+    masks = group_masks(m, g)
+    params = module_params(m)
+    before = {n: p.detach().clone() for n, p in params.items()}
+    for p in m.parameters():
+        p.requires_grad_(False)
+    for p in params.values():
+        p.requires_grad_(True)
+    handles = attach_grad_masks(m, active_mask(masks))
+    opt = torch.optim.Adam(list(params.values()), lr=1e-2)
+    ids = m.tokenizer(["User Preference: \"Alpha (1990)\" Yes No"], return_tensors="pt")["input_ids"]
+    m(ids, return_type="logits").pow(2).mean().backward()
+    opt.step()
+    for h in handles:
+        h.remove()
+    for name, p in params.items():
+        moved = p.detach() != before[name]
+        assert not moved[masks["frozen"][name]].any(), name
+    assert (params["blocks.1.o"].detach() != before["blocks.1.o"])[head_slice(m, "o", 2, 1)].all()
