@@ -223,14 +223,15 @@ class UnlearnMethod:
             whether it can be trusted (see the module docstring).
 
         Raises:
-            RequestError: an impossible request (empty or overlapping sets).
+            RequestError: an impossible request (empty forget or retain set, a sample in both, or
+                held-out samples that are in either).
         """
         loop = loop if loop is not None else LoopConfig()
         if not isinstance(loop, LoopConfig):
             raise TypeError(f"run() takes a LoopConfig as its loop, got {type(loop).__name__}; a method's own "
                             "settings go to get_method(name, method_config(name, ...)).")
         self.loop = loop
-        check_request(forget, retain)
+        check_request(forget, retain, heldout=heldout if heldout else None)
         forget, retain = list(forget), list(retain)
         torch.manual_seed(loop.seed)
         rng = np.random.default_rng(loop.seed)

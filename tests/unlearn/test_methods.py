@@ -156,3 +156,9 @@ def test_a_destroyed_model_is_flagged_not_returned_as_ok(model, request_data):
     assert "lr 1e+06" in res.stopped
     with pytest.raises(RunFailed, match="destroyed"):
         res.check()
+
+
+def test_heldout_samples_that_were_trained_on_are_refused(model, request_data):
+    forget, retain, heldout = request_data
+    with pytest.raises(UnlearningError, match="held-out samples were trained on"):
+        get_method("ga").run(model, forget, retain, LoopConfig(steps=1), heldout=heldout + retain[:1], progress=False)
