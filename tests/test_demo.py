@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import copy
 import json
 
 import pytest
-import torch
 
-from recircuit.demo import DemoConfig, module_update_norms, run_demo
+from recircuit.demo import demo_config, run_demo
+from recircuit.errors import InputError
 
 
 def test_demo_writes_report_for_original_retrain_and_every_method(demo_run):
@@ -28,6 +27,9 @@ def test_demo_writes_report_for_original_retrain_and_every_method(demo_run):
     assert res.table.loc["retrain", "forget_jsd"] == 0.0
     assert "| cure |" in (out / "report.md").read_text()
     assert set(res.timings) >= {"assets", "original", "circuit", "retrain", "report"} | {f"unlearn_{m}" for m in cfg.methods}
+    assert set(report["meta"]["status"]) == {f"{m} rate={cfg.data.forget_fraction} seed={cfg.data.seed}"
+                                             for m in cfg.methods}
+    assert json.loads((out / "demo.json").read_text())["config"] == cfg.to_dict()
 
 
 def test_demo_saves_circuit_faithfulness_and_audits(demo_run):
@@ -35,8 +37,8 @@ def test_demo_saves_circuit_faithfulness_and_audits(demo_run):
     from recircuit.circuits import Circuit
 
     circuit = Circuit.load(out / "circuit")
-    assert circuit.n_edges == min(cfg.circuit_top_n, circuit.graph.n_edges)
-    curve = json.loads((out / "faithfulness.json").read_text())[cfg.corruption]
+    assert circuit.n_edges == min(cfg.circuit.top_n, circuit.graph.n_edges)
+    curve = json.loads((out / "faithfulness.json").read_text())[cfg.circuit.corruption]
     assert curve["faithfulness"][0] == pytest.approx(0.0, abs=1e-4)      # empty circuit
     assert curve["faithfulness"][-1] == pytest.approx(1.0, abs=1e-4)     # the whole graph
     n_forget = json.loads((out / "report.json").read_text())["meta"]["n_forget"]
@@ -46,8 +48,9 @@ def test_demo_saves_circuit_faithfulness_and_audits(demo_run):
     befores = {r["model_sha256"]["before"] for r in records.values()}
     assert len(befores) == 1                                           # all start from the same original
     assert records["cure"]["model_sha256"]["after"] != records["cure"]["model_sha256"]["before"]
+    assert all(r["extra"]["status"] for r in records.values())         # every audit carries its run's status
     att = json.loads((out / "attention.json").read_text())
-    assert len(att["heads"]) == cfg.attention_heads and att["tokens"]
+    assert len(att["heads"]) == cfg.circuit.attention_heads and att["tokens"]
 
 
 def test_cure_changes_only_the_modules_of_its_groups(demo_run):
@@ -64,31 +67,31 @@ def test_cure_changes_only_the_modules_of_its_groups(demo_run):
 
 def test_rerun_reuses_cached_original_and_retrain(demo_run, shared_data, tmp_path, monkeypatch):
     cache = demo_run["cache"]
-    ckpts = sorted((cache / "models").glob("*/model.safetensors"))
+    ckpts = sorted((cache / "models").glob("*/files/model.safetensors"))
     assert len(ckpts) == 2                                     # Original and Retrain
     stamps = {p: p.stat().st_mtime_ns for p in ckpts}
     monkeypatch.setenv("RECIRCUIT_CACHE", str(cache))
-    cfg = DemoConfig.tiny(data_dir=str(shared_data / "ml-100k"), methods=("ga",), faithfulness=False)
+    cfg = demo_config("tiny", data_dir=str(shared_data / "ml-100k"), methods=("ga",), faithfulness=False)
     res = run_demo(cfg, tmp_path, progress=False)
-    assert sorted((cache / "models").glob("*/model.safetensors")) == ckpts
+    assert sorted((cache / "models").glob("*/files/model.safetensors")) == ckpts
     assert {p: p.stat().st_mtime_ns for p in ckpts} == stamps  # nothing retrained
     assert list(res.table.index) == ["original", "retrain", "ga"]
     # the circuit settings changed (no faithfulness sweep), so only that step ran again
     reused = json.loads((tmp_path / "report.json").read_text())["meta"]["reused_from_cache"]
     assert reused == ["evaluate_references", "unlearn_ga"]
     assert res.table.loc["ga"].equals(demo_run["result"].table.loc["ga"])
+    assert not (tmp_path / "faithfulness.json").exists()
 
 
 def test_cached_rerun_reuses_every_step_and_rewrites_the_same_outputs(demo_run, tmp_path, monkeypatch):
     monkeypatch.setenv("RECIRCUIT_CACHE", str(demo_run["cache"]))
-    import recircuit.demo as demo_mod
 
     def no_model(*a, **k):
         raise AssertionError("a fully cached rerun must not load a checkpoint")
 
     monkeypatch.setattr("recircuit.train.load_trained", no_model)
     cfg = demo_run["config"]
-    res = demo_mod.run_demo(cfg, tmp_path, progress=False)
+    res = run_demo(cfg, tmp_path, progress=False)
     meta = json.loads((tmp_path / "report.json").read_text())["meta"]
     assert meta["reused_from_cache"] == ["circuit", "evaluate_references", *[f"unlearn_{m}" for m in cfg.methods]]
     assert res.table.equals(demo_run["result"].table)
@@ -99,22 +102,31 @@ def test_cached_rerun_reuses_every_step_and_rewrites_the_same_outputs(demo_run, 
     assert (tmp_path / "figures").is_dir()
 
 
-def test_module_update_norms_localise_a_change(tiny):
-    after = copy.deepcopy(tiny)
-    from recircuit.unlearn.masks import module_params
-
-    d_head = tiny.cfg.d_model // tiny.cfg.n_heads
-    with torch.no_grad():
-        module_params(after)["blocks.1.q"][2 * d_head : 3 * d_head] += 0.5   # head 2 of layer 1 only
-        module_params(after)["blocks.0.down"][0, 0] += 3.0                     # one MLP weight
-    norms = module_update_norms(tiny, after)
-    assert norms["a1.h2"] == pytest.approx(0.5 * (d_head * tiny.cfg.d_model) ** 0.5, rel=1e-5)
-    assert norms["m0"] == pytest.approx(3.0, rel=1e-5)
-    assert sum(v > 0 for v in norms.values()) == 2
+def test_demo_config_presets_and_overrides(shared_data):
+    cfg = demo_config("tiny", data_dir="d", n_train=32, forget_fraction=0.5, seed=3, steps=2, methods=("npo",),
+                      faithfulness=False)
+    assert (cfg.model, cfg.data.data_dir, cfg.data.n_train, cfg.data.forget_fraction) == ("tiny", "d", 32, 0.5)
+    assert cfg.data.seed == cfg.train.seed == 3 and cfg.loop.steps == 2 and list(cfg.methods) == ["npo"]
+    assert cfg.train.eval_every == 32 // cfg.train.batch_size // 2 and not cfg.circuit.faithfulness
+    full = demo_config()
+    assert full.model == "smollm2-135m-instruct" and list(full.methods) == ["cure", "ga", "npo"]
 
 
-def test_bad_demo_config_is_refused():
-    with pytest.raises(ValueError, match="forget_fraction"):
-        DemoConfig(forget_fraction=1.5)
-    with pytest.raises(ValueError, match="n_train"):
-        DemoConfig(n_train=0)
+@pytest.mark.parametrize("overrides, field", [({"forget_fraction": 1.5}, "data.forget_fraction"),
+                                              ({"forget_fraction": -0.2}, "data.forget_fraction"),
+                                              ({"n_train": 0}, "data.n_train")])
+def test_bad_demo_config_is_refused_before_any_work(overrides, field, shared_data, tmp_path, monkeypatch):
+    def no_work(*a, **k):
+        raise AssertionError("nothing may be loaded or trained before the config is validated")
+
+    monkeypatch.setattr("recircuit.pipeline.prepare_data", no_work)
+    monkeypatch.setattr("recircuit.pipeline.original_checkpoint", no_work)
+    cfg = demo_config("tiny", data_dir=str(shared_data / "ml-100k"), **overrides)
+    with pytest.raises(InputError) as err:
+        run_demo(cfg, tmp_path, progress=False)
+    assert err.value.field == field and field in str(err.value)
+
+
+def test_unknown_method_is_refused_before_any_work(shared_data):
+    with pytest.raises(InputError, match="nope"):
+        demo_config("tiny", data_dir=str(shared_data / "ml-100k"), methods=("cure", "nope"))

@@ -1,0 +1,1121 @@
+"""The LLMRec unlearning protocol, written once: data, Original, Retrain, circuit, methods, evaluation, report.
+
+Usage::
+
+    from recircuit.pipeline import GridConfig, PipelineConfig, run_grid, run_pipeline
+
+    cfg = PipelineConfig.tiny(data_dir="../shared/data/ml-100k")   # or PipelineConfig() for SmolLM2
+    res = run_pipeline(cfg, "runs/demo")          # one request, with the circuit: what `recircuit demo` runs
+    res.table                                     # methods x metrics (pandas)
+
+    grid = GridConfig(methods=("ga", "npo"), seeds=(0, 1, 2), rates=(0.1,))
+    out = run_grid(cfg, grid, "runs/unlearning")  # method x seed x rate as Ray tasks (local cores)
+    out = run_grid(cfg, grid, "runs/unlearning", ray_address="ray://head:10001")   # an existing cluster
+
+    PipelineConfig.from_dict(cfg.to_dict()) == cfg      # the config round-trips through JSON
+
+The protocol (E2URec / CURE): Original is fine-tuned on a pool of whole users (TALLRec
+``tallrec`` split, at most ``per_user`` windows each); a request forgets a seeded fraction of the
+pool's users; Retrain, the gold standard, is the same training (same config and seed) on the
+retain users only; every unlearning method starts from Original's weights with the same loop
+budget; each is scored against Retrain on utility, forget-set JSD, membership inference and time.
+
+Everything runs through the one cache (:mod:`recircuit.cache`): the checkpoints of Original and
+Retrain, the circuit, the reference evaluation of each request and every method's result, keyed
+by their inputs (configs, checkpoints, sample ids) and recircuit's source, checked by sha256 on
+reuse. The whole config is validated (:func:`validate`), and every request is drawn, before any
+model is loaded, so a bad method name or fraction fails at once with an
+:class:`~recircuit.errors.InputError` naming the field.
+
+:func:`run_grid` runs each (method, seed, rate) request as a Ray task (one CPU and one torch
+thread each; Original is trained once, before the tasks, and shared through the cache) and
+writes each finished request to ``<out>/runs/`` as it completes, so a rerun only does what is
+missing. Ray is imported inside :func:`run_grid` only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from recircuit._io import atomic_write, atomic_write_json, sha256_file
+from recircuit.cache import Cache
+from recircuit.circuits import AttributionConfig
+from recircuit.data import Split
+from recircuit.data.prompts import Sample
+from recircuit.errors import InputError
+from recircuit.train import TrainConfig
+from recircuit.unlearn import LoopConfig, MethodConfig, available_methods, method_config
+
+logger = logging.getLogger(__name__)
+
+#: Below this clean-minus-corrupted metric gap (logit units) the faithfulness curve is flagged.
+MIN_METRIC_GAP = 0.1
+
+#: Circuit step outputs written into the output directory (and cached with their sha256).
+CIRCUIT_FILES = ("circuit.json", "circuit.safetensors", "faithfulness.json", "attention.json",
+                 "attention.safetensors", "circuit_summary.json")
+
+#: Metric columns of the report's Markdown table.
+REPORT_COLUMNS = ("forget_jsd", "test_jsd", "test_auc", "forget_auc", "forget_loss", "mia_auc",
+                  "mia_gap_to_retrain", "seconds", "time_vs_retrain")
+
+#: The four outputs each reference model has for one request (see evaluate.metrics.model_outputs).
+_OUTPUT_SETS = {"p_test": "test", "p_forget": "forget", "loss_forget": "forget", "loss_heldout": "heldout"}
+
+
+# ---------------------------------------------------------------------------------------------
+# config
+
+
+@dataclass
+class DataConfig:
+    """The samples of a run.
+
+    Attributes:
+        data_dir: a directory with GroupLens ``u.data``/``u.item``/``u.user`` (None: the asset).
+        n_train: training pool size (whole users, ``per_user`` windows each).
+        per_user: training windows kept per user, so user-level forgetting has users to pick.
+        n_valid: validation samples (start of the valid split) for early stopping of fine-tuning.
+        n_stop: never-trained samples (start of the valid split) for early stopping of unlearning.
+        n_test: test samples for utility and JSD.
+        n_heldout: never-trained samples (end of the valid split): the MIA non-members.
+        forget_fraction: share of the pool's users that ask to be forgotten (the single run's rate).
+        seed: seed of the single run's request (and of its unlearning loop).
+    """
+
+    data_dir: str | None = None
+    n_train: int = 64
+    per_user: int = 8
+    n_valid: int = 32
+    n_stop: int = 32
+    n_test: int = 64
+    n_heldout: int = 32
+    forget_fraction: float = 0.25
+    seed: int = 0
+
+
+@dataclass
+class CircuitConfig:
+    """The recommendation circuit of Original (single runs only; the grid skips it).
+
+    Attributes:
+        enabled: extract the circuit at all.
+        samples: test prompts to attribute on.
+        corruption: the corruption of the clean prompts (``label_flip``, ...).
+        top_n: edges kept in the saved circuit and drawn in the diagram.
+        faithfulness: run the faithfulness sweep (one patched forward per size and batch).
+        faithfulness_sizes: circuit sizes of the sweep (fractions of all edges).
+        attention_heads: how many top heads to save attention patterns of.
+        attribution: how edges are scored (:class:`recircuit.circuits.AttributionConfig`).
+    """
+
+    enabled: bool = True
+    samples: int = 8
+    corruption: str = "label_flip"
+    top_n: int = 200
+    faithfulness: bool = True
+    faithfulness_sizes: tuple[float, ...] = (0.001, 0.01, 0.05, 0.2, 0.5, 1.0)
+    attention_heads: int = 4
+    attribution: AttributionConfig = field(default_factory=lambda: AttributionConfig(
+        method="eap-ig-inputs", steps=2, batch_size=8, align="left"))
+
+    def __post_init__(self) -> None:
+        self.faithfulness_sizes = tuple(float(f) for f in self.faithfulness_sizes)
+
+    def to_dict(self) -> dict:
+        """JSON-able form."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d["faithfulness_sizes"] = list(self.faithfulness_sizes)
+        d["attribution"] = {k: v for k, v in self.attribution.to_dict().items() if k != "progress"}
+        return d
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation settings.
+
+    Attributes:
+        batch_size: prompts per forward pass when scoring.
+    """
+
+    batch_size: int = 8
+
+
+def _default_methods() -> dict[str, MethodConfig]:
+    return {name: method_config(name) for name in ("cure", "ga", "npo")}
+
+
+@dataclass
+class PipelineConfig:
+    """Everything one run of the protocol depends on (nested; JSON round trip with to_dict/from_dict).
+
+    Attributes:
+        model: base model (``"smollm2-135m-instruct"``, an HF name, a local directory or ``"tiny"``).
+        device: torch device (default: CUDA when present, else CPU).
+        data: the samples (:class:`DataConfig`).
+        train: fine-tuning of Original and Retrain (:class:`recircuit.train.TrainConfig`).
+        circuit: the circuit step (:class:`CircuitConfig`).
+        methods: unlearning methods to compare, each with its own config (Retrain is always run).
+        loop: the budget every method gets (:class:`recircuit.unlearn.LoopConfig`); its ``seed``
+            is replaced by each request's seed.
+        eval: evaluation settings (:class:`EvalConfig`).
+    """
+
+    model: str = "smollm2-135m-instruct"
+    device: str | None = None
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(mode="full", lr=1e-4, epochs=2, batch_size=8,
+                                                                   eval_every=4, patience=3))
+    circuit: CircuitConfig = field(default_factory=CircuitConfig)
+    methods: dict[str, MethodConfig] = field(default_factory=_default_methods)
+    loop: LoopConfig = field(default_factory=lambda: LoopConfig(steps=6, lr=2e-5, batch_size=4, eval_every=5,
+                                                                eval_samples=32))
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    @classmethod
+    def tiny(cls, data_dir: str | None = None, **overrides: Any) -> PipelineConfig:
+        """A dry run on the tiny random GQA model: every step in about a minute on CPU."""
+        cfg = cls(model="tiny", device="cpu",
+                  data=DataConfig(data_dir=data_dir, n_train=48, per_user=6, n_valid=16, n_stop=16, n_test=24,
+                                  n_heldout=16),
+                  train=TrainConfig(mode="full", lr=3e-3, epochs=2, batch_size=8, eval_every=3, patience=3),
+                  circuit=CircuitConfig(samples=4, top_n=60, attribution=AttributionConfig(
+                      method="eap-ig-inputs", steps=2, batch_size=8, align="left")),
+                  methods={"cure": method_config("cure", importance_samples=4, importance_steps=2),
+                           "ga": method_config("ga"), "npo": method_config("npo")},
+                  loop=LoopConfig(steps=4, lr=1e-3, batch_size=8, eval_every=5, eval_samples=16))
+        return dataclasses.replace(cfg, **overrides)
+
+    def to_dict(self) -> dict:
+        """JSON-able form (nested dicts; methods as ``{name: settings}``)."""
+        return {"model": self.model, "device": self.device, "data": dataclasses.asdict(self.data),
+                "train": self.train.to_dict(), "circuit": self.circuit.to_dict(),
+                "methods": {name: cfg.to_dict() for name, cfg in self.methods.items()},
+                "loop": self.loop.to_dict(), "eval": dataclasses.asdict(self.eval)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> PipelineConfig:
+        """Inverse of :meth:`to_dict`; missing keys take their defaults, unknown keys raise
+        :class:`~recircuit.errors.InputError` naming the field."""
+        d = dict(_known(cls, d, ""))
+        default = cls()
+        if "data" in d:
+            d["data"] = _build(DataConfig, d["data"], "data")
+        if "train" in d:
+            d["train"] = _build(TrainConfig, d["train"], "train")
+        if "circuit" in d:
+            d["circuit"] = _build(CircuitConfig, d["circuit"], "circuit")
+        if "methods" in d:
+            d["methods"] = _methods_from(d["methods"])
+        if "loop" in d:
+            d["loop"] = _build(LoopConfig, d["loop"], "loop")
+        if "eval" in d:
+            d["eval"] = _build(EvalConfig, d["eval"], "eval")
+        return dataclasses.replace(default, **d)
+
+
+@dataclass
+class GridConfig:
+    """The requests of a grid: every method x seed x deletion rate.
+
+    Attributes:
+        methods: methods to run (None: every method of the pipeline config).
+        seeds: seeds of the forget-set sampling (and of each request's unlearning loop).
+        rates: deletion rates (share of the pool's users forgotten).
+    """
+
+    methods: tuple[str, ...] | None = None
+    seeds: tuple[int, ...] = (0, 1, 2)
+    rates: tuple[float, ...] = (0.1,)
+
+    def __post_init__(self) -> None:
+        self.methods = None if self.methods is None else tuple(self.methods)
+        self.seeds, self.rates = tuple(self.seeds), tuple(self.rates)
+
+
+def _known(cls: type, d: Any, prefix: str) -> Mapping[str, Any]:
+    where = prefix or "the pipeline config"
+    if not isinstance(d, Mapping):
+        raise InputError(f"{where} must be a JSON object, got {type(d).__name__}", field=prefix or None)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise InputError(f"unknown setting {unknown[0]!r} in {where}", field=_join(prefix, unknown[0]),
+                         fix=f"its settings: {', '.join(sorted(names))}")
+    return d
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _build(cls: type, d: Any, prefix: str):
+    kw = dict(_known(cls, d, prefix))
+    if cls is CircuitConfig and isinstance(kw.get("attribution"), Mapping):
+        kw["attribution"] = _build(AttributionConfig, kw["attribution"], _join(prefix, "attribution"))
+    try:
+        return cls(**kw)
+    except InputError as err:
+        raise InputError(str(err), field=_join(prefix, err.field) if err.field else prefix) from err
+    except (TypeError, ValueError) as err:
+        raise InputError(f"invalid {prefix} settings: {err}", field=prefix) from err
+
+
+def _methods_from(d: Any) -> dict[str, MethodConfig]:
+    if isinstance(d, list | tuple):
+        d = {name: {} for name in d}
+    if not isinstance(d, Mapping):
+        raise InputError(f"methods must map method names to their settings, got {type(d).__name__}", field="methods")
+    out = {}
+    for name, settings in d.items():
+        _check_method_name(name)
+        try:
+            out[name] = type(method_config(name)).from_dict(settings or {})
+        except InputError as err:
+            raise InputError(str(err), field=f"methods.{name}" + (f".{err.field}" if err.field else "")) from err
+    return out
+
+
+def _check_method_name(name: str) -> None:
+    names = [m for m in available_methods() if m != "retrain"]
+    if name == "retrain":
+        raise InputError("Retrain is always run as the reference; do not list it", field="methods",
+                         fix=f"choose among {', '.join(names)}")
+    if name not in names:
+        raise InputError(f"unknown unlearning method {name!r}", field="methods", fix=f"choose among {', '.join(names)}")
+
+
+def _corruption_names() -> list[str]:
+    from recircuit.circuits import corruptions
+
+    names = getattr(corruptions, "available_corruptions", None)
+    return list(names()) if callable(names) else list(corruptions.CORRUPTIONS)
+
+
+def _check_rate(value: Any, where: str) -> None:
+    if not isinstance(value, int | float) or isinstance(value, bool) or not (0 < float(value) < 1):
+        raise InputError(f"must be a fraction strictly between 0 and 1, got {value!r}", field=where,
+                         fix="e.g. 0.1 forgets 10% of the pool's users")
+
+
+def validate(config: PipelineConfig, grid: GridConfig | None = None) -> None:
+    """Check the whole config (and grid) before any work.
+
+    Raises:
+        InputError: the first bad field, named (``data.forget_fraction``, ``methods``, ...).
+    """
+    cfg = config
+    if not isinstance(cfg.model, str) or not cfg.model:
+        raise InputError("must name a base model (e.g. 'smollm2-135m-instruct' or 'tiny')", field="model")
+    d = cfg.data
+    for name in ("n_train", "per_user", "n_valid", "n_stop", "n_test", "n_heldout"):
+        v = getattr(d, name)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise InputError(f"must be a whole number >= 1, got {v!r}", field=f"data.{name}")
+    _check_rate(d.forget_fraction, "data.forget_fraction")
+    if not isinstance(d.seed, int) or d.seed < 0:
+        raise InputError(f"must be a whole number >= 0, got {d.seed!r}", field="data.seed")
+    c = cfg.circuit
+    if c.enabled:
+        for name in ("samples", "top_n"):
+            if getattr(c, name) < 1:
+                raise InputError(f"must be >= 1, got {getattr(c, name)}", field=f"circuit.{name}")
+        if c.attention_heads < 0:
+            raise InputError(f"must be >= 0, got {c.attention_heads}", field="circuit.attention_heads")
+        if c.faithfulness and (not c.faithfulness_sizes or not all(0 < f <= 1 for f in c.faithfulness_sizes)):
+            raise InputError(f"sizes must be fractions in (0, 1], got {list(c.faithfulness_sizes)}",
+                             field="circuit.faithfulness_sizes")
+        if c.corruption not in _corruption_names():
+            raise InputError(f"unknown corruption {c.corruption!r}", field="circuit.corruption",
+                             fix=f"choose among {', '.join(_corruption_names())}")
+    if not cfg.methods:
+        raise InputError("no unlearning method to run", field="methods", fix="name at least one, e.g. cure")
+    for name, mcfg in cfg.methods.items():
+        _check_method_name(name)
+        if not isinstance(mcfg, MethodConfig):
+            raise InputError(f"the config of {name!r} is a {type(mcfg).__name__}, not a method config",
+                             field=f"methods.{name}", fix=f"use recircuit.unlearn.method_config({name!r}, ...)")
+    if cfg.eval.batch_size < 1:
+        raise InputError(f"must be >= 1, got {cfg.eval.batch_size}", field="eval.batch_size")
+    if grid is not None:
+        for name in grid.methods or ():
+            if name not in cfg.methods:
+                _check_method_name(name)
+                raise InputError(f"method {name!r} is in the grid but has no config", field="grid.methods",
+                                 fix=f"add it to the pipeline config's methods ({', '.join(cfg.methods)})")
+        if not grid.seeds or not grid.rates or (grid.methods is not None and not grid.methods):
+            raise InputError("the grid is empty", field="grid", fix="give at least one method, seed and rate")
+        for s in grid.seeds:
+            if not isinstance(s, int) or isinstance(s, bool) or s < 0:
+                raise InputError(f"seeds must be whole numbers >= 0, got {s!r}", field="grid.seeds")
+        for r in grid.rates:
+            _check_rate(r, "grid.rates")
+
+
+# ---------------------------------------------------------------------------------------------
+# data and requests
+
+
+@dataclass
+class PipelineData:
+    """The samples of one run: the training pool of whole users and the evaluation sets."""
+
+    split: Split            # the pool as train; valid and test cut to size
+    valid: list[Sample]     # early stopping while fine-tuning
+    stop: list[Sample]      # early stopping while unlearning (never trained on)
+    heldout: list[Sample]   # never trained on: the MIA non-members
+    test: list[Sample]
+
+    def ids(self) -> dict[str, list[str]]:
+        """Sample ids of the evaluation sets (part of every result's cache key)."""
+        return {"valid": _uids(self.valid), "stop": _uids(self.stop), "heldout": _uids(self.heldout),
+                "test": _uids(self.test)}
+
+
+def _uids(samples: Sequence[Sample]) -> list[str]:
+    return [s.uid for s in samples]
+
+
+def prepare_data(config: PipelineConfig) -> PipelineData:
+    """Build the ``tallrec`` split and cut the pool and evaluation sets the config asks for.
+
+    Raises:
+        InputError: the valid split is too small for ``n_stop`` + ``n_heldout`` disjoint samples.
+    """
+    from recircuit.data import build_split, cap_per_user
+
+    d = config.data
+    full = build_split("tallrec", data_dir=d.data_dir)
+    if d.n_stop + d.n_heldout > len(full.valid):
+        raise InputError(f"n_stop ({d.n_stop}) + n_heldout ({d.n_heldout}) exceed the {len(full.valid)} "
+                         "validation samples, so the early-stop and MIA sets would overlap", field="data.n_heldout",
+                         fix="lower data.n_stop or data.n_heldout")
+    pool = cap_per_user(full.train, d.per_user, d.n_train)
+    valid = full.valid[: d.n_valid]
+    params = {**full.params, "pool": {"per_user": d.per_user, "n_train": d.n_train}}
+    return PipelineData(Split(full.name, pool, valid, full.test[: d.n_test], params), valid,
+                        full.valid[: d.n_stop], full.valid[len(full.valid) - d.n_heldout:], full.test[: d.n_test])
+
+
+def make_request(data: PipelineData, rate: float, seed: int, field_name: str = "data.forget_fraction"):
+    """The deletion request of ``(rate, seed)``: every pool sample of a seeded ``rate`` of its users.
+
+    Raises:
+        InputError: the rate leaves no user to forget or none to retain in this pool.
+    """
+    from recircuit.data import forget_retain_split
+
+    try:
+        return forget_retain_split(data.split, level="user", fraction=rate, seed=seed)
+    except ValueError as err:
+        raise InputError(f"rate {rate} cannot be drawn from a pool of {len(data.split.train)} samples: {err}",
+                         field=field_name, fix="change the rate or data.n_train / data.per_user") from err
+
+
+def retain_split(data: PipelineData, request) -> Split:
+    """The split Retrain trains on: the retain part of the pool, same valid and test."""
+    return Split(data.split.name, list(request.retain), data.valid, data.test,
+                 {**data.split.params, "request": request.params | {"level": request.level}})
+
+
+# ---------------------------------------------------------------------------------------------
+# steps
+
+
+@dataclass
+class Context:
+    """Where a run keeps its cache and how it reports progress (picklable, for Ray tasks).
+
+    Attributes:
+        cache_root: ``$RECIRCUIT_CACHE`` (None: each process's own); results go under ``results/``
+            and checkpoints under ``models/``.
+        fresh: recompute every result (checkpoints are kept: they are verified by sha256).
+        since: the start of a fresh run (see :class:`recircuit.cache.Cache`).
+        progress: show progress bars.
+    """
+
+    cache_root: str | None = None
+    fresh: bool = False
+    since: float | None = None
+    progress: bool = False
+
+    def results(self) -> Cache:
+        """The results cache of this run."""
+        root = None if self.cache_root is None else Path(self.cache_root) / "results"
+        return Cache(root, subdir="results", fresh=self.fresh, since=self.since)
+
+
+def _fresh_context(cache_root: str | os.PathLike | None, fresh: bool, progress: bool) -> Context:
+    from recircuit.assets import cache_dir
+
+    return Context(str(cache_root or cache_dir()), fresh, time.time() if fresh else None, progress)
+
+
+def original_checkpoint(config: PipelineConfig, data: PipelineData, ctx: Context | None = None) -> Path:
+    """Original: fine-tuned on the whole pool (reused from the cache when intact)."""
+    from recircuit.train import cached_recommender
+
+    ctx = ctx or Context()
+    return cached_recommender(config.model, data.split, config.train, None, config.data.n_valid, config.device,
+                              cache_root=ctx.cache_root, progress=ctx.progress)
+
+
+def retrain_checkpoint(config: PipelineConfig, data: PipelineData, request, ctx: Context | None = None) -> Path:
+    """Retrain: the same training on the retain users only (reused from the cache when intact)."""
+    from recircuit.train import cached_recommender
+
+    ctx = ctx or Context()
+    return cached_recommender(config.model, retain_split(data, request), config.train, None, config.data.n_valid,
+                              config.device, cache_root=ctx.cache_root, progress=ctx.progress)
+
+
+def _sidecar(path: str | os.PathLike) -> Path:
+    return Path(path).with_suffix(".json")
+
+
+def _checkpoint_id(path: str | os.PathLike) -> str:
+    """sha256 of a checkpoint's sidecar (it names the run; the cache verified the weights)."""
+    return sha256_file(_sidecar(path))
+
+
+def _load(path: Path, device: str | None) -> torch.nn.Module:
+    from recircuit.train import load_trained
+
+    model, _ = load_trained(path, device=device)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def _request_ids(request) -> dict[str, list[str]]:
+    return {"forget": _uids(request.forget), "retain": _uids(request.retain)}
+
+
+def _floats(row: Any, need: Sequence[str]) -> dict:
+    if not isinstance(row, dict):
+        raise TypeError("a metrics row is not a JSON object")
+    for k in need:
+        if not isinstance(row[k], int | float):
+            raise TypeError(f"{k} is not a number")
+    return row
+
+
+@dataclass
+class References:
+    """Original and Retrain on one request: their rows, outputs and the memorization check."""
+
+    rate: float
+    seed: int
+    rows: dict[str, dict]                            # "original", "retrain"
+    outputs: dict[str, dict[str, np.ndarray]]        # "original"/"retrained" -> model_outputs
+    memorization: dict
+    original_hash: str
+    original_id: str
+    retrain_id: str
+    retrain_seconds: float | None
+
+    def to_dict(self) -> dict:
+        """JSON-able form (the arrays as lists)."""
+        d = dataclasses.asdict(self)
+        d["outputs"] = {who: {k: np.asarray(v).tolist() for k, v in o.items()} for who, o in self.outputs.items()}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict, sizes: Mapping[str, int] | None = None) -> References:
+        """Inverse of :meth:`to_dict`; with ``sizes`` (``forget``/``test``/``heldout`` counts) every
+        output array must have its set's length (else ``ValueError``: a payload of the wrong shape)."""
+        outputs = {}
+        for who in ("original", "retrained"):
+            outputs[who] = {}
+            for k, part in _OUTPUT_SETS.items():
+                arr = np.asarray(d["outputs"][who][k], dtype=np.float64)
+                if arr.ndim != 1 or (sizes is not None and len(arr) != sizes[part]):
+                    raise ValueError(f"outputs.{who}.{k} has shape {arr.shape}, expected ({sizes and sizes[part]},)")
+                outputs[who][k] = arr
+        need = ("test_auc", "forget_jsd", "mia_auc")
+        rows = {"original": _floats(d["rows"]["original"], need), "retrain": _floats(d["rows"]["retrain"], need)}
+        if not isinstance(d["memorization"], dict) or not isinstance(d["original_hash"], str):
+            raise TypeError("memorization or original_hash has the wrong type")
+        rs = d["retrain_seconds"]
+        return cls(float(d["rate"]), int(d["seed"]), rows, outputs, d["memorization"], d["original_hash"],
+                   str(d["original_id"]), str(d["retrain_id"]), None if rs is None else float(rs))
+
+
+def references(config: PipelineConfig, data: PipelineData, rate: float, seed: int, ctx: Context | None = None,
+               reused: list[str] | None = None) -> References:
+    """Retrain for the request ``(rate, seed)`` and the rows of Original and Retrain (cached)."""
+    from recircuit.evaluate import evaluate_unlearning, model_hash
+    from recircuit.evaluate.metrics import memorization_gap
+
+    ctx = ctx or Context()
+    request = make_request(data, rate, seed)
+    orig_path = original_checkpoint(config, data, ctx)
+    gold_path = retrain_checkpoint(config, data, request, ctx)
+    orig_id, gold_id = _checkpoint_id(orig_path), _checkpoint_id(gold_path)
+    sizes = {"forget": len(request.forget), "test": len(data.test), "heldout": len(data.heldout)}
+    cache = ctx.results()
+    key = cache.key(step="references", original=orig_id, retrain=gold_id, batch_size=config.eval.batch_size,
+                    rate=rate, seed=seed, **data.ids(), **_request_ids(request))
+    hit = cache.get("references", key, parse=lambda d: References.from_dict(d, sizes))
+    if hit is not None:
+        if reused is not None:
+            reused.append("evaluate_references")
+        return hit
+    meta = json.loads(_sidecar(gold_path).read_text())
+    retrain_seconds = float((meta.get("metrics") or {}).get("seconds") or 0.0) or None
+    original, retrained = _load(orig_path, config.device), _load(gold_path, config.device)
+    kw = dict(retain=request.retain, train=data.split.train)
+    bs = config.eval.batch_size
+    rcache: dict = {}
+    rows = {"original": {**evaluate_unlearning(original, retrained, request.forget, data.test, data.heldout, bs,
+                                               rcache, original=original, **kw), "seconds": 0.0},
+            "retrain": evaluate_unlearning(retrained, retrained, request.forget, data.test, data.heldout, bs, rcache,
+                                           original=original, **kw, seconds=retrain_seconds,
+                                           retrain_seconds=retrain_seconds)}
+    gap = memorization_gap(original, retrained, request.forget, data.heldout, data.test, bs, cache=rcache)
+    refs = References(rate, seed, rows, rcache, gap, model_hash(original), orig_id, gold_id, retrain_seconds)
+    cache.put("references", key, refs.to_dict())
+    return refs
+
+
+@dataclass
+class MethodRun:
+    """One method on one request: its metrics row, audit record, weight changes and status.
+
+    Attributes:
+        status: the run's status (``"ok"``, ``"early_stop"``, ``"restored"``, ...).
+        stopped: why it stopped, in words.
+        updates: Frobenius norm of the weight update of every head and MLP.
+        grouping: CURE's module groups (None for other methods).
+    """
+
+    method: str
+    rate: float
+    seed: int
+    row: dict
+    status: str
+    stopped: str
+    audit: dict
+    updates: dict[str, float]
+    grouping: dict | None = None
+    result: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """JSON-able form."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> MethodRun:
+        """Inverse of :meth:`to_dict` (``KeyError``/``TypeError`` on a payload of the wrong shape)."""
+        row = _floats(d["row"], ("test_auc", "forget_jsd", "mia_auc", "seconds"))
+        if not isinstance(d["audit"], dict) or not isinstance(d["audit"]["model_sha256"], dict):
+            raise TypeError("the audit record is not a JSON object")
+        updates = {str(k): float(v) for k, v in d["updates"].items()}
+        if d["grouping"] is not None and not isinstance(d["grouping"], dict):
+            raise TypeError("grouping is not a JSON object")
+        return cls(str(d["method"]), float(d["rate"]), int(d["seed"]), row, str(d["status"]), str(d["stopped"]),
+                   d["audit"], updates, d["grouping"], dict(d.get("result") or {}))
+
+
+def _module_update_norms(before: torch.nn.Module, after: torch.nn.Module) -> dict[str, float]:
+    from recircuit.models.families import module_update_norms
+
+    return module_update_norms(before, after)
+
+
+def run_method(config: PipelineConfig, name: str, data: PipelineData, refs: References,
+               ctx: Context | None = None, reused: list[str] | None = None) -> MethodRun:
+    """Unlearn the request of ``refs`` with method ``name`` from Original's weights, and evaluate (cached)."""
+    from recircuit.evaluate import audit_record, evaluate_unlearning, model_hash
+    from recircuit.unlearn import get_method
+
+    ctx = ctx or Context()
+    request = make_request(data, refs.rate, refs.seed)
+    mcfg = config.methods[name]
+    loop = dataclasses.replace(config.loop, seed=refs.seed)
+    cache = ctx.results()
+    key = cache.key(step="unlearn", method=name, method_config=mcfg.to_dict(), loop=loop.to_dict(),
+                    original=refs.original_id, retrain=refs.retrain_id, batch_size=config.eval.batch_size,
+                    rate=refs.rate, seed=refs.seed, **data.ids(), **_request_ids(request))
+    hit = cache.get(f"unlearn_{name}", key, parse=MethodRun.from_dict)
+    if hit is not None:
+        if reused is not None:
+            reused.append(f"unlearn_{name}")
+        return hit
+    original = _load(original_checkpoint(config, data, ctx), config.device)
+    model = copy.deepcopy(original)
+    t = time.perf_counter()
+    res = get_method(name, mcfg).run(model, request.forget, request.retain, loop, reference=original,
+                                     heldout=data.stop, progress=ctx.progress)
+    secs = time.perf_counter() - t
+    rcache = {who: dict(o) for who, o in refs.outputs.items()}
+    row = evaluate_unlearning(model, None, request.forget, data.test, data.heldout, config.eval.batch_size, rcache,
+                              original=original, retain=request.retain, train=data.split.train, seconds=secs,
+                              retrain_seconds=refs.retrain_seconds)
+    result = res.to_dict()
+    status = str(result.get("status", getattr(res, "status", "ok")))
+    settings = {"method": mcfg.to_dict(), "loop": loop.to_dict()}
+    record = audit_record(request.forget, refs.original_hash, model_hash(model), settings, name, secs,
+                          extra={"status": status, "stopped": res.stopped})
+    grouping = (getattr(res, "extra", None) or {}).get("grouping")
+    result = {k: v for k, v in result.items() if k not in ("model", "grouping")}
+    run = MethodRun(name, refs.rate, refs.seed, {**row, "steps": res.steps}, status, str(res.stopped), record,
+                    _module_update_norms(original, model), grouping, json.loads(json.dumps(result, default=str)))
+    if status not in ("ok", "early_stop"):
+        logger.warning("%s on rate %s seed %s: %s (%s)", name, refs.rate, refs.seed, status, res.stopped)
+    cache.put(f"unlearn_{name}", key, run.to_dict())
+    return run
+
+
+def _top_heads(importance: Mapping[str, float], k: int) -> list[tuple[int, int]]:
+    from recircuit.circuits.nodes import parse_node
+
+    heads = [(parse_node(n), v) for n, v in importance.items()]
+    heads = sorted(((n, v) for n, v in heads if n.kind == "head"), key=lambda nv: -nv[1])[:k]
+    return [(n.layer, n.head) for n, _ in heads]
+
+
+def _save_attention(model, prompt: str, heads: list[tuple[int, int]], out: Path) -> None:
+    """Attention patterns of ``heads`` on ``prompt``: safetensors arrays plus a JSON of tokens."""
+    from safetensors.torch import save_file
+
+    from recircuit.circuits.nodes import head_name
+    from recircuit.viz.attention import attention_patterns
+
+    tokens, arr = attention_patterns(model, prompt, heads)
+    pats = torch.from_numpy(arr).contiguous()
+    atomic_write(out.with_suffix(".safetensors"), lambda tmp: save_file({"patterns": pats}, str(tmp)))
+    atomic_write_json(out.with_suffix(".json"), {"prompt": prompt, "tokens": tokens,
+                                                 "heads": [head_name(layer, h) for layer, h in heads]})
+
+
+def _circuit_summary(d: Any) -> dict:
+    if not isinstance(d, dict) or not isinstance(d["n_edges_total"], int) or not isinstance(d["top_modules"], list):
+        raise TypeError("not a circuit summary")
+    return d
+
+
+def circuit_step(config: PipelineConfig, data: PipelineData, out_dir: str | os.PathLike, ctx: Context | None = None,
+                 reused: list[str] | None = None) -> dict:
+    """Original's recommendation circuit, faithfulness curve and top heads' attention (cached).
+
+    Writes :data:`CIRCUIT_FILES` into ``out_dir`` and returns the summary it saves.
+    """
+    ctx = ctx or Context()
+    c, out = config.circuit, Path(out_dir)
+    orig_path = original_checkpoint(config, data, ctx)
+    clean = data.test[: c.samples]
+    cache = ctx.results()
+    key = cache.key(step="circuit", original=_checkpoint_id(orig_path), model=config.model,
+                    data_dir=config.data.data_dir, samples=_uids(clean), circuit=c.to_dict())
+    hit = cache.get("circuit", key, parse=_circuit_summary, out_dir=out)
+    if hit is not None:
+        if reused is not None:
+            reused.append("circuit")
+        return hit
+    from recircuit.circuits import Circuit, attribute, faithfulness_curve
+    from recircuit.circuits.corruptions import corruption_for
+
+    original = _load(orig_path, config.device)
+    corrupted = corruption_for(c.corruption, original.tokenizer, config.data.data_dir)(list(clean))
+    acfg = dataclasses.replace(c.attribution, progress=ctx.progress)
+    res = attribute(original, clean, corrupted, acfg)
+    circuit = Circuit.from_attribution(res, top_n=min(c.top_n, res.graph.n_edges),
+                                       metadata={"model": config.model, "data": "tallrec test",
+                                                 "corruption": c.corruption, "n_samples": len(clean)})
+    circuit.save(out / "circuit")
+    metric_gap = res.clean_metric - res.corrupted_metric
+    summary = {"n_edges_total": res.graph.n_edges, "n_edges_kept": circuit.n_edges,
+               "clean_metric": res.clean_metric, "corrupted_metric": res.corrupted_metric, "metric_gap": metric_gap,
+               "top_modules": sorted(circuit.module_importance().items(), key=lambda kv: -kv[1])[:10]}
+    if c.faithfulness:
+        curve = faithfulness_curve(original, res, clean, corrupted, sizes=c.faithfulness_sizes,
+                                   batch_size=acfg.batch_size, align=acfg.align, progress=ctx.progress)
+        atomic_write_json(out / "faithfulness.json", {c.corruption: curve.to_dict()})
+        summary.update({"cpr": curve.cpr, "cmd": curve.cmd, "edges_to_f80": curve.edges_to_reach(0.8)})
+        if abs(metric_gap) < MIN_METRIC_GAP:
+            summary["faithfulness_note"] = (
+                f"the {c.corruption} corruption moves the metric by only {metric_gap:.3g} (logit difference), so "
+                "f = (circuit - corrupted) / (clean - corrupted) divides by almost nothing and is not reliable; "
+                "use another corruption or a better-trained recommender")
+            logger.warning("faithfulness: %s", summary["faithfulness_note"])
+    else:
+        (out / "faithfulness.json").unlink(missing_ok=True)
+    heads = _top_heads(circuit.module_importance(), c.attention_heads)
+    if heads:
+        _save_attention(original, clean[0].prompt, heads, out / "attention")
+    atomic_write_json(out / "circuit_summary.json", summary)
+    cache.put("circuit", key, summary, files=CIRCUIT_FILES, out_dir=out)
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------
+# single run
+
+
+class _Timer:
+    """Wall time per named step."""
+
+    def __init__(self) -> None:
+        self.times: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        logger.info("pipeline step: %s", name)
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.times[name] = round(time.perf_counter() - t, 2)
+
+
+@dataclass
+class PipelineResult:
+    """What :func:`run_pipeline` produced (also written to ``out_dir``).
+
+    Attributes:
+        table: methods x metrics (Original and Retrain first), one row per method.
+        timings: wall seconds per step.
+        circuit: the circuit summary (None when the circuit step is off).
+        memorization: Original vs Retrain on the forget set (is there something to forget?).
+        runs: each method's :class:`MethodRun`.
+        reused: steps whose results came from the cache.
+    """
+
+    out_dir: Path
+    config: PipelineConfig
+    report: Any
+    table: pd.DataFrame
+    timings: dict[str, float]
+    circuit: dict | None
+    memorization: dict
+    runs: dict[str, MethodRun]
+    reused: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[str]:
+        """Methods whose run must not be trusted (status other than ``ok``/``early_stop``)."""
+        return [m for m, r in self.runs.items() if r.status not in ("ok", "early_stop")]
+
+    def to_dict(self) -> dict:
+        """JSON-able summary (the table as records)."""
+        return {"out_dir": str(self.out_dir), "config": self.config.to_dict(),
+                "table": self.table.reset_index().to_dict("records"), "timings": self.timings,
+                "circuit": self.circuit, "memorization": self.memorization,
+                "status": {m: r.status for m, r in self.runs.items()}, "reused": self.reused}
+
+
+def _table(report) -> pd.DataFrame:
+    return pd.DataFrame({m: {k: v[0] for k, v in cols.items()} for m, cols in report.summary().items()}).T
+
+
+def _prepare(config: PipelineConfig, grid: GridConfig | None = None) -> tuple[PipelineData, list[tuple[float, int]]]:
+    """Validate the config, build the data and draw every request: all before any model is loaded."""
+    validate(config, grid)
+    data = prepare_data(config)
+    if grid is None:
+        pairs = [(config.data.forget_fraction, config.data.seed)]
+        field_name = "data.forget_fraction"
+    else:
+        pairs = [(float(r), int(s)) for r in grid.rates for s in grid.seeds]
+        field_name = "grid.rates"
+    for rate, seed in pairs:
+        make_request(data, rate, seed, field_name)
+    return data, pairs
+
+
+def run_pipeline(config: PipelineConfig | None = None, out_dir: str | os.PathLike = "runs/demo",
+                 progress: bool = True, fresh: bool = False, cache_root: str | os.PathLike | None = None
+                 ) -> PipelineResult:
+    """Run the protocol for one request (``data.forget_fraction``, ``data.seed``) with the circuit.
+
+    Args:
+        config: the run (default :class:`PipelineConfig`: SmolLM2-135M, about half an hour on CPU).
+        out_dir: where ``report.{json,md}``, ``audit/<method>.json``, ``circuit.*``, ``faithfulness.json``,
+            ``attention.*``, ``memorization.json``, ``grouping.json`` and ``updates.json`` go.
+        progress: show progress bars.
+        fresh: recompute every cached result (the checkpoints are kept; they are verified by sha256).
+        cache_root: default ``$RECIRCUIT_CACHE``.
+
+    Raises:
+        InputError: a bad config field or an impossible request, before any model is loaded.
+    """
+    cfg = config or PipelineConfig()
+    timer = _Timer()
+    with timer.step("assets"):
+        validate(cfg)
+        tiny = cfg.model.lower() == "tiny"
+        if not (tiny and cfg.data.data_dir):
+            from recircuit.assets import fetch_asset
+
+            if cfg.data.data_dir is None:
+                fetch_asset("movielens-100k")
+            if cfg.model.lower() == "smollm2-135m-instruct":
+                fetch_asset("smollm2-135m-instruct")
+        data, _ = _prepare(cfg)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ctx = _fresh_context(cache_root, fresh, progress)
+    reused: list[str] = []
+    rate, seed = cfg.data.forget_fraction, cfg.data.seed
+    with timer.step("original"):
+        original_checkpoint(cfg, data, ctx)
+    summary = None
+    if cfg.circuit.enabled:
+        with timer.step("circuit"):
+            summary = circuit_step(cfg, data, out, ctx, reused)
+    with timer.step("retrain"):
+        retrain_checkpoint(cfg, data, make_request(data, rate, seed), ctx)
+    with timer.step("evaluate_references"):
+        refs = references(cfg, data, rate, seed, ctx, reused)
+        atomic_write_json(out / "memorization.json", refs.memorization)
+    runs: dict[str, MethodRun] = {}
+    for name in cfg.methods:
+        with timer.step(f"unlearn_{name}"):
+            runs[name] = run_method(cfg, name, data, refs, ctx, reused)
+            atomic_write_json(out / "audit" / f"{name}.json", runs[name].audit)
+    grouping = next((r.grouping for r in runs.values() if r.grouping), None)
+    if grouping is not None:
+        atomic_write_json(out / "grouping.json", grouping)
+    atomic_write_json(out / "updates.json", {m: r.updates for m, r in runs.items()})
+    with timer.step("report"):
+        report = _report(cfg, [refs], list(runs.values()))
+        report.meta.update({"n_forget": len(make_request(data, rate, seed).forget),
+                            "n_retain": len(make_request(data, rate, seed).retain), "n_test": len(data.test),
+                            "n_heldout": len(data.heldout), "timings": timer.times, "reused_from_cache": reused,
+                            "memorization": refs.memorization, "circuit": summary})
+        report.save(out / "report")
+    return PipelineResult(out, cfg, report, _table(report), timer.times, summary, refs.memorization, runs, reused)
+
+
+def _report(config: PipelineConfig, refs: Sequence[References], runs: Sequence[MethodRun]):
+    """The table: Original and Retrain of every request, then every method (rows carry the rate)."""
+    from recircuit.evaluate import UnlearningReport
+
+    report = UnlearningReport(meta={"pipeline_config": config.to_dict(),
+                                    "status": {f"{r.method} rate={r.rate} seed={r.seed}": r.status for r in runs}})
+    for who in ("original", "retrain"):
+        for r in refs:
+            report.add(who, r.seed, {**r.rows[who], "rate": r.rate})
+    for r in runs:
+        report.add(r.method, r.seed, {**r.row, "rate": r.rate})
+    return report
+
+
+# ---------------------------------------------------------------------------------------------
+# grid (Ray)
+
+
+def _run_file(out: Path, method: str, rate: float, seed: int) -> Path:
+    return out / "runs" / f"{method}_rate{rate}_seed{seed}.json"
+
+
+def _refs_file(out: Path, rate: float, seed: int) -> Path:
+    return out / "runs" / f"references_rate{rate}_seed{seed}.json"
+
+
+def _grid_key(config: PipelineConfig, method: str | None) -> str:
+    """What a finished request file must match to count as done (everything but other methods)."""
+    from recircuit.cache import cache_key
+
+    d = config.to_dict()
+    d.pop("circuit")
+    d["methods"] = {method: d["methods"][method]} if method else {}
+    return cache_key(config=d)
+
+
+def _read_done(path: Path, key: str, parse):
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+        if d.get("grid_key") != key:
+            return None
+        return parse(d["result"])
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError, IndexError):
+        return None
+
+
+_DATA: dict[str, PipelineData] = {}
+
+
+def _task_data(config: PipelineConfig) -> PipelineData:
+    """Data of a Ray worker, built once per worker process and data config."""
+    k = json.dumps(dataclasses.asdict(config.data), sort_keys=True)
+    if k not in _DATA:
+        _DATA[k] = prepare_data(config)
+    return _DATA[k]
+
+
+def _references_task(cfg_dict: dict, rate: float, seed: int, ctx: Context) -> dict:
+    """Ray task: Retrain and the reference rows of one request (one torch thread)."""
+    torch.set_num_threads(1)
+    cfg = PipelineConfig.from_dict(cfg_dict)
+    return references(cfg, _task_data(cfg), rate, seed, ctx).to_dict()
+
+
+def _method_task(cfg_dict: dict, name: str, refs: dict, ctx: Context) -> dict:
+    """Ray task: one method on one request (one torch thread)."""
+    torch.set_num_threads(1)
+    cfg = PipelineConfig.from_dict(cfg_dict)
+    return run_method(cfg, name, _task_data(cfg), References.from_dict(refs), ctx).to_dict()
+
+
+@dataclass
+class GridResult:
+    """What :func:`run_grid` produced.
+
+    Attributes:
+        report: the :class:`recircuit.evaluate.UnlearningReport` over every finished request.
+        runs: every method run of the grid.
+        submitted: the ``(method, rate, seed)`` requests computed by this call (the rest were done).
+    """
+
+    out_dir: Path
+    report: Any
+    runs: list[MethodRun]
+    references: list[References]
+    submitted: list[tuple[str, float, int]]
+
+    @property
+    def table(self) -> pd.DataFrame:
+        """Methods x metrics (means over seeds and rates)."""
+        return _table(self.report)
+
+
+def run_grid(config: PipelineConfig, grid: GridConfig, out_dir: str | os.PathLike = "runs/unlearning",
+             ray_address: str | None = None, num_cpus: int | None = None, fresh: bool = False,
+             cache_root: str | os.PathLike | None = None, progress: bool = False) -> GridResult:
+    """Run every (method, seed, rate) request of ``grid`` as Ray tasks; write each as it finishes.
+
+    Original is trained (or reused) once in this process and shared by the tasks through the
+    cache; each request's Retrain and reference rows are one task, each method on it another
+    (started as soon as its references are done). Each finished request is written atomically to
+    ``<out>/runs/<method>_rate<r>_seed<s>.json``; a request whose file matches the config is not
+    run again, so a rerun only does what is missing (and starts no Ray at all when nothing is).
+    Writes ``<out>/report.{json,md}`` and ``<out>/audit/<method>_rate<r>_seed<s>.json``.
+
+    Args:
+        ray_address: an existing Ray cluster (``"auto"``, ``"ray://head:10001"``); None starts a
+            local one with ``num_cpus`` (default: the cores there are). Every task takes one CPU
+            and one torch thread. On a cluster, recircuit must be installed on every node, and
+            ``$RECIRCUIT_CACHE`` should be a shared directory (else each node trains Original once).
+        fresh: recompute every cached result and every request file.
+        cache_root: default ``$RECIRCUIT_CACHE``.
+
+    Raises:
+        InputError: a bad config or grid field, before any model is loaded or any task started.
+    """
+    data, pairs = _prepare(config, grid)
+    out = Path(out_dir)
+    methods = list(grid.methods or config.methods)
+    ctx = _fresh_context(None if ray_address else cache_root, fresh, progress)
+    local_ctx = _fresh_context(cache_root, fresh, progress)
+    if ctx.since is not None:
+        local_ctx.since = ctx.since
+    keys = {m: _grid_key(config, m) for m in [None, *methods]}
+    refs_done: dict[tuple[float, int], References] = {}
+    runs: dict[tuple[str, float, int], MethodRun] = {}
+    todo: dict[tuple[float, int], list[str]] = {}
+    for rate, seed in pairs:
+        if not fresh:
+            r = _read_done(_refs_file(out, rate, seed), keys[None], References.from_dict)
+            if r is not None:
+                refs_done[(rate, seed)] = r
+        for m in methods:
+            run = None if fresh else _read_done(_run_file(out, m, rate, seed), keys[m], MethodRun.from_dict)
+            if run is None:
+                todo.setdefault((rate, seed), []).append(m)
+            else:
+                runs[(m, rate, seed)] = run
+    submitted = [(m, rate, seed) for (rate, seed), ms in todo.items() for m in ms]
+    if submitted:
+        original_checkpoint(config, data, local_ctx)   # once per pool, shared through the cache
+        _run_ray(config, todo, refs_done, runs, keys, out, ctx, ray_address, num_cpus)
+    refs = [refs_done[p] for p in pairs if p in refs_done]
+    all_runs = [runs[(m, rate, seed)] for rate, seed in pairs for m in methods if (m, rate, seed) in runs]
+    report = _report(config, refs, all_runs)
+    report.meta.update(_grid_meta(grid, methods, refs, all_runs))
+    report.save(out / "report")
+    return GridResult(out, report, all_runs, refs, submitted)
+
+
+def _run_ray(config: PipelineConfig, todo: dict[tuple[float, int], list[str]],
+             refs_done: dict[tuple[float, int], References], runs: dict[tuple[str, float, int], MethodRun],
+             keys: dict[str | None, str], out: Path, ctx: Context, ray_address: str | None,
+             num_cpus: int | None) -> None:
+    """Submit the missing requests to Ray and write each result as it arrives."""
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        if ray_address:
+            ray.init(address=ray_address, logging_level=logging.WARNING)
+        else:
+            ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False,
+                     logging_level=logging.WARNING)
+    try:
+        ref_task = ray.remote(num_cpus=1)(_references_task)
+        method_task = ray.remote(num_cpus=1)(_method_task)
+        cfg_dict = config.to_dict()
+        pending: dict[Any, tuple] = {}
+        for (rate, seed), ms in todo.items():
+            if (rate, seed) in refs_done:
+                rref = ray.put(refs_done[(rate, seed)].to_dict())
+            else:
+                rref = ref_task.remote(cfg_dict, rate, seed, ctx)
+                pending[rref] = ("refs", rate, seed)
+            for m in ms:
+                pending[method_task.remote(cfg_dict, m, rref, ctx)] = (m, rate, seed)
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            kind, rate, seed = pending.pop(ready[0])
+            result = ray.get(ready[0])
+            if kind == "refs":
+                refs_done[(rate, seed)] = References.from_dict(result)
+                atomic_write_json(_refs_file(out, rate, seed), {"grid_key": keys[None], "result": result})
+            else:
+                run = MethodRun.from_dict(result)
+                runs[(kind, rate, seed)] = run
+                atomic_write_json(out / "audit" / f"{kind}_rate{rate}_seed{seed}.json", run.audit)
+                atomic_write_json(_run_file(out, kind, rate, seed), {"grid_key": keys[kind], "result": result})
+                logger.info("grid: %s rate %s seed %s done (%s)", kind, rate, seed, run.status)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _grid_meta(grid: GridConfig, methods: list[str], refs: Sequence[References], runs: Sequence[MethodRun]) -> dict:
+    from recircuit.unlearn import Grouping, GroupingConfig
+    from recircuit.unlearn.grouping import grouping_jaccard
+
+    groupings: dict[str, dict[float, list]] = {}
+    for r in runs:
+        if r.grouping:
+            g = r.grouping
+            groupings.setdefault(r.method, {}).setdefault(r.rate, []).append(
+                Grouping(**{**g, "config": GroupingConfig(**g["config"])}))
+    jaccard = {m: {str(rate): grouping_jaccard(v) for rate, v in by_rate.items() if len(v) > 1}
+               for m, by_rate in groupings.items()}
+    return {"grid": {"methods": methods, "seeds": list(grid.seeds), "rates": list(grid.rates)},
+            "memorization": {f"rate={r.rate} seed={r.seed}": r.memorization for r in refs},
+            "grouping_jaccard_across_seeds": jaccard,
+            "failed": [f"{r.method} rate={r.rate} seed={r.seed}: {r.stopped}" for r in runs
+                       if r.status not in ("ok", "early_stop")]}
+
+
+def grid_markdown(result: GridResult, columns: Sequence[str] = REPORT_COLUMNS) -> str:
+    """The grid's table as Markdown (methods as rows, mean +- std over seeds)."""
+    return result.report.to_markdown(list(columns))
