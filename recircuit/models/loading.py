@@ -181,9 +181,9 @@ def load_hf(name_or_path: str, dtype: torch.dtype = torch.float32):
     path = Path(name_or_path).expanduser()
     if path.exists() and not (path / "config.json").exists():
         raise ModelLoadError(
-            f"{path} exists but holds no config.json, so it is not a Hugging Face model directory. "
-            "Point --model at a directory made by `save_pretrained`, or use one of "
-            f"{sorted(OFFLINE_MODELS)}."
+            "exists but holds no config.json, so it is not a Hugging Face model directory",
+            path=path,
+            fix=f"point --model at a directory made by save_pretrained, or use one of {supported_names()}",
         )
     if not path.exists() and not _hub_cached(name_or_path):
         # Fail fast instead of a minute of hub retries: nothing cached, and no hub to ask.

@@ -182,3 +182,14 @@ def test_an_unlisted_architecture_is_described_from_its_bridge():
 def test_a_target_the_family_lacks_is_refused():
     with pytest.raises(InputError, match=r"'gpt2' has no \['gate'\].*choose from"):
         projections(tiny_model(0, family="gpt2"), ("q", "gate"))
+
+
+def test_every_family_bridge_matches_its_hf_model(family_model):
+    """The tiny bridges compute what their HF models compute (per-head hooks on)."""
+    from recircuit.models import tiny_hf_model
+
+    m = family_model
+    hf, _ = tiny_hf_model(seed=0, family=family_of(m).name)
+    ids = _ids(m)
+    with torch.no_grad():
+        torch.testing.assert_close(m(ids, return_type="logits"), hf(ids).logits, atol=1e-5, rtol=1e-5)
