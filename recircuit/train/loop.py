@@ -439,6 +439,9 @@ def retrain(
 
     Uses exactly the same config and seed handling as :func:`train`, so the only difference from
     the original model is the data.
+
+    Raises:
+        TrainingFailed: as :func:`train` (non-finite loss, divergence, collapse to chance).
     """
     from recircuit.models import load_model
 
