@@ -71,6 +71,7 @@ from recircuit.circuits.engine import (
     buffer_bytes,
     chunks,
     collect_writer_outputs,
+    decomposition_error,
     default_budget,
     gradient_pass,
     input_index,
@@ -82,13 +83,35 @@ from recircuit.circuits.engine import (
 from recircuit.circuits.graph import Graph
 from recircuit.circuits.metrics import Metric, get_metric
 from recircuit.data.prompts import Sample
-from recircuit.models.scoring import AnswerTokens, answer_tokens
+from recircuit.errors import InputError
+from recircuit.models.scoring import AnswerTokens, TokenizedBatch, answer_tokens
 
 logger = logging.getLogger(__name__)
 
 
 class AttributionMemoryError(MemoryError):
     """Attribution would not fit in the memory budget even one prompt at a time."""
+
+
+#: Largest relative miss between a reader's input and the sum of its upstream writers that
+#: :func:`attribute` accepts (float32 models measure about 1e-7).
+DECOMPOSITION_TOLERANCE = 1e-4
+
+
+def check_decomposition(model, graph: Graph, batch: TokenizedBatch) -> None:
+    """Refuse a model whose writers do not sum to every reader's input (see :mod:`~recircuit.circuits.graph`).
+
+    Raises:
+        InputError: naming the worst reader hook and its relative miss.
+    """
+    errs = decomposition_error(model, graph, batch)
+    hook, err = max(errs.items(), key=lambda kv: kv[1])
+    if not err <= DECOMPOSITION_TOLERANCE:
+        arch = getattr(model.cfg, "architecture", None) or getattr(model.cfg, "model_name", "this model")
+        raise InputError(f"{arch}: the graph's writers (embeddings, per-head results, MLP outputs) miss the input of "
+                         f"{hook} by a relative {err:.2g}, so this architecture's residual stream is not the sum "
+                         "EAP assumes and edge scores would be wrong", field="model",
+                         fix="use a supported family (Llama, Qwen2, Mistral, GPT-2, GPT-NeoX, Phi-3 style)")
 
 
 @dataclass
@@ -319,6 +342,8 @@ def attribute(
     Raises:
         CorruptionLengthError: strict alignment and a pair differs in length.
         AttributionMemoryError: one prompt alone exceeds the memory budget.
+        InputError: the model's writers do not sum to its readers' inputs (checked on the first
+            prompt, :func:`check_decomposition`), e.g. post-block norms.
     """
     config = config or AttributionConfig()
     graph = graph or Graph.from_model(model)
@@ -340,6 +365,7 @@ def attribute(
     try:
         with Frozen(model):
             queue = list(units)
+            checked = False
             while queue:
                 lo, hi = queue.pop(0)
                 pair = make_pair_batch(model.tokenizer, clean[lo:hi], corrupted[lo:hi], device, config.align)
@@ -356,6 +382,10 @@ def attribute(
                     logger.info("splitting batch %d-%d: %.2f GiB > budget %.2f GiB", lo, hi, need / 2**30, budget / 2**30)
                     queue[:0] = [(lo, mid), (mid, hi)]
                     continue
+                if not checked:
+                    checked = True
+                    first = TokenizedBatch(pair.clean.input_ids[:1], pair.clean.attention_mask[:1])
+                    check_decomposition(model, graph, first)
                 mc, mk = METHOD_FUNCTIONS[config.method](model, graph, pair, config, metric, answers, scores, edge_mask)
                 m_clean_sum += float(mc.sum())
                 m_corr_sum += float(mk.sum())
@@ -387,7 +417,9 @@ __all__ = [
     "CorruptionLengthError",
     "PairBatch",
     "attribute",
+    "DECOMPOSITION_TOLERANCE",
     "buffer_bytes",
+    "check_decomposition",
     "collect_writer_outputs",
     "eap_ig_activations_scores",
     "eap_ig_inputs_scores",

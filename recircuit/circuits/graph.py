@@ -24,6 +24,18 @@ head's full set of readers is its own ``<q>`` plus its group's ``<k>`` and ``<v>
 (:meth:`Graph.head_readers`), which is how node-level aggregation and module importance treat it.
 Without GQA (n_kv_heads == n_heads) the groups are the heads.
 
+**Model families.** The graph needs only what every supported bridge shows: per-head results
+that, with the embeddings and the MLP outputs, sum to the residual stream, and per-head
+q/k/v inputs (split by the bridge even where the weights are fused, as in GPT-2 and GPT-NeoX).
+Biases and learned position embeddings are inside those writers (``input`` is the embedding
+plus positions, ``blocks.0.hook_resid_pre``). With parallel attention and MLP (GPT-NeoX, GPT-J:
+``cfg.parallel_attn_mlp``) a layer's MLP reads the residual before that layer's heads, so those
+heads are not upstream of it. A model whose block renormalises the attention or MLP output
+before adding it (Gemma-2/3 "sandwich" norms, ``cfg.use_normalization_before_and_after``) breaks
+the sum and is refused with an :class:`~recircuit.errors.InputError`;
+:func:`recircuit.circuits.engine.decomposition_error` measures the sum on real activations and
+:func:`~recircuit.circuits.attribute.attribute` refuses any model where it fails.
+
 Forward nodes are ordered by layer (input, heads of layer 0, m0, heads of layer 1, ...), so the
 writers upstream of any reader form a prefix ``[:n_upstream]``, which the attribution engine uses.
 """
@@ -36,6 +48,7 @@ import torch
 from jaxtyping import Bool
 
 from recircuit.circuits.nodes import head_name, kv_name, mlp_name, reader_name
+from recircuit.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -55,6 +68,7 @@ class Graph:
     n_layers: int
     n_heads: int
     n_kv_heads: int
+    parallel_attn_mlp: bool = False
     forward_names: list[str] = field(default_factory=list)
     backward_names: list[str] = field(default_factory=list)
 
@@ -78,10 +92,22 @@ class Graph:
 
     @classmethod
     def from_model(cls, model) -> Graph:
-        """The graph of a bridge (reads ``n_layers``, ``n_heads``, ``n_key_value_heads``)."""
+        """The graph of a bridge (reads ``n_layers``, ``n_heads``, ``n_key_value_heads``, ``parallel_attn_mlp``).
+
+        Raises:
+            InputError: for a model whose blocks normalise their outputs again before the residual
+                (post-attention/post-MLP norms): its per-head results are not what it writes.
+        """
         cfg = model.cfg
+        if getattr(cfg, "use_normalization_before_and_after", False):
+            arch = getattr(cfg, "architecture", None) or getattr(cfg, "model_name", "this model")
+            raise InputError(f"{arch} normalises each attention and MLP output again before adding it to the "
+                             "residual stream (post-block norms), so its per-head outputs do not sum to the residual "
+                             "and edge attribution would be wrong", field="model",
+                             fix="use a model without post-block norms (Llama, Qwen2, Mistral, GPT-2, GPT-NeoX, Phi-3 "
+                                 "style)")
         kv = getattr(cfg, "n_key_value_heads", None) or cfg.n_heads
-        return cls(cfg.n_layers, cfg.n_heads, kv)
+        return cls(cfg.n_layers, cfg.n_heads, kv, bool(getattr(cfg, "parallel_attn_mlp", False)))
 
     @property
     def n_forward(self) -> int:
@@ -121,7 +147,8 @@ class Graph:
             out.append(ReaderSlot(f"blocks.{layer}.hook_q_input", tuple(bi[reader_name(head_name(layer, h), "q")] for h in range(H)), up, True))
             out.append(ReaderSlot(f"blocks.{layer}.hook_k_input", tuple(bi[reader_name(kv_name(layer, g), "k")] for g in range(K)), up, True))
             out.append(ReaderSlot(f"blocks.{layer}.hook_v_input", tuple(bi[reader_name(kv_name(layer, g), "v")] for g in range(K)), up, True))
-            out.append(ReaderSlot(f"blocks.{layer}.hook_mlp_in", (bi[mlp_name(layer)],), up + H, False))
+            mlp_up = up if self.parallel_attn_mlp else up + H  # parallel: the MLP reads resid_pre
+            out.append(ReaderSlot(f"blocks.{layer}.hook_mlp_in", (bi[mlp_name(layer)],), mlp_up, False))
         out.append(ReaderSlot("ln_final.hook_in", (bi["logits"],), self.n_forward, False))
         return out
 
@@ -151,4 +178,5 @@ class Graph:
 
     def to_dict(self) -> dict:
         """JSON-able shape description."""
-        return {"n_layers": self.n_layers, "n_heads": self.n_heads, "n_kv_heads": self.n_kv_heads}
+        d = {"n_layers": self.n_layers, "n_heads": self.n_heads, "n_kv_heads": self.n_kv_heads}
+        return d | ({"parallel_attn_mlp": True} if self.parallel_attn_mlp else {})

@@ -18,3 +18,13 @@ def test_edges_go_only_downstream():
     assert m[:, bi["logits"]].all()
     # per layer l: attention readers see 1 + l*(H+1) writers, the MLP sees H more
     assert int(m[:, bi["a1.h2<q>"]].sum()) == 1 + 5 and int(m[:, bi["m1"]].sum()) == 1 + 5 + 4
+
+
+def test_parallel_attention_and_mlp_drops_same_layer_head_edges():
+    seq, par = Graph(2, 4, 4), Graph(2, 4, 4, parallel_attn_mlp=True)
+    fi, bi = par.forward_index, par.backward_index
+    assert seq.edge_mask[fi["a1.h0"], bi["m1"]] and not par.edge_mask[fi["a1.h0"], bi["m1"]]
+    assert par.edge_mask[fi["m0"], bi["m1"]] and par.edge_mask[fi["a0.h3"], bi["m1"]]
+    assert seq.n_edges - par.n_edges == 2 * 4
+    assert (seq.edge_mask | ~par.edge_mask).all()             # only removals
+    assert Graph(**par.to_dict()).parallel_attn_mlp and seq.to_dict() == {"n_layers": 2, "n_heads": 4, "n_kv_heads": 4}
