@@ -83,7 +83,7 @@ def add_unlearn_parser(subparsers) -> argparse.ArgumentParser:
     for dest, entry in _method_flags().items():
         f = entry["field"]
         where = f"[{', '.join(entry['methods'])}; default {f.default}]"
-        kw = dict(dest=dest, default=argparse.SUPPRESS, help=f"{f.help} {where}".strip())
+        kw = dict(dest=dest, default=argparse.SUPPRESS, help=f"{f.help} {where}".strip().replace("%", "%%"))
         if f.type is bool:
             g.add_argument(f.flag, action=argparse.BooleanOptionalAction, **kw)
         else:
