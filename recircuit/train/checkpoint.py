@@ -44,7 +44,7 @@ from safetensors.torch import load_file, save_file
 
 from recircuit._io import sha256_file
 from recircuit.errors import InputError
-from recircuit.models.loading import OFFLINE_MODELS, TINY_MODEL_NAME, model_name
+from recircuit.models.loading import OFFLINE_MODELS, model_name, tiny_family
 from recircuit.train.lora import (
     LoraConfig,
     attach_lora,
@@ -291,17 +291,21 @@ def load_trained(path: str | Path, device: str | None = None) -> tuple:
 
     Raises:
         InputError: see :func:`load_checkpoint`; also a tiny-model sidecar without its shape.
+
+    Tiny random models (any family, :data:`recircuit.models.loading.TINY_MODELS`) are rebuilt
+    from the seed and shape in the sidecar; any other name goes through ``load_model``.
     """
     from recircuit.models import load_model, tiny_model
 
     base = read_meta(path)["base_model"]
-    if base["name"] == TINY_MODEL_NAME:
+    family = tiny_family(base["name"])
+    if family is not None:
         shape = {k: base.get(k) for k in ("n_layers", "n_heads", "d_model")}
         if not all(isinstance(v, int) for v in shape.values()):
             _, js = _paths(path)
             raise InputError("a tiny-model sidecar needs integer n_layers, n_heads and d_model", path=js,
                              field="base_model", fix=_RETRAIN)
-        model = tiny_model(base.get("seed", 0), device=device or "cpu", **shape)
+        model = tiny_model(base.get("seed", 0), device=device or "cpu", family=family, **shape)
     else:
         model = load_model(base["name"], device=device)
     meta = load_checkpoint(model, path)

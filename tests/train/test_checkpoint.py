@@ -258,3 +258,24 @@ def test_load_trained_refuses_a_tiny_sidecar_without_its_shape(full_ckpt):
     js.write_text(json.dumps(meta))
     with pytest.raises(InputError, match="field 'base_model'"):
         load_trained(js)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "neox", "phi3"])
+def test_full_and_lora_checkpoints_roundtrip_on_other_families(tmp_path, family):
+    m = tiny_model(1, family=family)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.01)
+    save_checkpoint(m, tmp_path / "full")
+    built, meta = load_trained(tmp_path / "full")
+    assert meta["kind"] == "full" and _same(_weights(built), _weights(m))
+    with pytest.raises(InputError, match="trained on base model"):
+        load_checkpoint(tiny_model(1), tmp_path / "full")                # a Llama is not a {family}
+    a = tiny_model(1, family=family)
+    for d in attach_lora(a).values():
+        torch.nn.init.normal_(d.B, std=0.02)
+    save_checkpoint(a, tmp_path / "lora")
+    b, meta = load_trained(tmp_path / "lora")
+    assert meta["kind"] == "lora"
+    for name, d in lora_modules(a).items():
+        assert torch.equal(lora_modules(b)[name].B, d.B) and torch.equal(lora_modules(b)[name].A, d.A)
