@@ -49,6 +49,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -57,7 +58,7 @@ import torch
 from tqdm.auto import tqdm
 
 from recircuit.data.prompts import Sample
-from recircuit.data.requests import RequestError, check_request
+from recircuit.data.requests import RequestError, check_request, sample_key
 from recircuit.errors import RunFailed
 from recircuit.models.loading import plain_forward
 from recircuit.models.scoring import p_yes_from_logits, score
@@ -137,6 +138,30 @@ def _answer_state(model, samples: Sequence[Sample]) -> tuple[np.ndarray, np.ndar
     return ce.double().cpu().numpy(), p_yes_from_logits(two).double().cpu().numpy()
 
 
+#: reference model -> (parameter versions, sample keys, its answer state): the reference of a
+#: protocol is shared by every method run, so its guard pass is paid once.
+_REFERENCE_STATE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _reference_state(reference, samples: Sequence[Sample]) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_answer_state` of the frozen reference, reused while its weights are unchanged.
+
+    The cache entry is keyed by the samples' keys and every parameter's storage and version
+    counter (bumped by any in-place change), so a modified reference is recomputed.
+    """
+    stamp = tuple((p.data_ptr(), p._version) for p in reference.parameters())
+    keys = tuple(sample_key(s) for s in samples)
+    hit = _REFERENCE_STATE.get(reference)
+    if hit is not None and hit[0] == stamp and hit[1] == keys:
+        return hit[2]
+    state = _answer_state(reference, samples)
+    try:
+        _REFERENCE_STATE[reference] = (stamp, keys, state)
+    except TypeError:  # not weak-referenceable: no cache
+        pass
+    return state
+
+
 def destruction_check(model, reference, samples: Sequence[Sample], loop: LoopConfig) -> tuple[str | None, dict]:
     """Is ``model`` destroyed compared with ``reference`` on ``samples``? ``(reason or None, numbers)``.
 
@@ -145,7 +170,7 @@ def destruction_check(model, reference, samples: Sequence[Sample], loop: LoopCon
     max - min, under 1% of the reference's while the reference's is over 1e-3).
     """
     ce, p = _answer_state(model, samples)
-    ce0, p0 = _answer_state(reference, samples)
+    ce0, p0 = _reference_state(reference, samples)
     spread, spread0 = float(np.ptp(p)) if len(p) else 0.0, float(np.ptp(p0)) if len(p0) else 0.0
     nums = {"retain_ce": float(np.mean(ce)), "reference_retain_ce": float(np.mean(ce0)),
             "p_yes_spread": spread, "reference_p_yes_spread": spread0, "samples": len(ce)}

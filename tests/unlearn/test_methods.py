@@ -162,3 +162,21 @@ def test_heldout_samples_that_were_trained_on_are_refused(model, request_data):
     forget, retain, heldout = request_data
     with pytest.raises(UnlearningError, match="held-out samples were trained on"):
         get_method("ga").run(model, forget, retain, LoopConfig(steps=1), heldout=heldout + retain[:1], progress=False)
+
+
+def test_guard_reuses_the_reference_pass_until_the_reference_changes(model, request_data, monkeypatch):
+    import recircuit.unlearn.base as base
+
+    _, retain, _ = request_data
+    calls = []
+    real = base._answer_state
+    monkeypatch.setattr(base, "_answer_state", lambda m, s: calls.append(m) or real(m, s))
+    ref = copy.deepcopy(model)
+    first = base._reference_state(ref, retain[:4])
+    assert base._reference_state(ref, retain[:4]) is first and len(calls) == 1
+    base._reference_state(ref, retain[:3])  # other samples: recomputed
+    assert len(calls) == 2
+    with torch.no_grad():
+        next(ref.parameters()).add_(1.0)  # an in-place change: recomputed
+    base._reference_state(ref, retain[:3])
+    assert len(calls) == 3
