@@ -178,6 +178,8 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     row = {"method": args.method, "status": res.status, "forget_samples": len(req.forget),
            "forget_users": len(req.forget_users), "steps": res.steps, "stopped": res.stopped,
            "seconds": round(secs, 1), "test_auc": m["auc"], "forget_auc": f["auc"]}
+    if res.extra.get("warnings"):
+        row["warnings"] = "; ".join(res.extra["warnings"])
     if "group_sizes" in res.extra:
         row.update({f"n_{k}": v for k, v in res.extra["group_sizes"].items()})
         atomic_write_json(out / "grouping.json", res.extra["grouping"])
