@@ -37,3 +37,12 @@ def test_notebook_runs_on_the_tiny_model(path, demo_run, shared_data, tmp_path, 
     assert not errors
     if path.stem.startswith("03"):
         assert (tmp_path / "figures" / "pareto.html").exists()
+
+
+def test_notebook_02_runs_the_pipeline_not_its_own_protocol():
+    (path,) = [p for p in NOTEBOOKS if p.stem.startswith("02")]
+    source = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
+    assert "recircuit.pipeline" in source
+    for own_protocol in ("recircuit.demo", "forget_retain_split", "load_recommender", "evaluate_unlearning",
+                         "get_method", '{"summary"'):
+        assert own_protocol not in source, own_protocol
