@@ -149,13 +149,14 @@ class AttributionConfig:
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
-            raise ValueError(f"Unknown method {self.method!r}; choose one of {METHODS}.")
+            raise InputError(f"unknown attribution method {self.method!r}", field="method", fix=f"choose one of {', '.join(METHODS)}")
         if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
+            raise InputError(f"steps must be >= 1, got {self.steps}", field="steps", fix="use 1 (EAP) or more")
         if self.align not in ("strict", "left"):
-            raise ValueError(f"align must be 'strict' or 'left', got {self.align!r}")
+            raise InputError(f"align must be 'strict' or 'left', got {self.align!r}", field="align")
         if self.gradient_point not in ("clean", "corrupted"):
-            raise ValueError(f"gradient_point must be 'clean' or 'corrupted', got {self.gradient_point!r}")
+            raise InputError(f"gradient_point must be 'clean' or 'corrupted', got {self.gradient_point!r}",
+                             field="gradient_point")
 
     def to_dict(self) -> dict:
         """JSON-able form (a callable metric is stored by name)."""

@@ -49,6 +49,7 @@ import torch
 from jaxtyping import Float
 
 from recircuit.data.prompts import Sample
+from recircuit.errors import InputError
 
 Corruption = Callable[[Sequence[Sample]], list[Sample]]
 
@@ -104,14 +105,16 @@ def corruption_names() -> tuple[str, ...]:
 
 def _spec(name: str) -> CorruptionSpec:
     if name not in _REGISTRY:
-        raise ValueError(f"Unknown corruption {name!r}; choose one of {corruption_names()}.")
+        raise InputError(f"unknown corruption {name!r}", field="corruption",
+                         fix=f"choose one of {', '.join(corruption_names())}")
     return _REGISTRY[name]
 
 
 def _structured(s: Sample, name: str) -> Sample:
     if not s.structured:
-        raise ValueError(f"The {name} corruption needs TALLRec movie prompts; sample {s.uid or '(no uid)'} has "
-                         f"input {s.input[:60]!r}..., which is not in that format.")
+        raise InputError(f"The {name} corruption needs TALLRec movie prompts; sample {s.uid or '(no uid)'} has "
+                         f"input {s.input[:60]!r}..., which is not in that format", field="input",
+                         fix="use samples built by recircuit.data (MovieLens splits or TALLRec movie JSON)")
     return s
 
 
@@ -191,7 +194,7 @@ def history_resample(tokenizer=None, seed: int = 0, titles: dict[int, str] | Non
     user's consecutive windows (TALLRec's split) needs.
 
     Raises:
-        ValueError: when no history title of any sample could be replaced (the corrupted prompts
+        InputError: when no history title of any sample could be replaced (the corrupted prompts
             would equal the clean ones); the message says to pass ``titles``.
     """
 
@@ -215,7 +218,7 @@ def history_resample(tokenizer=None, seed: int = 0, titles: dict[int, str] | Non
             changed += sum(a != b for a, b in zip(liked + disliked, new_l + new_d))
             out.append(s.with_history(new_l, new_d, _ids(new_l, id_of), _ids(new_d, id_of)))
         if samples and not changed and any(lk or dk for lk, dk, _ in parsed):
-            raise ValueError("history_resample could not replace any history title: every candidate of matching "
+            raise InputError("history_resample could not replace any history title: every candidate of matching "
                              "length belongs to the sample's own user (e.g. a batch of one user's consecutive "
                              "TALLRec windows). Pass the item catalogue: get_corruption('history_resample', "
                              "titles=load_movielens().titles, tokenizer=...), or use samples of several users.")
@@ -288,7 +291,8 @@ def ppr_replace(interactions: pd.DataFrame, titles: dict[int, str], tokenizer=No
         out = []
         for s in samples:
             if s.user_id is None:
-                raise ValueError("The ppr corruption needs samples with user ids (MovieLens splits, not bare JSON).")
+                raise InputError("The ppr corruption needs samples with user ids", field="user_id",
+                                 fix="use MovieLens splits (recircuit data build), not bare TALLRec JSON")
             s = _structured(s, "ppr")
             far = far_titles(s.user_id)
             buckets: dict[int, list[str]] = {}
@@ -315,7 +319,7 @@ def get_corruption(name: str, **kwargs) -> Corruption:
     corruption (``label_flip``) ignores them.
 
     Raises:
-        ValueError: unknown name, or a factory missing a required argument or given an unknown one.
+        InputError: unknown name, or a factory missing a required argument or given an unknown one.
     """
     spec = _spec(name)
     if not spec.factory:
@@ -325,7 +329,7 @@ def get_corruption(name: str, **kwargs) -> Corruption:
     try:
         inspect.signature(spec.fn).bind(**kw)
     except TypeError as err:
-        raise ValueError(f"Corruption {name!r}: {err}; it takes {list(params)}.") from None
+        raise InputError(f"Corruption {name!r}: {err}", fix=f"it takes {', '.join(params)}") from None
     return spec.fn(**kw)
 
 

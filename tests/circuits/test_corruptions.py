@@ -113,7 +113,7 @@ def test_history_resample_takes_other_users_titles_of_the_same_length():
         assert lo + do != lk + dk
         assert all(b not in lk + dk for a, b in zip(lk + dk, lo + do) if a != b)
         assert len(tok(o.prompt)["input_ids"]) == len(tok(s.prompt)["input_ids"])
-    with pytest.raises(ValueError, match="Unknown corruption"):
+    with pytest.raises(ValueError, match="unknown corruption"):
         get_corruption("shuffle")
 
 
@@ -171,3 +171,16 @@ def test_cli_corruption_choices_come_from_the_registry(monkeypatch):
     assert parser.parse_args(["circuit", "--corruption", "noop"]).corruption == "noop"
     with pytest.raises(SystemExit):
         parser.parse_args(["circuit", "--corruption", "label_flop"])
+
+
+def test_user_facing_corruption_errors_are_one_line_input_errors():
+    from recircuit.circuits import AttributionConfig
+    from recircuit.errors import InputError
+
+    with pytest.raises(InputError, match=r"field 'corruption'.*unknown corruption 'shuffle'; choose one of label_flip"):
+        get_corruption("shuffle")
+    with pytest.raises(InputError, match="field 'method'"):
+        AttributionConfig(method="eap-ig")
+    with pytest.raises(InputError, match="user ids"):
+        get_corruption("ppr", interactions=pd.DataFrame({"user": [1], "item": [2]}), titles={2: "A (1990)"})(
+            [Sample("i", build_input(["A (1990)"], [], "A (1990)"), "Yes.")])
