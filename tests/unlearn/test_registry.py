@@ -50,6 +50,10 @@ def test_unknown_settings_and_configs_are_refused_by_name():
         U.get_method("ga", U.method_config("npo"))
     with pytest.raises(InputError, match="forget_rule.*npo"):
         U.method_config("cure", forget_rule="magic")
+    with pytest.raises(InputError, match="corruption.*label_flip"):
+        U.method_config("cure", corruption="magic")
+    with pytest.raises(InputError, match="importance_method"):
+        U.method_config("cure", importance_method="magic")
     with pytest.raises(InputError, match="lr"):
         U.LoopConfig(lr=-1.0)
     nested = U.method_config("cure", grouping={"top_k": 0.3})

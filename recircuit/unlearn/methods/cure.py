@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from recircuit.circuits import METHODS, corruption_names
+from recircuit.errors import InputError
 from recircuit.unlearn.base import UnlearnMethod
 from recircuit.unlearn.forget_rules import ForgetRuleConfig, augmented_model, forget_rule
 from recircuit.unlearn.grouping import Grouping, GroupingConfig, group_modules
@@ -59,6 +61,18 @@ class CUREConfig(ForgetRuleConfig):
     importance_steps: int = 3
     importance_samples: int = 16
     corruption: str = "label_flip"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.importance_method not in METHODS:
+            raise InputError(f"unknown attribution method {self.importance_method!r}", field="importance_method",
+                             fix=f"choose one of {', '.join(METHODS)}")
+        if self.corruption not in corruption_names():
+            raise InputError(f"unknown corruption {self.corruption!r}", field="corruption",
+                             fix=f"choose one of {', '.join(corruption_names())}")
+        for name in ("importance_steps", "importance_samples"):
+            if getattr(self, name) < 1:
+                raise InputError(f"must be >= 1, got {getattr(self, name)}", field=name)
 
 
 @register("cure", CUREConfig)
