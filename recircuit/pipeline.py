@@ -823,10 +823,22 @@ def _table(report) -> pd.DataFrame:
     return pd.DataFrame({m: {k: v[0] for k, v in cols.items()} for m, cols in report.summary().items()}).T
 
 
+_DATA: dict[str, PipelineData] = {}
+
+
+def _data(config: PipelineConfig) -> PipelineData:
+    """:func:`prepare_data`, built once per process and data config (building the split takes seconds)."""
+    k = json.dumps(dataclasses.asdict(config.data), sort_keys=True)
+    if k not in _DATA:
+        _DATA.clear()
+        _DATA[k] = prepare_data(config)
+    return _DATA[k]
+
+
 def _prepare(config: PipelineConfig, grid: GridConfig | None = None) -> tuple[PipelineData, list[tuple[float, int]]]:
     """Validate the config, build the data and draw every request: all before any model is loaded."""
     validate(config, grid)
-    data = prepare_data(config)
+    data = _data(config)
     if grid is None:
         pairs = [(config.data.forget_fraction, config.data.seed)]
         field_name = "data.forget_fraction"
@@ -948,29 +960,16 @@ def _read_done(path: Path, key: str, parse):
         return None
 
 
-_DATA: dict[str, PipelineData] = {}
-
-
-def _task_data(config: PipelineConfig) -> PipelineData:
-    """Data of a Ray worker, built once per worker process and data config."""
-    k = json.dumps(dataclasses.asdict(config.data), sort_keys=True)
-    if k not in _DATA:
-        _DATA[k] = prepare_data(config)
-    return _DATA[k]
-
-
-def _references_task(cfg_dict: dict, rate: float, seed: int, ctx: Context) -> dict:
+def _references_task(cfg_dict: dict, data: PipelineData, rate: float, seed: int, ctx: Context) -> dict:
     """Ray task: Retrain and the reference rows of one request (one torch thread)."""
     torch.set_num_threads(1)
-    cfg = PipelineConfig.from_dict(cfg_dict)
-    return references(cfg, _task_data(cfg), rate, seed, ctx).to_dict()
+    return references(PipelineConfig.from_dict(cfg_dict), data, rate, seed, ctx).to_dict()
 
 
-def _method_task(cfg_dict: dict, name: str, refs: dict, ctx: Context) -> dict:
+def _method_task(cfg_dict: dict, data: PipelineData, name: str, refs: dict, ctx: Context) -> dict:
     """Ray task: one method on one request (one torch thread)."""
     torch.set_num_threads(1)
-    cfg = PipelineConfig.from_dict(cfg_dict)
-    return run_method(cfg, name, _task_data(cfg), References.from_dict(refs), ctx).to_dict()
+    return run_method(PipelineConfig.from_dict(cfg_dict), name, data, References.from_dict(refs), ctx).to_dict()
 
 
 @dataclass
@@ -1043,7 +1042,7 @@ def run_grid(config: PipelineConfig, grid: GridConfig, out_dir: str | os.PathLik
     submitted = [(m, rate, seed) for (rate, seed), ms in todo.items() for m in ms]
     if submitted:
         original_checkpoint(config, data, local_ctx)   # once per pool, shared through the cache
-        _run_ray(config, todo, refs_done, runs, keys, out, ctx, ray_address, num_cpus)
+        _run_ray(config, data, todo, refs_done, runs, keys, out, ctx, ray_address, num_cpus)
     refs = [refs_done[p] for p in pairs if p in refs_done]
     all_runs = [runs[(m, rate, seed)] for rate, seed in pairs for m in methods if (m, rate, seed) in runs]
     report = _report(config, refs, all_runs)
@@ -1052,7 +1051,7 @@ def run_grid(config: PipelineConfig, grid: GridConfig, out_dir: str | os.PathLik
     return GridResult(out, report, all_runs, refs, submitted)
 
 
-def _run_ray(config: PipelineConfig, todo: dict[tuple[float, int], list[str]],
+def _run_ray(config: PipelineConfig, data: PipelineData, todo: dict[tuple[float, int], list[str]],
              refs_done: dict[tuple[float, int], References], runs: dict[tuple[str, float, int], MethodRun],
              keys: dict[str | None, str], out: Path, ctx: Context, ray_address: str | None,
              num_cpus: int | None) -> None:
@@ -1069,16 +1068,16 @@ def _run_ray(config: PipelineConfig, todo: dict[tuple[float, int], list[str]],
     try:
         ref_task = ray.remote(num_cpus=1)(_references_task)
         method_task = ray.remote(num_cpus=1)(_method_task)
-        cfg_dict = config.to_dict()
+        cfg_dict, data_ref = config.to_dict(), ray.put(data)   # the samples travel with the tasks
         pending: dict[Any, tuple] = {}
         for (rate, seed), ms in todo.items():
             if (rate, seed) in refs_done:
                 rref = ray.put(refs_done[(rate, seed)].to_dict())
             else:
-                rref = ref_task.remote(cfg_dict, rate, seed, ctx)
+                rref = ref_task.remote(cfg_dict, data_ref, rate, seed, ctx)
                 pending[rref] = ("refs", rate, seed)
             for m in ms:
-                pending[method_task.remote(cfg_dict, m, rref, ctx)] = (m, rate, seed)
+                pending[method_task.remote(cfg_dict, data_ref, m, rref, ctx)] = (m, rate, seed)
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             kind, rate, seed = pending.pop(ready[0])

@@ -171,7 +171,8 @@ def test_grid_runs_through_ray_matches_the_demo_and_reruns_nothing(demo_run, tmp
     pytest.importorskip("ray")
     bench = _benchmark()
     cfg = demo_run["config"]
-    cache = tmp_path / "cache"                  # its own cache: Original and Retrain are trained again
+    cache = tmp_path / "cache"                  # its own results: references and methods are computed again
+    shutil.copytree(demo_run["cache"] / "models", cache / "models")     # (the checkpoints are reused)
     monkeypatch.setenv("RECIRCUIT_CACHE", str(cache))
     out = tmp_path / "grid"
     seeds = (cfg.data.seed, cfg.data.seed + 1)
