@@ -348,6 +348,26 @@ def tiny_model(
     return bridge
 
 
+def copy_model(model: TransformerBridge) -> TransformerBridge:
+    """A deep copy of a bridge whose hooks are its own (use it instead of ``copy.deepcopy``).
+
+    TransformerLens 4.3 wires ``blocks.L.hook_mlp_in`` (and the pre-norm residual capture of the
+    split q/k/v inputs) as forward pre-hooks on the block's norms, on the first forward pass,
+    with closures over that block. ``copy.deepcopy`` keeps those closures, so a copy of a bridge
+    that has run a forward pass calls the *original's* ``hook_mlp_in``: hooks added to the copy's
+    ``hook_mlp_in`` never fire, and hooks on the original's fire while the copy runs. This copies
+    and then rewires every block of the copy to itself.
+    """
+    import copy
+
+    clone = copy.deepcopy(model)
+    for block in getattr(clone, "blocks", []):
+        if hasattr(block, "_teardown_capture_hooks") and hasattr(block, "_maybe_wire_capture_hooks"):
+            block._teardown_capture_hooks()
+            block._maybe_wire_capture_hooks()
+    return clone
+
+
 def model_name(model: TransformerBridge) -> str:
     """The name a bridge was loaded under (used to check checkpoints against base models)."""
     return getattr(model, "recircuit_name", None) or str(model.cfg.model_name)

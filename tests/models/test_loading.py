@@ -106,3 +106,30 @@ def test_smollm2_bridge_matches_hf_exactly(tmp_path_factory):
     assert tok.encode(" Yes", add_special_tokens=False) == [9230]
     assert tok.encode(" No", add_special_tokens=False) == [2838]
     assert bridge.cfg.n_heads == 9 and bridge.cfg.n_key_value_heads == 3
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_copy_model_hooks_are_its_own(family):
+    """A deepcopy made after a forward pass fires the original's hook_mlp_in; copy_model's fires its own."""
+    from recircuit.models import copy_model
+
+    m = tiny_model(0, family=family)
+    ids = m.tokenizer(["User Preference: \"Alpha (1990)\" Yes No"], return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        m(ids)   # the first forward pass wires the capture hooks
+
+        def fired_on(copy_fn):
+            c = copy_fn(m)
+            hits = []
+            m.blocks[0].hook_mlp_in.add_hook(lambda t, hook: hits.append("original"))
+            c.blocks[0].hook_mlp_in.add_hook(lambda t, hook: hits.append("copy"))
+            try:
+                out = c(ids, return_type="logits")
+            finally:
+                m.blocks[0].hook_mlp_in.remove_hooks()
+            return hits, out
+
+        # (with copy.deepcopy, TransformerLens 4.3 gives ["original"] here)
+        own, out = fired_on(copy_model)
+        assert own == ["copy"]
+        assert torch.equal(out, m(ids, return_type="logits"))
