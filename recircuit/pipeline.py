@@ -666,16 +666,19 @@ def run_method(config: PipelineConfig, name: str, data: PipelineData, refs: Refe
     row = evaluate_unlearning(model, None, request.forget, data.test, data.heldout, config.eval.batch_size, rcache,
                               original=original, retain=request.retain, train=data.split.train, seconds=secs,
                               retrain_seconds=refs.retrain_seconds)
-    result = res.to_dict()
-    status = str(result.get("status", getattr(res, "status", "ok")))
+    status = str(res.status)
     settings = {"method": mcfg.to_dict(), "loop": loop.to_dict()}
+    extra = res.extra or {}
+    notes = {"stopped": res.stopped, **({"warnings": extra["warnings"]} if extra.get("warnings") else {})}
     record = audit_record(request.forget, refs.original_hash, model_hash(model), settings, name, secs,
-                          extra={"status": status, "stopped": res.stopped})
-    grouping = (getattr(res, "extra", None) or {}).get("grouping")
-    result = {k: v for k, v in result.items() if k not in ("model", "grouping")}
+                          extra=notes, status=status)
+    grouping = extra.get("grouping")
+    result = res.to_dict()
+    result["extra"] = {k: v for k, v in extra.items() if k != "grouping"}
+    result = json.loads(json.dumps(result, default=str))
     run = MethodRun(name, refs.rate, refs.seed, {**row, "steps": res.steps}, status, str(res.stopped), record,
-                    _module_update_norms(original, model), grouping, json.loads(json.dumps(result, default=str)))
-    if status not in ("ok", "early_stop"):
+                    _module_update_norms(original, model), grouping, result)
+    if not res.ok:
         logger.warning("%s on rate %s seed %s: %s (%s)", name, refs.rate, refs.seed, status, res.stopped)
     cache.put(f"unlearn_{name}", key, run.to_dict())
     return run

@@ -101,8 +101,10 @@ def _ga_only(demo_run):
                                circuit=dataclasses.replace(cfg.circuit, enabled=False))
 
 
-def _entry(cache, step):
-    (entry,) = sorted((cache / "results").glob(f"{step}-*"))
+def _entry(cache, step, having=None):
+    """The one cache entry of ``step`` (with the file ``having``, where other runs left several)."""
+    (entry,) = [e for e in sorted((cache / "results").glob(f"{step}-*"))
+                if having is None or (e / "files" / having).is_file()]
     return entry
 
 
@@ -128,7 +130,7 @@ def test_a_damaged_entry_is_recomputed_and_repaired(damage, demo_run, demo_cache
         expect = ["evaluate_references"]
     else:                                    # an altered circuit file: its sha256 no longer matches
         cfg = dataclasses.replace(cfg, circuit=demo_run["config"].circuit)
-        path = _entry(demo_cache, "circuit") / "files" / "circuit.json"
+        path = _entry(demo_cache, "circuit", "faithfulness.json") / "files" / "circuit.json"
         path.write_text(path.read_text() + " ")          # still valid JSON, but not the bytes recorded
         expect = ["evaluate_references", "unlearn_ga"]
     res = run_pipeline(cfg, tmp_path / "out", progress=False)
