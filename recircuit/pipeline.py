@@ -329,6 +329,12 @@ def validate(config: PipelineConfig, grid: GridConfig | None = None) -> None:
     _check_rate(d.forget_fraction, "data.forget_fraction")
     if not isinstance(d.seed, int) or d.seed < 0:
         raise InputError(f"must be a whole number >= 0, got {d.seed!r}", field="data.seed")
+    t = cfg.train
+    if not (isinstance(t.lr, int | float) and 0 < t.lr < float("inf")):
+        raise InputError(f"must be a positive finite learning rate, got {t.lr!r}", field="train.lr")
+    for name in ("epochs", "batch_size", "grad_accum", "patience"):
+        if getattr(t, name) < 1:
+            raise InputError(f"must be >= 1, got {getattr(t, name)}", field=f"train.{name}")
     c = cfg.circuit
     if c.enabled:
         for name in ("samples", "top_n"):

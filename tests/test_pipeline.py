@@ -68,6 +68,15 @@ def test_validate_refuses_bad_fields(change, grid, field):
     assert err.value.field == field
 
 
+@pytest.mark.parametrize("name, value", [("lr", -1.0), ("lr", math.inf), ("epochs", 0), ("batch_size", 0)])
+def test_validate_refuses_training_settings_changed_after_construction(name, value):
+    cfg = PipelineConfig.tiny()
+    setattr(cfg.train, name, value)
+    with pytest.raises(InputError) as err:
+        validate(cfg)
+    assert err.value.field == f"train.{name}"
+
+
 def test_an_impossible_request_is_refused_before_any_model(shared_data, tmp_path, monkeypatch):
     def no_model(*a, **k):
         raise AssertionError("no model may be trained before every request is drawn")
