@@ -56,6 +56,24 @@ FORMAT = "recircuit.cache/1"
 SHAPE_ERRORS = (KeyError, TypeError, ValueError, IndexError, AttributeError)
 
 
+#: sha256 of files already hashed in this process, by (path, size, mtime, ctime, inode).
+_DIGESTS: dict[tuple, str] = {}
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file, reused within the process while its size, times and inode hold.
+
+    A checkpoint is checked on every reuse; this keeps a cached rerun from hashing the same
+    hundreds of megabytes several times (any write changes ``mtime``/``ctime``, so an altered
+    file is hashed again).
+    """
+    st = os.stat(path)
+    ident = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    if ident not in _DIGESTS:
+        _DIGESTS[ident] = sha256_file(path)
+    return _DIGESTS[ident]
+
+
 @functools.cache
 def code_fingerprint(parts: tuple[str, ...] = ()) -> str:
     """sha256 of recircuit's ``.py`` source (relative path and content of each file).
@@ -159,7 +177,7 @@ class Cache:
             if not isinstance(meta, dict) or meta.get("format") != FORMAT or not isinstance(meta.get("files"), dict):
                 raise ValueError("not a recircuit cache manifest")
             for rel, digest in meta["files"].items():
-                if sha256_file(entry / "files" / rel) != digest:
+                if file_sha256(entry / "files" / rel) != digest:
                     raise ValueError(f"{rel} does not match its recorded sha256")
         except (OSError, UnicodeDecodeError, ValueError) as err:  # json errors are ValueErrors
             logger.warning("cache entry %s is damaged (%s); recomputing it", entry, err)

@@ -100,3 +100,11 @@ def test_put_can_move_large_files_in(tmp_path):
     entry = cache.put("m", "k", {"ok": True}, files={"model.safetensors": src}, move=True)
     assert not src.exists() and entry.file("model.safetensors").read_bytes() == b"weights"
     assert cache.lookup("m", "k").file("model.safetensors") == entry.file("model.safetensors")
+
+
+def test_a_file_altered_after_a_verified_lookup_is_hashed_again(stored):
+    cache, key = stored
+    assert cache.get("s", key) is not None                   # verified (and its digest remembered)
+    path = cache.entry_dir("s", key) / "files" / "audit" / "a.json"
+    path.write_text('{"x": 3}')                              # same size, new content
+    assert cache.get("s", key) is None
