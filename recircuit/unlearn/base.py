@@ -46,7 +46,6 @@ weight set ``grad_masks``; gradient hooks then zero the rest before the optimize
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 import weakref
@@ -60,7 +59,7 @@ from tqdm.auto import tqdm
 from recircuit.data.prompts import Sample
 from recircuit.data.requests import RequestError, check_request, sample_key
 from recircuit.errors import RunFailed
-from recircuit.models.loading import plain_forward
+from recircuit.models.loading import copy_model, plain_forward
 from recircuit.models.scoring import p_yes_from_logits, score
 from recircuit.unlearn.config import LoopConfig, MethodConfig
 from recircuit.unlearn.objectives import answer_forward
@@ -261,9 +260,9 @@ class UnlearnMethod:
         torch.manual_seed(loop.seed)
         rng = np.random.default_rng(loop.seed)
         original = reference if reference is not None else original
-        original = original if original is not None else copy.deepcopy(model).eval()
+        original = original if original is not None else copy_model(model).eval()
         if original is model:
-            raise ValueError("The reference model is the model being unlearned; pass a frozen copy (copy.deepcopy).")
+            raise ValueError("The reference model is the model being unlearned; pass a frozen copy (recircuit.models.copy_model).")
         for p in original.parameters():
             p.requires_grad_(False)
         t0 = time.perf_counter()

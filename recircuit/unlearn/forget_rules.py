@@ -24,7 +24,6 @@ once per run by the method. Built-in rules:
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -32,7 +31,7 @@ import torch
 
 from recircuit.data.prompts import Sample
 from recircuit.errors import InputError
-from recircuit.models.loading import plain_forward
+from recircuit.models.loading import copy_model, plain_forward
 from recircuit.unlearn.config import MethodConfig
 from recircuit.unlearn.objectives import (
     answer_forward,
@@ -118,7 +117,7 @@ def augmented_model(original, forget: Sequence[Sample], cfg, loop) -> torch.nn.M
     ``cfg.e2urec_aug_steps`` Adam steps (lr ``cfg.e2urec_aug_lr``) of answer CE on forget batches
     of ``loop.batch_size`` seeded by ``loop.seed``; the copy is returned frozen, in eval mode.
     """
-    aug = copy.deepcopy(original)
+    aug = copy_model(original)
     params = [p for n, p in aug.named_parameters()]
     for p in params:
         p.requires_grad_(True)

@@ -50,7 +50,7 @@ class Retrain(UnlearnMethod):
     def run(self, model, forget, retain, loop: LoopConfig | None = None, reference=None, heldout=None,
             original=None, progress: bool = True) -> UnlearnResult:
         """Retrain on ``retain`` and copy the weights into ``model`` (see the module docstring)."""
-        from recircuit.models.loading import model_name, tiny_model
+        from recircuit.models.loading import model_name, tiny_family, tiny_model
         from recircuit.train import TrainConfig, retrain
 
         loop = loop if loop is not None else LoopConfig()
@@ -59,7 +59,8 @@ class Retrain(UnlearnMethod):
         spec = self.model_spec
         if spec is None:
             name, seed = model_name(model), getattr(model, "recircuit_seed", None)
-            spec = (lambda: tiny_model(seed)) if seed is not None else name
+            family = tiny_family(name) or "llama"
+            spec = (lambda: tiny_model(seed, family=family)) if seed is not None else name
         tcfg = self.train_config or TrainConfig(mode="full", seed=loop.seed)
         t0 = time.perf_counter()
         fresh, res = retrain(spec, list(retain), tcfg, self.valid)
