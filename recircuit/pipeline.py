@@ -36,7 +36,6 @@ missing. Ray is imported inside :func:`run_grid` only.
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import json
 import logging
@@ -647,6 +646,7 @@ def run_method(config: PipelineConfig, name: str, data: PipelineData, refs: Refe
                ctx: Context | None = None, reused: list[str] | None = None) -> MethodRun:
     """Unlearn the request of ``refs`` with method ``name`` from Original's weights, and evaluate (cached)."""
     from recircuit.evaluate import audit_record, evaluate_unlearning, model_hash
+    from recircuit.models import copy_model
     from recircuit.unlearn import get_method
 
     ctx = ctx or Context()
@@ -663,7 +663,7 @@ def run_method(config: PipelineConfig, name: str, data: PipelineData, refs: Refe
             reused.append(f"unlearn_{name}")
         return hit
     original = _load(original_checkpoint(config, data, ctx), config.device)
-    model = copy.deepcopy(original)
+    model = copy_model(original)   # not copy.deepcopy: TL 4.3 hook closures would point at the original
     t = time.perf_counter()
     res = get_method(name, mcfg).run(model, request.forget, request.retain, loop, reference=original,
                                      heldout=data.stop, progress=ctx.progress)
