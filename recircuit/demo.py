@@ -79,22 +79,6 @@ def demo_config(model: str = "smollm2-135m-instruct", *, device: str | None = No
                                loop=loop, circuit=circuit, methods=chosen)
 
 
-class DemoConfig:
-    """Old spelling of the presets, kept while callers move to :func:`demo_config`.
-
-    ``DemoConfig(**overrides)`` and ``DemoConfig.tiny(data_dir, **overrides)`` return the
-    :class:`~recircuit.pipeline.PipelineConfig` of :func:`demo_config`; there is no flat config.
-    """
-
-    def __new__(cls, model: str = "smollm2-135m-instruct", **overrides) -> PipelineConfig:  # type: ignore[misc]
-        return demo_config(model, **overrides)
-
-    @staticmethod
-    def tiny(data_dir: str | None = None, **overrides) -> PipelineConfig:
-        """The tiny preset (see :func:`demo_config`)."""
-        return demo_config("tiny", data_dir=data_dir, **overrides)
-
-
 @dataclass
 class DemoResult:
     """What :func:`run_demo` produced: the pipeline's result plus the figures."""

@@ -56,13 +56,11 @@ from recircuit.circuits import AttributionConfig
 from recircuit.data import Split
 from recircuit.data.prompts import Sample
 from recircuit.errors import InputError
+from recircuit.nodes import top_heads
 from recircuit.train import TrainConfig
 from recircuit.unlearn import LoopConfig, MethodConfig, available_methods, method_config
 
 logger = logging.getLogger(__name__)
-
-#: Below this clean-minus-corrupted metric gap (logit units) the faithfulness curve is flagged.
-MIN_METRIC_GAP = 0.1
 
 #: Circuit step outputs written into the output directory (and cached with their sha256).
 CIRCUIT_FILES = ("circuit.json", "circuit.safetensors", "faithfulness.json", "attention.json",
@@ -690,19 +688,12 @@ def run_method(config: PipelineConfig, name: str, data: PipelineData, refs: Refe
     return run
 
 
-def _top_heads(importance: Mapping[str, float], k: int) -> list[tuple[int, int]]:
-    from recircuit.circuits.nodes import parse_node
-
-    heads = [(parse_node(n), v) for n, v in importance.items()]
-    heads = sorted(((n, v) for n, v in heads if n.kind == "head"), key=lambda nv: -nv[1])[:k]
-    return [(n.layer, n.head) for n, _ in heads]
-
 
 def _save_attention(model, prompt: str, heads: list[tuple[int, int]], out: Path) -> None:
     """Attention patterns of ``heads`` on ``prompt``: safetensors arrays plus a JSON of tokens."""
     from safetensors.torch import save_file
 
-    from recircuit.circuits.nodes import head_name
+    from recircuit.nodes import head_name
     from recircuit.viz.attention import attention_patterns
 
     tokens, arr = attention_patterns(model, prompt, heads)
@@ -736,7 +727,7 @@ def circuit_step(config: PipelineConfig, data: PipelineData, out_dir: str | os.P
         if reused is not None:
             reused.append("circuit")
         return hit
-    from recircuit.circuits import Circuit, attribute, faithfulness_curve
+    from recircuit.circuits import Circuit, attribute, corruption_effect, faithfulness_curve
     from recircuit.circuits.corruptions import corruption_for
 
     original = _load(orig_path, config.device)
@@ -756,15 +747,13 @@ def circuit_step(config: PipelineConfig, data: PipelineData, out_dir: str | os.P
                                    batch_size=acfg.batch_size, align=acfg.align, progress=ctx.progress)
         atomic_write_json(out / "faithfulness.json", {c.corruption: curve.to_dict()})
         summary.update({"cpr": curve.cpr, "cmd": curve.cmd, "edges_to_f80": curve.edges_to_reach(0.8)})
-        if abs(metric_gap) < MIN_METRIC_GAP:
-            summary["faithfulness_note"] = (
-                f"the {c.corruption} corruption moves the metric by only {metric_gap:.3g} (logit difference), so "
-                "f = (circuit - corrupted) / (clean - corrupted) divides by almost nothing and is not reliable; "
-                "use another corruption or a better-trained recommender")
+        note = corruption_effect(res.clean_metric, res.corrupted_metric, c.corruption)
+        if note:
+            summary["faithfulness_note"] = note
             logger.warning("faithfulness: %s", summary["faithfulness_note"])
     else:
         (out / "faithfulness.json").unlink(missing_ok=True)
-    heads = _top_heads(circuit.module_importance(), c.attention_heads)
+    heads = top_heads(circuit.module_importance(), c.attention_heads)
     if heads:
         _save_attention(original, clean[0].prompt, heads, out / "attention")
     atomic_write_json(out / "circuit_summary.json", summary)

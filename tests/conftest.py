@@ -88,12 +88,12 @@ def toy_samples():
 @pytest.fixture(scope="session")
 def demo_run(shared_data, tmp_path_factory):
     """One end-to-end run of ``recircuit.demo`` on the tiny model (cache and outputs in tmp dirs)."""
-    from recircuit.demo import DemoConfig, run_demo
+    from recircuit.demo import demo_config, run_demo
 
     cache = tmp_path_factory.mktemp("demo_cache")
     out = tmp_path_factory.mktemp("demo_out")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("RECIRCUIT_CACHE", str(cache))
-        cfg = DemoConfig.tiny(data_dir=str(shared_data / "ml-100k"))
+        cfg = demo_config("tiny", data_dir=str(shared_data / "ml-100k"))
         result = run_demo(cfg, out, progress=False)
     return {"result": result, "config": cfg, "cache": cache, "out": out}

@@ -12,7 +12,7 @@ Usage::
 
 Layout (along hannamw/EAP-IG's lines):
 
-- :mod:`~recircuit.circuits.nodes`: node names (``a{L}.h{H}``, ``m{L}``, ``input``, ``logits``,
+- :mod:`~recircuit.nodes`: node names (``a{L}.h{H}``, ``m{L}``, ``input``, ``logits``,
   reader suffixes ``<q>``/``<k>``/``<v>``), built and parsed in one place (:func:`parse_node`).
 - :mod:`~recircuit.circuits.graph`: the head/MLP graph of a model and its hooks.
 - :mod:`~recircuit.circuits.engine`: the hook machinery (writer buffers, score hooks, patched
@@ -66,19 +66,22 @@ from recircuit.circuits.corruptions import (
 )
 from recircuit.circuits.faithfulness import (
     MIB_SIZES,
+    MIN_METRIC_GAP,
     FaithfulnessCurve,
     circuit_metric,
+    corruption_effect,
     faithfulness_curve,
 )
 from recircuit.circuits.graph import Graph
 from recircuit.circuits.metrics import METRICS, get_metric
-from recircuit.circuits.nodes import Node, head_name, mlp_name, parse_node
+from recircuit.nodes import Node, head_name, mlp_name, parse_node
 
 __all__ = [
     "CORRUPTIONS",
     "METHODS",
     "METRICS",
     "MIB_SIZES",
+    "MIN_METRIC_GAP",
     "AttributionConfig",
     "AttributionMemoryError",
     "AttributionResult",
@@ -89,6 +92,7 @@ __all__ = [
     "Node",
     "attribute",
     "circuit_metric",
+    "corruption_effect",
     "corruption_names",
     "exact_patch_scores",
     "faithfulness_curve",

@@ -38,7 +38,7 @@ from safetensors.torch import load_file, save_file
 from recircuit._io import atomic_write, atomic_write_json
 from recircuit.circuits.attribute import AttributionResult
 from recircuit.circuits.graph import Graph
-from recircuit.circuits.nodes import parse_node
+from recircuit.nodes import parse_node
 
 
 def select_edges(

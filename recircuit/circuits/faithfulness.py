@@ -77,6 +77,12 @@ class FaithfulnessCurve:
         return {"sizes": self.sizes, "n_edges": self.n_edges, "faithfulness": self.faithfulness,
                 "clean": self.clean, "corrupted": self.corrupted, "cpr": self.cpr, "cmd": self.cmd}
 
+    @classmethod
+    def from_dict(cls, d: dict) -> FaithfulnessCurve:
+        """Inverse of :meth:`to_dict` (CPR and CMD are recomputed, not read)."""
+        return cls([float(x) for x in d["sizes"]], [int(x) for x in d["n_edges"]],
+                   [float(x) for x in d["faithfulness"]], float(d["clean"]), float(d["corrupted"]))
+
 
 def faithfulness_curve(
     model, result: AttributionResult, clean, corrupted, sizes=MIB_SIZES, absolute: bool = True,
@@ -132,6 +138,30 @@ def faithfulness_curve(
     return FaithfulnessCurve(fracs, [int(k.sum()) for k in keeps], fs, m_clean, m_corr)
 
 
+#: Below this clean-minus-corrupted metric gap (logit units) a corruption is called ineffective.
+MIN_METRIC_GAP = 0.1
+
+
+def corruption_effect(clean_metric: float, corrupted_metric: float, corruption: str = "the",
+                      min_gap: float = MIN_METRIC_GAP) -> str | None:
+    """Why a corruption cannot support a faithfulness curve, or ``None`` when it can.
+
+    The metric is signed toward the clean answer (e.g. the logit difference of the correct answer
+    over the other), so a useful corruption *lowers* it, by at least ``min_gap``. When it moves the
+    metric the wrong way or by almost nothing, ``f = (circuit - corrupted) / (clean - corrupted)``
+    divides by a tiny or negative number and the curve means nothing; the returned sentence says
+    which, and what to do. Notebooks show it instead of the plot; the pipeline records it.
+    """
+    gap = float(clean_metric) - float(corrupted_metric)
+    if gap >= min_gap:
+        return None
+    how = (f"moves the metric the wrong way (clean {clean_metric:.3g}, corrupted {corrupted_metric:.3g})" if gap < 0
+           else f"moves the metric by only {gap:.3g} (clean {clean_metric:.3g}, corrupted {corrupted_metric:.3g})")
+    return (f"the {corruption} corruption {how}, so a faithfulness curve f = (circuit - corrupted) / "
+            f"(clean - corrupted) is not meaningful (it needs clean - corrupted >= {min_gap:g}); study a fine-tuned "
+            "recommender, or use another corruption")
+
+
 def circuit_metric(
     model, clean: Sequence[Sample], corrupted: Sequence[Sample], keep: Bool[torch.Tensor, "n_forward n_backward"],
     metric: str | Metric = "logit_diff", batch_size: int = 8, graph: Graph | None = None, align: str = "strict",
@@ -155,4 +185,5 @@ def circuit_metric(
     return {k: v / n for k, v in tot.items()}
 
 
-__all__ = ["MIB_SIZES", "FaithfulnessCurve", "circuit_metric", "faithfulness_curve"]
+__all__ = ["MIB_SIZES", "MIN_METRIC_GAP", "FaithfulnessCurve", "circuit_metric", "corruption_effect",
+           "faithfulness_curve"]

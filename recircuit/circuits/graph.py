@@ -47,8 +47,8 @@ from dataclasses import dataclass, field
 import torch
 from jaxtyping import Bool
 
-from recircuit.circuits.nodes import head_name, kv_name, mlp_name, reader_name
 from recircuit.errors import InputError
+from recircuit.nodes import head_name, kv_name, mlp_name, reader_name
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ Every command prints a readable table; ``--json`` prints JSON instead, for scrip
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -84,35 +83,32 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """The whole mission end to end (see :mod:`recircuit.demo`), then a short results table."""
-    from recircuit.demo import SUMMARY_COLUMNS, DemoConfig, run_demo
+    from recircuit.demo import SUMMARY_COLUMNS, demo_config, run_demo
 
-    kw = {k: v for k, v in {"device": args.device, "data_dir": args.data_dir, "n_train": args.n_train,
-                            "forget_fraction": args.forget_fraction, "seed": args.seed,
-                            "unlearn_steps": args.steps}.items() if v is not None}
-    if args.methods:
-        kw["methods"] = tuple(args.methods)
-    if args.no_faithfulness:
-        kw["faithfulness"] = False
-    if args.fresh:
-        kw["reuse_results"] = False
-    cfg = DemoConfig.tiny(**kw) if args.model.lower() == "tiny" else DemoConfig(model=args.model, **kw)
-    res = run_demo(cfg, args.out, progress=not args.json)
+    cfg = demo_config(args.model, device=args.device, data_dir=args.data_dir, n_train=args.n_train,
+                      forget_fraction=args.forget_fraction, seed=args.seed, steps=args.steps,
+                      methods=args.methods or None, faithfulness=False if args.no_faithfulness else None)
+    res = run_demo(cfg, args.out, progress=not args.json, fresh=args.fresh)
     if args.json:
         emit(args, res.to_dict())
         return 0
     rows = [{"method": m, **{c: res.table.loc[m, c] for c in SUMMARY_COLUMNS if c in res.table.columns}}
             for m in res.table.index]
-    emit(args, rows, title=f"recircuit demo: {cfg.model}, forgetting {cfg.forget_fraction:.0%} of "
-                           f"{cfg.n_train} training samples' users (seed {cfg.seed})")
+    emit(args, rows, title=f"recircuit demo: {cfg.model}, forgetting {cfg.data.forget_fraction:.0%} of the users of "
+                           f"{cfg.data.n_train} training samples (seed {cfg.data.seed})")
     c = res.circuit_summary
-    print(f"circuit: {c['n_edges_total']} edges; CPR {c.get('cpr', float('nan')):.3f}, CMD {c.get('cmd', float('nan')):.3f}, "
-          f"f >= 0.8 from {c.get('edges_to_f80')} edges; top modules: "
-          + ", ".join(n for n, _ in c["top_modules"][:5]))
+    if c:
+        print(f"circuit: {c['n_edges_total']} edges; CPR {c.get('cpr', float('nan')):.3f}, CMD {c.get('cmd', float('nan')):.3f}, "
+              f"f >= 0.8 from {c.get('edges_to_f80')} edges; top modules: "
+              + ", ".join(n for n, _ in c["top_modules"][:5]))
     if c.get("faithfulness_note"):
         print(f"note: {c['faithfulness_note']}")
     print("steps (s): " + ", ".join(f"{k} {v:.0f}" for k, v in res.timings.items()))
     if res.reused:
         print("reused unchanged results of: " + ", ".join(res.reused) + " (--fresh recomputes them)")
+    failed = res.pipeline.failed
+    if failed:
+        print("runs that must not be trusted (see report.md): " + "; ".join(failed))
     print(f"report: {args.out}/report.md, figures: {args.out}/figures/ ({len(res.figures)} files)")
     return 0
 

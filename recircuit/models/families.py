@@ -54,6 +54,7 @@ from jaxtyping import Int
 from torch import nn
 
 from recircuit.errors import InputError
+from recircuit.nodes import head_name, mlp_name
 
 Layout = Literal["linear", "conv1d"]
 
@@ -479,6 +480,6 @@ def module_update_norms(before: nn.Module, after: nn.Module) -> dict[str, float]
                     ).detach().float().cpu() for s in fam.projections}
         for h in range(cfg.n_heads):
             sq = sum(diff[s][head_slice(after, s, h, layer)].pow(2).sum() for s in heads_of)
-            out[f"a{layer}.h{h}"] = float(torch.sqrt(sq))
-        out[f"m{layer}"] = float(torch.sqrt(sum(diff[s].pow(2).sum() for s in fam.mlp_projections)))
+            out[head_name(layer, h)] = float(torch.sqrt(sq))
+        out[mlp_name(layer)] = float(torch.sqrt(sum(diff[s].pow(2).sum() for s in fam.mlp_projections)))
     return out

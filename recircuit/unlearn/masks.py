@@ -29,8 +29,8 @@ import torch
 from jaxtyping import Bool
 from torch.utils.hooks import RemovableHandle
 
-from recircuit.circuits.nodes import head_name, mlp_name
 from recircuit.models.families import family_of, head_slice, n_kv_heads, projection_params
+from recircuit.nodes import head_name, mlp_name
 from recircuit.unlearn.grouping import GROUPS, Grouping
 
 

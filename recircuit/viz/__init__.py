@@ -29,7 +29,6 @@ from recircuit.viz.attention import (
     OfflineHTML,
     attention_patterns_from_arrays,
     attention_patterns_html,
-    top_heads,
 )
 from recircuit.viz.circuit import circuit_comparison, circuit_diagram, node_edges
 from recircuit.viz.curves import faithfulness_curves, pareto_front, pareto_plot
@@ -48,7 +47,7 @@ from recircuit.viz.style import GROUP_COLORS, GROUP_LABELS, PALETTE, apply_paper
 
 __all__ = [
     "GROUP_COLORS", "GROUP_LABELS", "PALETTE", "OfflineHTML", "StaticExportUnavailable",
-    "apply_paper_style", "attention_patterns_from_arrays", "attention_patterns_html", "top_heads",
+    "apply_paper_style", "attention_patterns_from_arrays", "attention_patterns_html",
     "circuit_comparison", "circuit_diagram", "faithfulness_curves", "figure_to_html", "figure_to_image",
     "group_scatter", "importance_heatmap", "node_edges", "pareto_front", "pareto_plot", "save_figure",
     "save_html", "static_export_available", "static_export_session", "weight_change_map",

@@ -9,7 +9,7 @@ Usage::
 
 Every figure takes plain data (dicts, DataFrames, arrays); objects are accepted by duck typing
 (``.module_importance()``, ``.to_dataframe()``, ``.groups``), so the viz package imports nothing
-from the circuit or unlearning code but the node-name grammar (:mod:`recircuit.circuits.nodes`).
+from the circuit or unlearning code but the node-name grammar (:mod:`recircuit.nodes`).
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ import numpy as np
 import pandas as pd
 from jaxtyping import Float
 
-from recircuit.circuits.nodes import head_name, mlp_name, parse_node
+from recircuit.nodes import head_name, mlp_name, parse_node
 
 
 def parse_module(name: str) -> tuple[str, int, int]:
-    """Kind, layer and index of a node name (a thin view of :func:`recircuit.circuits.nodes.parse_node`).
+    """Kind, layer and index of a node name (a thin view of :func:`recircuit.nodes.parse_node`).
 
     Returns ``("head", L, H)`` for ``a{L}.h{H}``, ``("kv", L, G)`` for a KV-group reader node
     ``a{L}.g{G}``, ``("mlp", L, -1)`` for ``m{L}``, ``("input", -1, 0)`` and ``("logits", -1, 0)``.

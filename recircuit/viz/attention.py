@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from jaxtyping import Float
 
-from recircuit.circuits.nodes import head_name, parse_node
+from recircuit.nodes import head_name
 
 
 class OfflineHTML(str):
@@ -63,24 +63,6 @@ def attention_patterns_from_arrays(tokens: Sequence[str], patterns: Float[np.nda
     head = f"<h3 style=\"font-family: sans-serif\">{_html.escape(title)}</h3>\n" if title else ""
     return OfflineHTML(head + _local_src(rendered))
 
-
-def top_heads(importance: dict[str, float], k: int) -> list[tuple[int, int]]:
-    """The ``k`` most important attention heads as ``(layer, head)`` pairs, best first.
-
-    Ranks the *heads* among ``importance`` (module name -> score, e.g.
-    :meth:`recircuit.circuits.Circuit.module_importance`), not the top modules: on a real
-    recommender the top modules can all be MLPs, and heads still have to be picked for the
-    attention view. MLPs and other nodes are skipped; ties keep the input order.
-
-    Raises:
-        ValueError: ``importance`` names no head at all (say so instead of drawing nothing).
-    """
-    heads = [(name, v) for name, v in importance.items() if parse_node(name).kind == "head"]
-    if not heads:
-        raise ValueError(f"No attention head among the {len(importance)} scored modules; attention patterns need "
-                         "at least one head (score all modules, e.g. Circuit.module_importance()).")
-    best = sorted(heads, key=lambda kv: -kv[1])[: max(int(k), 0)]
-    return [(n.layer, n.index) for n in (parse_node(name) for name, _ in best)]
 
 
 def attention_patterns(model: Any, prompt: str, heads: Sequence[tuple[int, int]]

@@ -27,7 +27,7 @@ import plotly.graph_objects as go
 from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
-from recircuit.circuits.nodes import head_name
+from recircuit.nodes import head_name
 from recircuit.viz._data import as_edges_frame, as_groups, parse_module, split_reader
 from recircuit.viz.style import (
     DIVERGING,

@@ -26,7 +26,10 @@ def test_notebook_runs_on_the_tiny_model(path, demo_run, shared_data, tmp_path, 
     shutil.copytree(demo_run["out"], results)
     monkeypatch.setenv("RECIRCUIT_NOTEBOOK_MODEL", "tiny")
     monkeypatch.setenv("RECIRCUIT_DATA_DIR", str(shared_data / "ml-100k"))
-    monkeypatch.setenv("RECIRCUIT_CACHE", str(demo_run["cache"]))     # reuse the demo's tiny recommenders
+    cache = tmp_path / "cache"       # a private copy: the notebooks add entries the other tests must not see
+    shutil.copytree(demo_run["cache"], cache)
+    monkeypatch.setenv("RECIRCUIT_CACHE", str(cache))                  # reuse the demo's tiny recommenders
+    monkeypatch.setenv("RECIRCUIT_NOTEBOOK_OUT", str(tmp_path / "notebook_out"))
     monkeypatch.setenv("RECIRCUIT_RESULTS", str(results))
     monkeypatch.setenv("RECIRCUIT_FIGURES_DIR", str(tmp_path / "figures"))
     nb = nbformat.read(path, as_version=4)

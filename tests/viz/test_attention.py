@@ -39,21 +39,3 @@ def test_model_heads(tiny, tmp_path):
     with pytest.raises(ValueError, match="outside the model"):
         attention_patterns_html(tiny, "x", heads=[(9, 0)])
 
-
-def test_top_heads_when_the_top_modules_are_all_mlps():
-    from recircuit.viz import top_heads
-
-    importance = {"m0": 9.0, "m12": 8.0, "m18": 7.0, "m3": 6.0, "a5.h2": 0.5, "a1.h0": 0.9, "a7.h3": 0.1}
-    top8 = sorted(importance, key=lambda n: -importance[n])[:4]
-    assert all(n.startswith("m") for n in top8)           # the old cell would have found no head here
-    assert top_heads(importance, 2) == [(1, 0), (5, 2)]
-    assert top_heads(importance, 10) == [(1, 0), (5, 2), (7, 3)]
-
-
-def test_top_heads_without_any_head_says_so():
-    import pytest
-
-    from recircuit.viz import top_heads
-
-    with pytest.raises(ValueError, match="No attention head"):
-        top_heads({"m0": 1.0, "m1": 0.5}, 4)

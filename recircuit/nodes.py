@@ -2,7 +2,7 @@
 
 Usage::
 
-    from recircuit.circuits.nodes import parse_node, head_name, mlp_name
+    from recircuit.nodes import parse_node, head_name, mlp_name
     head_name(3, 5)                    # 'a3.h5'
     mlp_name(2)                        # 'm2'
     parse_node("a3.h5")                # Node(kind='head', layer=3, index=5, channel=None)
@@ -118,3 +118,17 @@ def is_module(name: str) -> bool:
     except ValueError:
         return False
     return n.kind in ("head", "mlp") and n.channel is None
+
+
+def top_heads(importance: dict[str, float], k: int) -> list[tuple[int, int]]:
+    """The ``k`` most important attention heads as ``(layer, head)`` pairs, best first.
+
+    Ranks the *heads* among ``importance`` (node name -> score, e.g.
+    :meth:`recircuit.circuits.Circuit.module_importance`), not the top modules: on a real
+    recommender the top modules can all be MLPs, and heads still have to be picked for the
+    attention view. Other nodes are skipped; ties keep the input order; no head gives ``[]``.
+    """
+    heads = [(n, v) for n, v in ((parse_node(name), v) for name, v in importance.items()) if n.kind == "head"]
+    best = sorted(heads, key=lambda nv: -nv[1])[: max(int(k), 0)]
+    return [(n.layer, n.index) for n, _ in best]
+

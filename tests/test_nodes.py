@@ -3,7 +3,7 @@
 import pytest
 
 from recircuit.circuits.graph import Graph
-from recircuit.circuits.nodes import (
+from recircuit.nodes import (
     Node,
     head_name,
     is_module,
@@ -38,3 +38,14 @@ def test_builders_round_trip_every_graph_name():
     assert reader_name("a1.h2", "q") == "a1.h2<q>"
     assert [n for n in g.forward_names if is_module(n)] == g.modules()
     assert not is_module("a1.h2<q>") and not is_module("input") and not is_module("nonsense")
+
+
+def test_top_heads_when_the_top_modules_are_all_mlps():
+    from recircuit.nodes import top_heads
+
+    importance = {"m0": 9.0, "m12": 8.0, "m18": 7.0, "m3": 6.0, "a5.h2": 0.5, "a1.h0": 0.9, "a7.h3": 0.1}
+    top4 = sorted(importance, key=lambda n: -importance[n])[:4]
+    assert all(n.startswith("m") for n in top4)           # picking heads from these would find none
+    assert top_heads(importance, 2) == [(1, 0), (5, 2)]
+    assert top_heads(importance, 10) == [(1, 0), (5, 2), (7, 3)]
+    assert top_heads({"m0": 1.0, "logits": 0.5}, 4) == []
