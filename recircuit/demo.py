@@ -31,8 +31,7 @@ from pathlib import Path
 import pandas as pd
 
 from recircuit._io import atomic_write_json
-from recircuit.pipeline import PipelineConfig, PipelineResult, run_pipeline
-from recircuit.unlearn import method_config
+from recircuit.pipeline import PipelineConfig, PipelineResult, preset_method, run_pipeline
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +51,8 @@ def demo_config(model: str = "smollm2-135m-instruct", *, device: str | None = No
         n_train: training pool size (the fine-tuning eval interval follows it).
         seed: seed of the request, the training and the unlearning loop.
         steps: the unlearning budget (loop steps) of every method.
-        methods: methods to compare, each with its preset (or default) settings.
+        methods: methods to compare, each with its preset settings (a CURE variant such as
+            ``cure-random`` takes the preset CURE's, so the control is like for like).
         faithfulness: run the faithfulness sweep.
     """
     tiny = model.lower() == "tiny"
@@ -74,7 +74,7 @@ def demo_config(model: str = "smollm2-135m-instruct", *, device: str | None = No
         circuit = dataclasses.replace(circuit, faithfulness=faithfulness)
     chosen = cfg.methods
     if methods is not None:
-        chosen = {m: cfg.methods[m] if m in cfg.methods else method_config(m) for m in methods}
+        chosen = {m: preset_method(cfg, m) for m in methods}
     return dataclasses.replace(cfg, device=device if device is not None else cfg.device, data=data, train=train,
                                loop=loop, circuit=circuit, methods=chosen)
 

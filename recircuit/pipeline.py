@@ -58,7 +58,13 @@ from recircuit.data.prompts import Sample
 from recircuit.errors import InputError
 from recircuit.nodes import top_heads
 from recircuit.train import TrainConfig
-from recircuit.unlearn import LoopConfig, MethodConfig, available_methods, method_config
+from recircuit.unlearn import (
+    LoopConfig,
+    MethodConfig,
+    available_methods,
+    config_class,
+    method_config,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +159,24 @@ class EvalConfig:
 
 
 def _default_methods() -> dict[str, MethodConfig]:
-    return {name: method_config(name) for name in ("cure", "ga", "npo")}
+    # CURE's module importance at the demo's size: 4 forget and 4 retain prompts, 2 IG steps
+    return {"cure": method_config("cure", importance_samples=4, importance_steps=2),
+            "ga": method_config("ga"), "npo": method_config("npo")}
+
+
+def preset_method(config: PipelineConfig, name: str) -> MethodConfig:
+    """``name``'s config in ``config``, else one that matches the preset's own CURE where it can.
+
+    A CURE variant not in the preset (``cure-random``) takes the preset CURE's settings, so a
+    control differs from CURE only in what it controls for; any other method takes its defaults.
+    """
+    if name in config.methods:
+        return config.methods[name]
+    base = config.methods.get("cure")
+    cls = config_class(name)
+    if base is not None and isinstance(base, cls):
+        return cls.from_dict(base.to_dict(), method=name)
+    return method_config(name)
 
 
 @dataclass
