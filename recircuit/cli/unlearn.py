@@ -16,7 +16,12 @@ for CURE, ``OUT/grouping.json``. A run that cannot (status ``restored``: a non-f
 loss made the loop restore earlier weights; ``destroyed``: the final model failed the guard on
 retain samples) writes no model and no ``audit.json`` (a good one from an earlier run stays as it
 was), only ``OUT/audit.failed.json`` with the status and reason, and exits non-zero with one line.
-Restored weights are not saved: they are not the unlearned model that was asked for.
+Restored weights are not saved: they are not the unlearned model that was asked for. A
+trusted run removes an ``OUT/audit.failed.json`` left by an earlier failed run.
+
+A LoRA checkpoint (``--checkpoint`` of a ``kind: "lora"`` sidecar) has its adapters merged into
+the base weights before unlearning, and the unlearned model is saved as a full checkpoint
+(``kind: "full"``): the methods update every weight, not only the adapters.
 """
 
 from __future__ import annotations
@@ -142,7 +147,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     from recircuit.evaluate import audit_record, model_hash
     from recircuit.metrics import classification_metrics
     from recircuit.models import load_model, score
-    from recircuit.train import load_checkpoint, save_checkpoint
+    from recircuit.train import load_checkpoint, lora_modules, merge_lora, save_checkpoint
     from recircuit.unlearn import get_method
 
     loop, cfg = check_args(args)
@@ -155,6 +160,10 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     model = load_model(args.model, device=args.device)
     if args.checkpoint:
         load_checkpoint(model, args.checkpoint)
+        if lora_modules(model):
+            # the methods update the base weights (Projection.param is the parametrization's
+            # original): fold the adapters in, so the unlearned model is a full one and is saved whole
+            merge_lora(model)
     before = model_hash(model)
     t = time.perf_counter()
     res = get_method(args.method, cfg).run(model, req.forget, req.retain, loop, heldout=split.valid[:64])
@@ -172,6 +181,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     save_checkpoint(model, out / "model", {"unlearn": config, "method": args.method, "status": res.status,
                                            "request": req.to_dict()})
     atomic_write_json(out / "audit.json", audit)
+    (out / "audit.failed.json").unlink(missing_ok=True)  # an earlier failed run's record no longer applies
     test = split.test[:200]
     m = classification_metrics([s.label for s in test], score(model, test))
     f = classification_metrics([s.label for s in req.forget], score(model, req.forget))

@@ -69,3 +69,33 @@ def test_method_flags_come_from_the_method_configs(tmp_path, capsys):
     rc = main(["unlearn", "--method", "cure", "--forget-rule", "magic", "--model", "tiny", "--out", str(tmp_path)])
     err = capsys.readouterr().err
     assert rc == 2 and "--forget-rule" in err and "npo" in err
+
+
+def test_unlearn_from_a_lora_checkpoint_saves_the_unlearned_model_whole(shared_data, tmp_path, capsys):
+    """The methods update base weights: a LoRA checkpoint is merged first and saved full, and the
+    saved file is the audited model; a good run removes an earlier run's audit.failed.json."""
+    import torch
+
+    from recircuit.evaluate import model_hash
+    from recircuit.models import load_model
+    from recircuit.train import LoraConfig, attach_lora, lora_modules, save_checkpoint
+    from recircuit.train.checkpoint import load_trained, read_meta
+
+    ft = load_model("tiny")
+    attach_lora(ft, LoraConfig(rank=2))
+    torch.manual_seed(0)
+    for d in lora_modules(ft).values():
+        torch.nn.init.normal_(d.B, std=0.1)
+    save_checkpoint(ft, tmp_path / "ft" / "model")
+    out = tmp_path / "out"
+    assert main(_argv(shared_data, out, "--checkpoint", str(tmp_path / "ft" / "model"), "--lr", "1e30")) != 0
+    assert (out / "audit.failed.json").exists()
+    capsys.readouterr()
+
+    rc = main(_argv(shared_data, out, "--checkpoint", str(tmp_path / "ft" / "model"), "--lr", "1e-3"))
+    assert rc == 0, capsys.readouterr().err
+    audit = json.loads((out / "audit.json").read_text())
+    assert read_meta(out / "model")["kind"] == "full"
+    saved, _ = load_trained(out / "model")
+    assert model_hash(saved) == audit["model_sha256"]["after"] != audit["model_sha256"]["before"]
+    assert not (out / "audit.failed.json").exists()
