@@ -81,7 +81,7 @@ from recircuit.circuits.engine import (
     run_logits,
 )
 from recircuit.circuits.graph import Graph
-from recircuit.circuits.metrics import Metric, get_metric
+from recircuit.circuits.metrics import METRICS, Metric, get_metric
 from recircuit.data.prompts import Sample
 from recircuit.errors import InputError
 from recircuit.models.scoring import AnswerTokens, TokenizedBatch, answer_tokens
@@ -152,6 +152,9 @@ class AttributionConfig:
             raise InputError(f"unknown attribution method {self.method!r}", field="method", fix=f"choose one of {', '.join(METHODS)}")
         if self.steps < 1:
             raise InputError(f"steps must be >= 1, got {self.steps}", field="steps", fix="use 1 (EAP) or more")
+        if not callable(self.metric) and self.metric not in METRICS:
+            raise InputError(f"unknown metric {self.metric!r}", field="metric",
+                             fix=f"choose one of {', '.join(METRICS)} or pass a callable")
         if self.align not in ("strict", "left"):
             raise InputError(f"align must be 'strict' or 'left', got {self.align!r}", field="align")
         if self.gradient_point not in ("clean", "corrupted"):

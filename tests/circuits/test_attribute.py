@@ -201,3 +201,14 @@ def test_cpu_budget_follows_available_memory(monkeypatch):
     assert 0 < attr.available_ram() <= total
     monkeypatch.setattr(attr, "available_ram", lambda: 10 << 30)     # another job holds the rest
     assert attr.default_budget(torch.device("cpu")) == int((10 << 30) * 0.4)
+
+
+@pytest.mark.parametrize("metric", ["logit_dif", "auc"])
+def test_an_unknown_metric_is_refused_when_the_config_is_built(metric):
+    from recircuit.errors import InputError
+
+    with pytest.raises(InputError) as err:
+        AttributionConfig(metric=metric)
+    assert err.value.field == "metric"
+    assert AttributionConfig(metric="logprob").metric == "logprob"       # a known name and a callable pass
+    assert AttributionConfig(metric=logit_diff).metric is logit_diff

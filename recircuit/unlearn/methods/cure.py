@@ -23,11 +23,13 @@ update per step in which each group follows its own rule, on its own parameter s
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 
 import torch
 
 from recircuit.circuits import METHODS, corruption_names
+from recircuit.circuits.corruptions import CORRUPTIONS
 from recircuit.errors import InputError
 from recircuit.unlearn.base import UnlearnMethod
 from recircuit.unlearn.forget_rules import ForgetRuleConfig, augmented_model, forget_rule
@@ -44,6 +46,21 @@ from recircuit.unlearn.pcgrad import project_conflict
 from recircuit.unlearn.registry import register
 
 
+def self_contained_corruptions() -> tuple[str, ...]:
+    """Corruptions buildable from their name alone (no required MovieLens context such as titles).
+
+    CURE's importance step builds its corruption with ``get_corruption(name)``, so a corruption
+    whose factory requires ``titles`` or ``interactions`` (``target_swap``, ``ppr``) would fail there.
+    """
+    def ok(name: str) -> bool:
+        spec = CORRUPTIONS[name]
+        return not spec.factory or all(p.default is not inspect.Parameter.empty
+                                       or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+                                       for p in inspect.signature(spec.fn).parameters.values())
+
+    return tuple(n for n in corruption_names() if ok(n))
+
+
 @dataclass
 class CUREConfig(ForgetRuleConfig):
     """CURE's knobs: the forget rule's (see :class:`ForgetRuleConfig`), the grouping and the EAP run.
@@ -53,7 +70,7 @@ class CUREConfig(ForgetRuleConfig):
         importance_method: the EAP method that scores modules.
         importance_steps: its integrated-gradient steps.
         importance_samples: forget and retain samples it scores on (each).
-        corruption: the corruption strategy of the EAP run.
+        corruption: the corruption strategy of the EAP run (one of :func:`self_contained_corruptions`).
     """
 
     grouping: GroupingConfig = field(default_factory=GroupingConfig)
@@ -67,9 +84,12 @@ class CUREConfig(ForgetRuleConfig):
         if self.importance_method not in METHODS:
             raise InputError(f"unknown attribution method {self.importance_method!r}", field="importance_method",
                              fix=f"choose one of {', '.join(METHODS)}")
-        if self.corruption not in corruption_names():
-            raise InputError(f"unknown corruption {self.corruption!r}", field="corruption",
-                             fix=f"choose one of {', '.join(corruption_names())}")
+        if self.corruption not in self_contained_corruptions():
+            known = self.corruption in corruption_names()
+            raise InputError(f"{'corruption' if known else 'unknown corruption'} {self.corruption!r}"
+                             + (" needs MovieLens context (titles, interactions) that CURE's importance step "
+                                "does not load" if known else ""), field="corruption",
+                             fix=f"choose one of {', '.join(self_contained_corruptions())}")
         for name in ("importance_steps", "importance_samples"):
             if getattr(self, name) < 1:
                 raise InputError(f"must be >= 1, got {getattr(self, name)}", field=name)
