@@ -25,7 +25,9 @@ manifest is unreadable, whose files are missing or altered, or whose payload the
 ``parse`` rejects (the wrong shape) is a **miss**: it is recomputed and replaced. ``fresh=True``
 treats every entry as a miss and overwrites it. Entries are staged in a temporary directory and
 renamed into place, so an interrupted write leaves no half entry; payloads are JSON and files
-are JSON or safetensors (never pickles).
+are JSON or safetensors (never pickles). Staging folders carry the writer's pid
+(:func:`recircuit._io.temp_prefix`); what a killed writer left under the root is removed when
+a :class:`Cache` on that root is made and before each :meth:`Cache.put`.
 
 Why hand-written: ``joblib.Memory`` would pickle the payloads, which the project does not allow.
 """
@@ -45,7 +47,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from recircuit._io import atomic_write_bytes, atomic_write_json, sha256_file
+from recircuit._io import (
+    atomic_write_bytes,
+    atomic_write_json,
+    clean_stale_temps,
+    sha256_file,
+    temp_prefix,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -56,19 +64,20 @@ FORMAT = "recircuit.cache/1"
 SHAPE_ERRORS = (KeyError, TypeError, ValueError, IndexError, AttributeError)
 
 
-#: sha256 of files already hashed in this process, by (path, size, mtime, ctime, inode).
+#: sha256 of files already hashed in this process, by (device, inode, size, mtime, ctime).
 _DIGESTS: dict[tuple, str] = {}
 
 
 def file_sha256(path: str | os.PathLike) -> str:
-    """sha256 of a file, reused within the process while its size, times and inode hold.
+    """sha256 of a file, reused within the process while its inode, size and times hold.
 
     A checkpoint is checked on every reuse; this keeps a cached rerun from hashing the same
     hundreds of megabytes several times (any write changes ``mtime``/``ctime``, so an altered
-    file is hashed again).
+    file is hashed again). The file is known by its device and inode, not its path, so a file
+    hashed when :meth:`Cache.put` stored it is not hashed again when its entry is read.
     """
     st = os.stat(path)
-    ident = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
     if ident not in _DIGESTS:
         _DIGESTS[ident] = sha256_file(path)
     return _DIGESTS[ident]
@@ -152,6 +161,7 @@ class Cache:
         self.root = Path(root)
         self.fresh = fresh
         self.since = (time.time() if since is None else since) if fresh else None
+        clean_stale_temps(self.root)  # staging folders of killed writers (it reads nothing else)
 
     key = staticmethod(cache_key)
 
@@ -224,7 +234,8 @@ class Cache:
         else:
             sources = {rel: Path(out_dir or ".") / rel for rel in files}
         self.root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{step}-{key}.", dir=self.root))
+        clean_stale_temps(self.root)
+        tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(f"{step}-{key}"), dir=self.root))
         try:
             digests: dict[str, str] = {}
             for rel, src in sources.items():
@@ -233,7 +244,7 @@ class Cache:
                 dst = tmp / "files" / rel
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 (shutil.move if move else shutil.copyfile)(src, dst)
-                digests[rel] = sha256_file(dst)
+                digests[rel] = file_sha256(dst)
             atomic_write_json(tmp / "manifest.json", {"format": FORMAT, "step": step, "key": key,
                                                       "files": digests, "payload": payload}, indent=None)
             entry = self.entry_dir(step, key)
@@ -251,7 +262,7 @@ def _replace_dir(src: Path, dst: Path) -> None:
         return
     except OSError:
         pass
-    trash = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old.", dir=dst.parent))
+    trash = Path(tempfile.mkdtemp(prefix=temp_prefix(f"{dst.name}.old"), dir=dst.parent))
     try:
         os.replace(dst, trash / "entry")
     except FileNotFoundError:

@@ -108,3 +108,39 @@ def test_a_file_altered_after_a_verified_lookup_is_hashed_again(stored):
     path = cache.entry_dir("s", key) / "files" / "audit" / "a.json"
     path.write_text('{"x": 3}')                              # same size, new content
     assert cache.get("s", key) is None
+
+
+def test_a_stored_file_is_hashed_once_by_put_and_not_again_by_lookup(tmp_path, monkeypatch):
+    (tmp_path / "big.bin").write_bytes(b"w" * 4096)
+    cache = Cache(tmp_path / "cache")
+    cache.put("s", "k", {}, files=["big.bin"], out_dir=tmp_path)
+    calls = []
+    monkeypatch.setattr(cache_mod, "sha256_file", lambda p: calls.append(p) or "0" * 64)
+    assert cache.lookup("s", "k") is not None and calls == []
+
+
+def test_staging_folders_carry_the_pid_and_a_dead_writers_are_removed(tmp_path, monkeypatch):
+    from recircuit._io import temp_owner
+
+    root = tmp_path / "cache"
+    cache = Cache(root)
+    seen = []
+
+    def killed(src, dst):
+        seen.append(src.name)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cache_mod, "_replace_dir", killed)
+    with pytest.raises(KeyboardInterrupt):
+        cache.put("s", "k", {"x": 1})
+    assert temp_owner(seen[0]) == os.getpid()
+    dead = root / seen[0].replace(f"-{os.getpid()}-", "-999999999-")
+    (dead / "files").mkdir(parents=True)
+    live = root / seen[0]                                   # a running writer's (this pid) stays
+    live.mkdir()
+    Cache(root)
+    assert not dead.exists() and live.exists()
+    monkeypatch.undo()
+    dead.mkdir()
+    cache.put("s", "k", {"x": 1})                           # put cleans as well
+    assert not dead.exists() and cache.lookup("s", "k").payload == {"x": 1}

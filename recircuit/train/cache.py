@@ -13,12 +13,15 @@ A checkpoint is an entry of ``Cache(subdir="models")``:
 ``$RECIRCUIT_CACHE/models/<model>-<mode>-<key>/files/model.{safetensors,json}``. The key hashes the
 base model's identity (the pinned asset sha256 for offline models), the split description
 (preset, parameters and a hash of every sample), the numbers of training and validation samples,
-the whole :class:`TrainConfig` (seed included) and the source of the code that trains
-(``recircuit.train``, ``models``, ``data``). The sha256 of both files is recorded and checked on
-reuse: a damaged, altered or unreadable checkpoint, or one whose training stopped on a non-finite
-loss, is retrained and replaced; ``fresh=True`` retrains it. Training writes into a staging
-directory that is moved into place only when it succeeded, so a failed run never replaces a good
-checkpoint.
+the whole :class:`TrainConfig` (seed included), the effective precision when it is not fp32
+(``bf16`` autocasts on CUDA only, ``cpu_bf16`` on CPU, so the same config trains in bf16 on a
+GPU and in fp32 on a CPU) and the source of the code that trains (``recircuit.train``,
+``models``, ``data``). The sha256 of both files is recorded and checked on reuse: a damaged,
+altered or unreadable checkpoint is retrained and replaced; ``fresh=True`` retrains it. A run
+that must not be trusted raises :class:`~recircuit.train.loop.TrainingFailed` and caches nothing.
+Training writes into a staging directory (named with the writer's pid, so a killed run's is
+removed by the next :class:`~recircuit.cache.Cache` on that root) that is moved into place only
+when it succeeded, so a failed run never replaces a good checkpoint.
 """
 
 from __future__ import annotations
@@ -29,8 +32,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import torch
+
+from recircuit._io import temp_prefix
 from recircuit.cache import Cache, cache_key
-from recircuit.models.loading import OFFLINE_MODELS, TINY_MODEL_NAME
+from recircuit.models.loading import OFFLINE_MODELS, TINY_MODEL_NAME, default_device, tiny_family
 from recircuit.train.checkpoint import load_trained, read_meta
 from recircuit.train.loop import TrainConfig, train
 
@@ -55,10 +61,34 @@ def model_identity(model_name: str) -> dict:
     return {"name": model_name}
 
 
-def recommender_key(model_name: str, split, config: TrainConfig, n_train: int | None, n_valid: int) -> str:
-    """The 16-hex-digit cache key of a recommender (see the module docstring)."""
+def train_device(model_name: str, device: str | torch.device | None = None) -> torch.device:
+    """The device :func:`cached_recommender` trains on: ``device``, else CPU for tiny models, else CUDA when available."""
+    if device is not None:
+        return torch.device(device)
+    if tiny_family(model_name) is not None:
+        return torch.device("cpu")
+    return default_device()
+
+
+def precision(config: TrainConfig, device: str | torch.device) -> str:
+    """The precision training runs in on ``device``: ``"bf16"`` (autocast) or ``"fp32"`` (as :func:`train` decides)."""
+    kind = torch.device(device).type
+    return "bf16" if (config.bf16 and kind == "cuda") or (config.cpu_bf16 and kind == "cpu") else "fp32"
+
+
+def recommender_key(model_name: str, split, config: TrainConfig, n_train: int | None, n_valid: int,
+                    device: str | torch.device | None = None) -> str:
+    """The 16-hex-digit cache key of a recommender (see the module docstring).
+
+    ``device`` (default: :func:`train_device`'s) enters the key as the effective precision, and
+    only when that is not fp32, so the keys of fp32 runs are those of earlier versions.
+    """
+    extra = {}
+    prec = precision(config, train_device(model_name, device))
+    if prec != "fp32":
+        extra["precision"] = prec
     return cache_key(code=TRAIN_CODE, version=CACHE_VERSION, model=model_identity(model_name),
-                     split=split.to_dict(), n_train=n_train, n_valid=n_valid, config=config.to_dict())
+                     split=split.to_dict(), n_train=n_train, n_valid=n_valid, config=config.to_dict(), **extra)
 
 
 def _step(model_name: str, config: TrainConfig) -> str:
@@ -72,16 +102,16 @@ def _models_cache(cache_root: str | Path | None, fresh: bool = False, since: flo
 
 
 def recommender_dir(model_name: str, split, config: TrainConfig, n_train: int | None = 512, n_valid: int = 200,
-                    cache_root: str | Path | None = None) -> Path:
+                    cache_root: str | Path | None = None, device: str | torch.device | None = None) -> Path:
     """The cache entry directory of this recommender (it may not exist yet)."""
-    key = recommender_key(model_name, split, config, n_train, n_valid)
+    key = recommender_key(model_name, split, config, n_train, n_valid, device)
     return _models_cache(cache_root).entry_dir(_step(model_name, config), key)
 
 
 def _usable(payload) -> dict:
-    """Reject entries of a run that stopped on a non-finite loss (payload: the sidecar's metrics)."""
-    if not isinstance(payload, dict) or (payload.get("metrics") or {}).get("stopped"):
-        raise ValueError("training did not finish")
+    """The entry's payload (``{"metrics": ..., "cache_key": ...}``); any other shape is a miss."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("metrics"), dict):
+        raise ValueError("not a recommender entry")
     return payload
 
 
@@ -105,7 +135,8 @@ def cached_recommender(
         config: training config; default :class:`TrainConfig` (LoRA, TALLRec defaults).
         n_train: train on the first ``n_train`` training samples (None: all).
         n_valid: validate (early stopping) on the first ``n_valid`` validation samples.
-        device: where to train if training is needed.
+        device: where to train if training is needed (default: :func:`train_device`); its
+            kind decides the precision, which is part of the key.
         cache_root: default ``$RECIRCUIT_CACHE`` (or ``~/.cache/recircuit``).
         progress: show the training progress bar.
         fresh, since: retrain even if cached (see :class:`recircuit.cache.Cache`).
@@ -119,7 +150,8 @@ def cached_recommender(
         split = build_split("tallrec")
     config = config or TrainConfig()
     cache = _models_cache(cache_root, fresh, since)
-    step, key = _step(model_name, config), recommender_key(model_name, split, config, n_train, n_valid)
+    dev = train_device(model_name, device)
+    step, key = _step(model_name, config), recommender_key(model_name, split, config, n_train, n_valid, dev)
     entry = cache.lookup(step, key, parse=_usable)
     if entry is not None:
         st = entry.file("model.safetensors")
@@ -131,12 +163,12 @@ def cached_recommender(
             logger.warning("cached recommender %s is unreadable (%s); retraining", st, err)
     from recircuit.models import load_model
 
-    model = load_model(model_name, device=device or ("cpu" if model_name.lower() == "tiny" else None))
+    model = load_model(model_name, device=dev)
     train_samples = split.train[:n_train] if n_train else split.train
     valid_samples = split.valid[:n_valid]
     meta = {"split": split.to_dict(), "n_train": len(train_samples), "n_valid": len(valid_samples), "cache_key": key}
     cache.root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{step}-{key}.train.", dir=cache.root))
+    staging = Path(tempfile.mkdtemp(prefix=temp_prefix(f"{step}-{key}.train"), dir=cache.root))
     try:
         res = train(model, train_samples, valid_samples, config, out_dir=staging, meta=meta, progress=progress)
         st = res.checkpoint

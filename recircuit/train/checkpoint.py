@@ -34,15 +34,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import tempfile
 from pathlib import Path
 
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from recircuit._io import sha256_file
+from recircuit._io import atomic_write, sha256_file
+from recircuit.cache import file_sha256
 from recircuit.errors import InputError
 from recircuit.models.loading import OFFLINE_MODELS, model_name, tiny_family
 from recircuit.train.lora import (
@@ -88,17 +87,12 @@ def base_model_id(model) -> dict:
     return ident
 
 
-def _sibling_tmp(path: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    return Path(tmp)
-
-
 def save_checkpoint(model, path: str | Path, meta: dict | None = None) -> tuple[Path, Path]:
     """Save adapters (if attached) or the full weights, plus the JSON sidecar with their sha256.
 
-    Both files are staged as temporary siblings and renamed into place only when both are
-    complete (weights first, sidecar last), so a failure never replaces a good checkpoint.
+    Both files are staged as temporary siblings (:func:`recircuit._io.atomic_write`, named with
+    this process's pid) and renamed into place only when both are complete (weights first,
+    sidecar last), so a failure never replaces a good checkpoint.
 
     Args:
         model: the bridge to save.
@@ -120,21 +114,19 @@ def save_checkpoint(model, path: str | Path, meta: dict | None = None) -> tuple[
         lora_cfg, kind = None, "full"
     # tied weights share storage; safetensors refuses shared tensors, so clone
     tensors = {k: v.clone() for k, v in tensors.items()}
-    st.parent.mkdir(parents=True, exist_ok=True)
-    st_tmp, js_tmp = _sibling_tmp(st), _sibling_tmp(js)
-    try:
-        save_file(tensors, str(st_tmp))
-        sidecar = {k: v for k, v in (meta or {}).items() if k not in RESERVED}
-        sidecar = {"format": FORMAT, "kind": kind, "base_model": base_model_id(model),
-                   "lora": lora_cfg.to_dict() if lora_cfg else None,
-                   "weights": {"file": st.name, "sha256": sha256_file(st_tmp), "tensors": len(tensors)}, **sidecar}
-        js_tmp.write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
-        os.replace(st_tmp, st)
-        os.replace(js_tmp, js)
-    finally:
-        for tmp in (st_tmp, js_tmp):
-            if tmp.exists():
-                tmp.unlink()
+    extra = {k: v for k, v in (meta or {}).items() if k not in RESERVED}
+
+    def write_sidecar(js_tmp: Path) -> None:
+        def write_weights(st_tmp: Path) -> None:
+            save_file(tensors, str(st_tmp))
+            sidecar = {"format": FORMAT, "kind": kind, "base_model": base_model_id(model),
+                       "lora": lora_cfg.to_dict() if lora_cfg else None,
+                       "weights": {"file": st.name, "sha256": sha256_file(st_tmp), "tensors": len(tensors)}, **extra}
+            js_tmp.write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
+
+        atomic_write(st, write_weights)  # both temporaries are complete before this rename
+
+    atomic_write(js, write_sidecar)  # the sidecar is renamed last
     return st, js
 
 
@@ -188,7 +180,7 @@ def _read_tensors(st: Path, js: Path, meta: dict) -> dict:
                        "check; re-save the checkpoint (load_trained, then save_checkpoint) to add one",
                        js, meta.get("format"))
     else:
-        have = sha256_file(st)
+        have = file_sha256(st)
         if have != want:
             raise InputError(f"sha256 {have[:12]}... does not match {want[:12]}... recorded in {js.name}: the {what} "
                              "was changed, truncated or swapped after it was saved", path=st, fix=_RETRAIN)

@@ -87,3 +87,53 @@ def test_fresh_retrains_and_a_failed_training_keeps_the_good_checkpoint(split, t
     again = cached_recommender("tiny", split, cfg, n_train=8, n_valid=8, cache_root=tmp_path, progress=False,
                                fresh=True)
     assert again == path and path.stat().st_mtime_ns != stamp
+
+
+def test_cache_key_covers_the_effective_precision_and_keeps_fp32_keys(split, tmp_path):
+    """bf16 autocasts on CUDA only: the same config trains differently on cuda and cpu."""
+    from recircuit.cache import cache_key
+    from recircuit.train.cache import (
+        CACHE_VERSION,
+        TRAIN_CODE,
+        model_identity,
+        precision,
+        recommender_key,
+    )
+
+    cfg = TrainConfig(mode="lora", seed=1)                       # bf16=True: bf16 on cuda, fp32 on cpu
+    assert precision(cfg, "cuda") == "bf16" and precision(cfg, "cpu") == "fp32"
+    assert precision(TrainConfig(mode="lora", cpu_bf16=True), "cpu") == "bf16"
+    cpu = recommender_key("tiny", split, cfg, 8, 8, "cpu")
+    assert recommender_key("tiny", split, cfg, 8, 8, "cuda") != cpu
+    assert recommender_key("tiny", split, cfg, 8, 8, "cuda:0") == recommender_key("tiny", split, cfg, 8, 8, "cuda")
+    # an fp32 run keeps the key of earlier versions (cached checkpoints stay valid)
+    assert cpu == cache_key(code=TRAIN_CODE, version=CACHE_VERSION, model=model_identity("tiny"),
+                            split=split.to_dict(), n_train=8, n_valid=8, config=cfg.to_dict())
+    assert recommender_dir("tiny", split, cfg, 8, 8, tmp_path) == recommender_dir("tiny", split, cfg, 8, 8, tmp_path,
+                                                                                  device="cpu")
+
+
+def test_training_stages_in_a_pid_tagged_folder_that_a_later_cache_removes(split, tmp_path, monkeypatch):
+    """A killed training leaves its staging folder; it carries the pid, so the next Cache removes it."""
+    import os
+
+    import recircuit.train.cache as cache
+    from recircuit._io import temp_owner
+
+    seen = []
+
+    def killed(model, tr, va, cfg, out_dir=None, **k):
+        seen.append(out_dir)
+        (out_dir / "model.safetensors").write_bytes(b"x" * 64)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cache, "train", killed)
+    cfg = TrainConfig(mode="lora", seed=1)
+    with pytest.raises(KeyboardInterrupt):
+        cached_recommender("tiny", split, cfg, n_train=8, n_valid=8, cache_root=tmp_path, progress=False)
+    assert temp_owner(seen[0].name) == os.getpid()
+    # what a killed process (a pid no longer running) left behind is removed by the next cache on that root
+    dead = tmp_path / "models" / seen[0].name.replace(f"-{os.getpid()}-", "-999999999-")
+    (dead / "sub").mkdir(parents=True)
+    cache._models_cache(tmp_path)
+    assert not dead.exists()

@@ -279,3 +279,34 @@ def test_full_and_lora_checkpoints_roundtrip_on_other_families(tmp_path, family)
     assert meta["kind"] == "lora"
     for name, d in lora_modules(a).items():
         assert torch.equal(lora_modules(b)[name].B, d.B) and torch.equal(lora_modules(b)[name].A, d.A)
+
+
+def test_save_stages_pid_tagged_temporaries_and_load_reuses_a_known_sha256(tmp_path, monkeypatch):
+    """A killed save leaves temporaries a later clean_stale_temps can attribute; a verified file is hashed once."""
+    import os
+
+    import recircuit.cache as cache_mod
+    import recircuit.train.checkpoint as ckpt
+    from recircuit._io import temp_owner
+    from recircuit.cache import file_sha256
+
+    seen = []
+
+    def killed(tensors, path):
+        seen.append(path)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ckpt, "save_file", killed)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(tiny_model(0), tmp_path / "model")
+    assert temp_owner(os.path.basename(seen[0])) == os.getpid()
+    assert not list(tmp_path.iterdir())                    # and nothing is left behind
+    monkeypatch.undo()
+
+    st, _ = save_checkpoint(tiny_model(0), tmp_path / "model")
+    file_sha256(st)                                        # verified once (as a cache lookup does)
+    calls = []
+    for mod in (cache_mod, ckpt):
+        monkeypatch.setattr(mod, "sha256_file", lambda p: calls.append(p) or "0" * 64)
+    load_checkpoint(tiny_model(0), tmp_path / "model")
+    assert calls == []
