@@ -18,7 +18,7 @@ from collections.abc import Callable
 import torch
 from jaxtyping import Float, Int
 
-from recircuit.models.scoring import AnswerTokens
+from recircuit.models.scoring import AnswerTokens, read_yes_no
 
 Metric = Callable[[Float[torch.Tensor, "batch pos vocab"], Int[torch.Tensor, "batch"], AnswerTokens], Float[torch.Tensor, "batch"]]
 
@@ -26,9 +26,8 @@ Metric = Callable[[Float[torch.Tensor, "batch pos vocab"], Int[torch.Tensor, "ba
 def logit_diff(
     logits: Float[torch.Tensor, "batch pos vocab"], labels: Int[torch.Tensor, "batch"], answers: AnswerTokens
 ) -> Float[torch.Tensor, "batch"]:
-    """Label-signed ``logit(Yes) - logit(No)`` at the last position (``No - Yes`` for "No." labels)."""
-    last = logits[:, -1, :]
-    diff = last[:, answers.yes] - last[:, answers.no]
+    """Label-signed ``logit(Yes) - logit(No)`` at the last position (``No - Yes`` for "No." labels), float32."""
+    diff = yes_logit_diff(logits, labels, answers)
     sign = labels.to(diff.dtype) * 2 - 1
     return diff * sign
 
@@ -45,9 +44,12 @@ def logprob(
 def yes_logit_diff(
     logits: Float[torch.Tensor, "batch pos vocab"], labels: Int[torch.Tensor, "batch"], answers: AnswerTokens
 ) -> Float[torch.Tensor, "batch"]:
-    """Unsigned ``logit(Yes) - logit(No)`` (ignores the label)."""
-    last = logits[:, -1, :]
-    return last[:, answers.yes] - last[:, answers.no]
+    """Unsigned ``logit(Yes) - logit(No)`` at the last position (ignores the label), float32.
+
+    The two logits are read by :func:`recircuit.models.scoring.read_yes_no`, as scoring reads them.
+    """
+    two = read_yes_no(logits, None, answers)
+    return two[:, 0] - two[:, 1]
 
 
 METRICS: dict[str, Metric] = {"logit_diff": logit_diff, "logprob": logprob, "yes_logit_diff": yes_logit_diff}

@@ -62,32 +62,28 @@ def score_and_loss(model, samples: Sequence[Sample], batch_size: int = 8
     The pass reads ``prompt + answer`` (as :func:`~recircuit.train.losses.answer_loss` does):
     causal attention makes the logits at the last prompt position exactly those that
     :func:`~recircuit.models.score` reads from the prompt alone, and the answer positions give
-    the loss. Evaluation needs both for every model, so this halves its forward passes.
+    the loss. Evaluation needs both for every model, so this halves its forward passes. The
+    pass is :func:`~recircuit.train.losses.answer_forward`, the one the unlearning objectives use.
 
     Returns:
         ``(p_yes, loss)``, float64 arrays of length ``len(samples)``.
     """
     from recircuit.models.loading import plain_forward
-    from recircuit.models.scoring import answer_tokens, p_yes_from_logits, read_yes_no
-    from recircuit.train.losses import answer_nll, tokenize_with_answers
+    from recircuit.models.scoring import p_yes_from_logits
+    from recircuit.train.losses import answer_forward
 
     samples = list(samples)
     if not samples:
         return np.zeros(0), np.zeros(0)
-    ids = answer_tokens(model.tokenizer)
-    device = next(model.parameters()).device
     p_out, l_out = [], []
     was_training = model.training
     model.eval()
     try:
         with plain_forward(model):
             for chunk in iter_batches(samples, batch_size):
-                b = tokenize_with_answers(model.tokenizer, chunk, device, padding_side="right")
-                logits = model(b.input_ids, attention_mask=b.attention_mask, return_type="logits")
-                m = b.target_mask[:, :-1].bool()
-                first = m.float().argmax(1)  # the last prompt position predicts the first answer token
-                p_out.append(p_yes_from_logits(read_yes_no(logits, first, ids)).double().cpu().numpy())
-                l_out.append(answer_nll(logits, b).double().cpu().numpy())
+                ce, yes_no = answer_forward(model, chunk)
+                p_out.append(p_yes_from_logits(yes_no).double().cpu().numpy())
+                l_out.append(ce.double().cpu().numpy())
     finally:
         model.train(was_training)
     return np.concatenate(p_out), np.concatenate(l_out)

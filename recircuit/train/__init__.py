@@ -36,7 +36,7 @@ from recircuit.train.lora import (
     set_lora_enabled,
     unmerge_lora,
 )
-from recircuit.train.losses import answer_loss, tokenize_with_answers
+from recircuit.train.losses import answer_forward, answer_loss, tokenize_with_answers
 
 __all__ = [
     "CheckpointMismatchError",
@@ -45,6 +45,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "TrainingFailed",
+    "answer_forward",
     "answer_loss",
     "attach_lora",
     "cached_recommender",

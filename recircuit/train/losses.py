@@ -4,6 +4,7 @@ Usage::
 
     from recircuit.train.losses import answer_loss, tokenize_with_answers
     per_sample = answer_loss(model, samples)                  # [n] mean CE over " Yes." / " No."
+    ce, yes_no = answer_forward(model, samples)               # the same CE and the Yes/No logits [n, 2]
     loss = answer_loss(model, samples, reduction="mean")      # scalar, differentiable
 
 Prompt and answer are tokenized separately and concatenated, so the prompt tokens are exactly
@@ -23,6 +24,7 @@ import torch
 from jaxtyping import Float, Int
 
 from recircuit.data.prompts import Sample
+from recircuit.models.scoring import answer_tokens, read_yes_no
 
 
 @dataclass
@@ -106,8 +108,6 @@ def yes_no_loss(model, samples: Sequence[Sample], reduction: str = "none") -> Fl
     Args:
         reduction: ``"none"`` (shape [n]), ``"mean"`` or ``"sum"``.
     """
-    from recircuit.models.scoring import answer_tokens, read_yes_no
-
     if reduction not in ("none", "mean", "sum"):
         raise ValueError(f"reduction must be 'none', 'mean' or 'sum', got {reduction!r}")
     tok = model.tokenizer
@@ -128,3 +128,22 @@ def yes_no_loss(model, samples: Sequence[Sample], reduction: str = "none") -> Fl
     if reduction == "none":
         return per
     return per.mean() if reduction == "mean" else per.sum()
+
+
+def answer_forward(model, samples: Sequence[Sample]) -> tuple[Float[torch.Tensor, "batch"], Float[torch.Tensor, "batch 2"]]:
+    """Per-sample answer cross-entropy and the Yes/No logits at the answer position, in one pass.
+
+    The CE is the TALLRec training loss (mean over the answer continuation ``" Yes" "."``), the
+    same number :func:`recircuit.train.answer_loss` gives; the softmax over the vocabulary is taken
+    only at the answer positions (a full ``[batch, pos, vocab]`` log-softmax would cost
+    ~0.5 GB per batch of 8 on SmolLM2). Batches are right-padded like the training loss (no query
+    row fully masked, so bf16 autocast stays NaN-free).
+    """
+    if len(samples) == 0:
+        raise ValueError("answer_forward needs at least one sample.")
+    device = next(model.parameters()).device
+    b = tokenize_with_answers(model.tokenizer, samples, device, padding_side="right")
+    logits = model(b.input_ids, attention_mask=b.attention_mask, return_type="logits")
+    ce = answer_nll(logits, b)
+    first = b.target_mask[:, :-1].bool().int().argmax(dim=1)  # position predicting the first answer token
+    return ce, read_yes_no(logits, first, answer_tokens(model.tokenizer))

@@ -7,38 +7,20 @@ Usage::
 
 All objectives are minimised. ``yes_no`` are the logits of the first answer token (" Yes"/" No")
 at the last prompt position: the distribution :func:`recircuit.models.score` reads.
+:func:`answer_forward` lives in :mod:`recircuit.train.losses` (evaluation uses it too) and is
+re-exported here.
 """
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float
 
-from recircuit.data.prompts import Sample
-from recircuit.models.scoring import answer_tokens, read_yes_no
-from recircuit.train.losses import answer_nll, tokenize_with_answers
+from recircuit.train.losses import answer_forward
 
-
-def answer_forward(model, samples: Sequence[Sample]) -> tuple[Float[torch.Tensor, "batch"], Float[torch.Tensor, "batch 2"]]:
-    """Per-sample answer cross-entropy and the Yes/No logits at the answer position, in one pass.
-
-    The CE is the TALLRec training loss (mean over the answer continuation ``" Yes" "."``), the
-    same number :func:`recircuit.train.answer_loss` gives; the softmax over the vocabulary is taken
-    only at the answer positions (a full ``[batch, pos, vocab]`` log-softmax would cost
-    ~0.5 GB per batch of 8 on SmolLM2). Batches are right-padded like the training loss (no query
-    row fully masked, so bf16 autocast stays NaN-free).
-    """
-    if len(samples) == 0:
-        raise ValueError("answer_forward needs at least one sample.")
-    device = next(model.parameters()).device
-    b = tokenize_with_answers(model.tokenizer, samples, device, padding_side="right")
-    logits = model(b.input_ids, attention_mask=b.attention_mask, return_type="logits")
-    ce = answer_nll(logits, b)
-    first = b.target_mask[:, :-1].bool().int().argmax(dim=1)  # position predicting the first answer token
-    return ce, read_yes_no(logits, first, answer_tokens(model.tokenizer))
+__all__ = ["answer_forward", "e2urec_forget_teacher", "ga_active_share", "ga_loss", "kl_yes_no", "npo_loss",
+           "retain_loss"]
 
 
 def ga_loss(ce: Float[torch.Tensor, "batch"], bound: float | None = 2.0) -> Float[torch.Tensor, ""]:

@@ -131,3 +131,18 @@ def test_audit_record_carries_the_run_status():
     s = _samples(2)
     assert audit_record(s, "a", "b", {}, "npo", 1.0)["status"] == "ok"
     assert audit_record(s, "a", "a", {}, "npo", 1.0, status="restored")["status"] == "restored"
+
+
+def test_score_and_loss_and_the_unlearning_objectives_share_one_answer_pass(monkeypatch):
+    """One answer forward pass (train.losses.answer_forward) serves evaluation and unlearning."""
+    import recircuit.train.losses as losses
+    from recircuit.evaluate.metrics import score_and_loss
+    from recircuit.unlearn import objectives
+
+    assert objectives.answer_forward is losses.answer_forward
+    calls = []
+    real = losses.answer_forward
+    monkeypatch.setattr(losses, "answer_forward", lambda m, s: calls.append(len(s)) or real(m, s))
+    samples = [make_sample(u, [(1, "A (1990)", 5)], (2, "B (1991)", u % 2 * 4 + 1)) for u in range(5)]
+    p, loss = score_and_loss(tiny_model(0), samples, batch_size=3)
+    assert calls == [3, 2] and p.shape == loss.shape == (5,)
