@@ -119,14 +119,6 @@ class Sample:
         """The TALLRec JSON record ``{"instruction", "input", "output"}``."""
         return {"instruction": self.instruction, "input": self.input, "output": self.output}
 
-    def with_input(self, new_input: str) -> Sample:
-        """A copy with another input text; its titles are parsed again and its ids dropped.
-
-        Prefer :meth:`with_history` / :meth:`with_target`, which keep titles and ids exact.
-        """
-        return replace(self, input=new_input, liked=None, disliked=None, target=None,
-                       liked_ids=None, disliked_ids=None)
-
     def _require_structured(self, what: str) -> None:
         if not self.structured:
             raise ValueError(f"Sample {self.uid or '(no uid)'}: {what} needs the history and target titles, and its "

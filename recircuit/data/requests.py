@@ -35,8 +35,8 @@ def sample_key(s: Sample) -> str:
     (made by hand) is keyed ``"sha256:"`` plus the first 24 hex digits of the sha256 of its
     instruction and input, i.e. of the prompt the model sees. The answer is left out on purpose:
     one prompt with two labels is one query, and a prompt that is both forgotten and tested (or
-    retained) is a clash whatever its label. Counterfactual copies (:meth:`Sample.with_input`) keep
-    the uid, hence the key, of their source.
+    retained) is a clash whatever its label. Counterfactual copies (:meth:`Sample.with_history`,
+    :meth:`Sample.with_target`) keep the uid, hence the key, of their source.
 
     Args:
         s: the sample.

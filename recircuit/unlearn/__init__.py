@@ -50,11 +50,10 @@ the flags come from the config's ``bool``/``int``/``float``/``str`` fields (nest
 registered with :func:`~recircuit.unlearn.forget_rules.register_forget_rule`.
 """
 
-from recircuit.data.requests import check_request
+from recircuit.data.requests import RequestError, check_request
 from recircuit.unlearn import methods  # noqa: F401  (registers the built-in methods)
 from recircuit.unlearn.base import (
     OK_STATUSES,
-    UnlearningError,
     UnlearnMethod,
     UnlearnResult,
     destruction_check,
@@ -73,7 +72,7 @@ from recircuit.unlearn.grouping import (
     group_modules,
     random_grouping,
 )
-from recircuit.unlearn.masks import group_masks, module_params
+from recircuit.unlearn.masks import group_masks
 from recircuit.unlearn.pcgrad import project_conflict
 from recircuit.unlearn.registry import (
     available_methods,
@@ -91,9 +90,9 @@ __all__ = [
     "GroupingConfig",
     "LoopConfig",
     "MethodConfig",
+    "RequestError",
     "UnlearnMethod",
     "UnlearnResult",
-    "UnlearningError",
     "available_methods",
     "check_request",
     "config_class",
@@ -105,7 +104,6 @@ __all__ = [
     "group_masks",
     "group_modules",
     "method_config",
-    "module_params",
     "project_conflict",
     "random_grouping",
     "register",

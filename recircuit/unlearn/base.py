@@ -57,7 +57,7 @@ import torch
 from tqdm.auto import tqdm
 
 from recircuit.data.prompts import Sample
-from recircuit.data.requests import RequestError, check_request, sample_key
+from recircuit.data.requests import check_request, sample_key
 from recircuit.errors import RunFailed
 from recircuit.models.loading import copy_model, plain_forward
 from recircuit.models.scoring import p_yes_from_logits, score
@@ -65,9 +65,6 @@ from recircuit.unlearn.config import LoopConfig, MethodConfig
 from recircuit.unlearn.objectives import answer_forward
 
 logger = logging.getLogger(__name__)
-
-#: Kept as an alias: an impossible deletion request raises the package's one request error.
-UnlearningError = RequestError
 
 #: ``result.status`` values after which the unlearned model can be used.
 OK_STATUSES = ("ok", "early_stop")
@@ -191,7 +188,7 @@ class UnlearnMethod:
     Hooks for subclasses (``self.config`` holds the method's config, ``self.loop`` the loop's):
         ``setup(model, original, forget, retain)`` returns the parameters the method may change
         (default: every attention and MLP projection weight). It may set ``self.grad_masks``
-        (``{param_name: bool mask}``, names from :func:`recircuit.unlearn.masks.module_params`):
+        (``{param_name: bool mask}``, names from :func:`recircuit.models.families.projection_params`):
         gradient hooks then zero every entry outside the mask, so those entries stay
         bit-identical under Adam without weight decay.
         ``gradients(model, original, f_batch, r_batch)`` sets ``.grad`` for one step and returns
@@ -211,9 +208,9 @@ class UnlearnMethod:
 
     def setup(self, model, original, forget, retain) -> list[torch.nn.Parameter]:
         """Return the parameters this method may change (default: every attention/MLP projection)."""
-        from recircuit.unlearn.masks import module_params
+        from recircuit.models.families import projection_params
 
-        return list(module_params(model).values())
+        return list(projection_params(model).values())
 
     def gradients(self, model, original, f_batch, r_batch) -> dict[str, float]:
         """Set ``.grad`` on the trainable parameters for one step; return logged losses."""

@@ -34,15 +34,6 @@ from recircuit.nodes import head_name, mlp_name
 from recircuit.unlearn.grouping import GROUPS, Grouping
 
 
-def module_params(model) -> dict[str, torch.nn.Parameter]:
-    """Short names ``blocks.L.{q,k,v,o,[gate,]up,down}`` for the weights masks refer to.
-
-    The family table's :func:`~recircuit.models.families.projection_params`: the weights the
-    bridge runs (for fused q/k/v, the bridge's split copies).
-    """
-    return projection_params(model)
-
-
 def kv_group_of(grouping: Grouping, layer: int, group: int, n_heads: int, n_kv: int) -> str:
     """The group a shared K/V slice gets (see the GQA rule in the module docstring)."""
     size = n_heads // n_kv
@@ -60,11 +51,12 @@ def group_masks(model, grouping: Grouping) -> dict[str, dict[str, Bool[torch.Ten
 
     Returns:
         ``{group: {param_name: mask}}`` for every group in :data:`~recircuit.unlearn.grouping.GROUPS`;
-        the groups partition every entry of every weight of :func:`module_params`.
+        the groups partition every entry of every weight of
+        :func:`~recircuit.models.families.projection_params`.
     """
     fam = family_of(model)
     H, K, L = model.cfg.n_heads, n_kv_heads(model), model.cfg.n_layers
-    params = module_params(model)
+    params = projection_params(model)
     masks = {g: {n: torch.zeros_like(p, dtype=torch.bool) for n, p in params.items()} for g in GROUPS}
     for layer in range(L):
         for h in range(H):
@@ -92,11 +84,12 @@ def active_mask(masks: dict[str, dict[str, Bool[torch.Tensor, "..."]]],
 def attach_grad_masks(model, mask: dict[str, Bool[torch.Tensor, "..."]]) -> list[RemovableHandle]:
     """Gradient hooks on the bridge's projection weights that zero every entry outside ``mask``.
 
-    ``mask`` maps :func:`module_params` names to boolean tensors of the parameter's shape. The
+    ``mask`` maps :func:`~recircuit.models.families.projection_params` names to boolean tensors
+    of the parameter's shape. The
     hooks run on every backward pass and ``torch.autograd.grad`` call, before any optimizer sees the
     gradient. Weights that do not require grad get no hook (they receive no gradient). Remove them with ``for h in handles: h.remove()``.
     """
-    params = module_params(model)
+    params = projection_params(model)
     unknown = set(mask) - set(params)
     if unknown:
         raise KeyError(f"No projection weights named {sorted(unknown)[:3]}; names look like {next(iter(params))!r}.")

@@ -1,7 +1,8 @@
 import torch
 
 from recircuit.models import tiny_model
-from recircuit.unlearn import Grouping, group_masks, module_params, project_conflict
+from recircuit.models.families import projection_params
+from recircuit.unlearn import Grouping, group_masks, project_conflict
 from recircuit.unlearn.grouping import GroupingConfig
 
 
@@ -28,7 +29,7 @@ def test_masks_touch_only_the_intended_slices():
     for w in ("gate", "up", "down"):
         assert ts[f"blocks.0.{w}"].all() and fr[f"blocks.1.{w}"].all()
     # the four groups partition every parameter
-    for name, p in module_params(m).items():
+    for name, p in projection_params(m).items():
         total = sum(masks[k][name].int() for k in masks)
         assert torch.equal(total, torch.ones_like(p, dtype=torch.int))
 
@@ -55,7 +56,7 @@ def test_masks_partition_every_family_and_follow_its_layout(family_model):
     K = getattr(m.cfg, "n_key_value_heads", None) or m.cfg.n_heads
     g = _grouping({"a0.h1": "forget_specific", "a1.h3": "retain_specific", "m0": "task_shared"})
     masks = group_masks(m, g)
-    params = module_params(m)
+    params = projection_params(m)
     assert set(params) == {f"blocks.{layer}.{s}" for layer in range(2) for s in fam.projections}
     for name, p in params.items():
         total = sum(masks[k][name].int() for k in masks)
@@ -82,7 +83,7 @@ def test_grad_masks_keep_frozen_entries_bit_identical_on_a_conv1d_model():
     m = tiny_model(0, family="gpt2")
     g = _grouping({"a1.h2": "forget_specific"})
     masks = group_masks(m, g)
-    params = module_params(m)
+    params = projection_params(m)
     before = {n: p.detach().clone() for n, p in params.items()}
     for p in m.parameters():
         p.requires_grad_(False)

@@ -4,18 +4,18 @@ import pytest
 import torch
 
 from recircuit.errors import InputError
+from recircuit.models.families import projection_params
 from recircuit.train import answer_loss
 from recircuit.unlearn import (
     Grouping,
     GroupingConfig,
     LoopConfig,
-    UnlearningError,
+    RequestError,
     available_methods,
     check_request,
     get_method,
     group_masks,
     method_config,
-    module_params,
 )
 from recircuit.unlearn.methods.cure import CURE
 
@@ -39,7 +39,7 @@ def test_cure_forgets_and_leaves_frozen_modules_bit_identical(model, request_dat
     assert after > before + 0.05, (before, after)
     assert res.steps == 15 and res.extra["group_sizes"]["forget_specific"] == 3
     masks = group_masks(model, grouping)
-    params = module_params(model)
+    params = projection_params(model)
     changed_any = False
     for name, p in params.items():
         frozen = masks["frozen"][name]
@@ -116,11 +116,11 @@ def test_nan_restores_last_good_weights(model, request_data, monkeypatch):
 
 def test_bad_requests_raise(request_data):
     forget, retain, heldout = request_data
-    with pytest.raises(UnlearningError, match="forget set is empty"):
+    with pytest.raises(RequestError, match="forget set is empty"):
         check_request([], retain)
-    with pytest.raises(UnlearningError, match="in the test set"):
+    with pytest.raises(RequestError, match="in the test set"):
         check_request(forget, retain, test=forget[:2])
-    with pytest.raises(UnlearningError, match="larger than the training set"):
+    with pytest.raises(RequestError, match="larger than the training set"):
         check_request(forget, retain, train_size=len(forget) - 1)
     with pytest.raises(InputError, match="available"):
         get_method("magic")
@@ -160,7 +160,7 @@ def test_a_destroyed_model_is_flagged_not_returned_as_ok(model, request_data):
 
 def test_heldout_samples_that_were_trained_on_are_refused(model, request_data):
     forget, retain, heldout = request_data
-    with pytest.raises(UnlearningError, match="held-out samples were trained on"):
+    with pytest.raises(RequestError, match="held-out samples were trained on"):
         get_method("ga").run(model, forget, retain, LoopConfig(steps=1), heldout=heldout + retain[:1], progress=False)
 
 

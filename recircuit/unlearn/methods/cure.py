@@ -31,11 +31,12 @@ import torch
 from recircuit.circuits import METHODS, corruption_names
 from recircuit.circuits.corruptions import CORRUPTIONS
 from recircuit.errors import InputError
+from recircuit.models.families import projection_params
 from recircuit.unlearn.base import UnlearnMethod
 from recircuit.unlearn.forget_rules import ForgetRuleConfig, augmented_model, forget_rule
 from recircuit.unlearn.grouping import Grouping, GroupingConfig, group_modules
 from recircuit.unlearn.importance import module_importance
-from recircuit.unlearn.masks import active_mask, group_masks, module_params
+from recircuit.unlearn.masks import active_mask, group_masks
 from recircuit.unlearn.methods._common import (
     forget_objective,
     grads_of,
@@ -126,7 +127,7 @@ class CURE(UnlearnMethod):
     def setup(self, model, original, forget, retain):
         self.grouping = self.resolve_grouping(original, forget, retain)
         masks = group_masks(model, self.grouping)
-        named = module_params(model)
+        named = projection_params(model)
         active = active_mask(masks)
         self.names = [n for n in named if active[n].any()]
         self.params = [named[n] for n in self.names]
