@@ -5,6 +5,10 @@
     python benchmarks/unlearning.py --ray-address auto   # the same requests on an existing Ray cluster
     python benchmarks/unlearning.py --config runs/demo/demo.json --methods ga npo --seeds 0 1   # the demo's config
 
+Exit status: 0 when every request finished and can be trusted, 1 when a request failed or must
+not be trusted (listed at the end; ``<out>/runs/*.failed.json`` name the task errors), 2 on bad
+input (one line naming the field).
+
 This script is a grid config and a table around :func:`recircuit.pipeline.run_grid`; the
 protocol (Original trained once per pool, a Retrain per request, every method from Original's
 weights with the same budget, the evaluation against Retrain) lives in :mod:`recircuit.pipeline`.
@@ -14,10 +18,17 @@ seeds) only runs what is missing. Writes ``<out>/report.{json,md}`` (methods as 
 over seeds) and one audit record per method and request under ``<out>/audit/``.
 
 Default sizes (chosen for about an hour on 2 CPU cores): a pool of 96 training samples from 16
-users (6 each), full fine-tune lr 1e-4 for 3 epochs with early stopping on 32 validation samples
-(so the forgotten users are memorized), 10% of users forgotten, 48 test samples, 24 held-out MIA
-non-members, 16 early-stop samples for unlearning; every method gets 6 steps of 4 forget + 4
-retain samples at lr 2e-5.
+users (6 each), full fine-tune lr 1e-4 for 3 epochs (36 steps) with no validation and no early
+stopping (``--n-valid 0``: the last weights, so the forgotten users are memorized; ``--n-valid 32``
+early-stops instead), 10% of users forgotten, 48 test samples, 24 held-out MIA non-members, 16
+early-stop samples for unlearning; every method gets 6 steps of 4 forget + 4 retain samples at
+lr 2e-5.
+
+Grouping reproducibility: across seeds (``grouping_jaccard_across_seeds``), and, with
+``--second-corruption`` (default ``history_resample``; ``none`` turns it off), CURE's grouping of
+the first seed against the grouping the same request gets when module importance uses that
+corruption instead of ``label_flip`` (``grouping_jaccard_label_flip_vs_<corruption>``; two EAP
+runs on Original per rate, in this process).
 """
 
 from __future__ import annotations
@@ -27,8 +38,18 @@ import dataclasses
 import json
 import sys
 
-from recircuit.errors import InputError
-from recircuit.pipeline import DataConfig, GridConfig, PipelineConfig, grid_markdown, run_grid
+from recircuit.errors import InputError, RunFailed
+from recircuit.pipeline import (
+    DataConfig,
+    GridConfig,
+    MethodRun,
+    PipelineConfig,
+    grid_markdown,
+    make_request,
+    original_checkpoint,
+    prepare_data,
+    run_grid,
+)
 from recircuit.train import LoraConfig, TrainConfig
 from recircuit.unlearn import LoopConfig, method_config
 
@@ -67,6 +88,45 @@ def grid_config(args: argparse.Namespace) -> tuple[PipelineConfig, GridConfig]:
     return cfg, GridConfig(methods, tuple(args.seeds), tuple(args.rates))
 
 
+def corruption_jaccard(config: PipelineConfig, runs: list[MethodRun], corruption: str) -> dict[str, dict]:
+    """CURE's grouping vs the grouping of the same request with module importance under ``corruption``.
+
+    For each rate, the CURE run of the smallest seed is scored again on Original with the other
+    corruption (same samples, method, steps and grouping settings), and the two groupings are
+    compared with :func:`recircuit.unlearn.grouping.grouping_jaccard`.
+
+    Returns:
+        ``{"rate=<r> seed=<s>": {group: jaccard}}`` (empty when the grid has no CURE run).
+    """
+    from recircuit.circuits.corruptions import corruption_for
+    from recircuit.train import load_trained
+    from recircuit.unlearn import Grouping, GroupingConfig, group_modules
+    from recircuit.unlearn.grouping import grouping_jaccard
+    from recircuit.unlearn.importance import module_importance
+
+    first: dict[float, MethodRun] = {}
+    for r in runs:
+        if r.method == "cure" and r.grouping and (r.rate not in first or r.seed < first[r.rate].seed):
+            first[r.rate] = r
+    if not first:
+        return {}
+    mcfg = config.methods["cure"]
+    data = prepare_data(config)
+    original, _ = load_trained(original_checkpoint(config, data), device=config.device)
+    corrupt = corruption_for(corruption, original.tokenizer, config.data.data_dir)
+    out = {}
+    for rate, run in sorted(first.items()):
+        request = make_request(data, rate, run.seed)
+        n = mcfg.importance_samples
+        imp = {part: module_importance(original, list(samples)[:n], mcfg.importance_method, mcfg.importance_steps,
+                                       corrupt, batch_size=config.loop.batch_size, progress=False)
+               for part, samples in (("forget", request.forget), ("retain", request.retain))}
+        g = Grouping(**{**run.grouping, "config": GroupingConfig(**run.grouping["config"])})
+        out[f"rate={rate} seed={run.seed}"] = grouping_jaccard([g, group_modules(imp["forget"], imp["retain"],
+                                                                                 mcfg.grouping)])
+    return out
+
+
 def parser() -> argparse.ArgumentParser:
     """The command line (see the module docstring)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -76,7 +136,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--n-train", type=int, default=96, help="training pool (whole users)")
     ap.add_argument("--per-user", type=int, default=6, help="training samples per user (forgetting is per user)")
-    ap.add_argument("--n-valid", type=int, default=32, help="validation samples for early stopping of fine-tuning")
+    ap.add_argument("--n-valid", type=int, default=0,
+                    help="validation samples for early stopping of fine-tuning (0: none, train every epoch)")
     ap.add_argument("--n-test", type=int, default=48)
     ap.add_argument("--n-heldout", type=int, default=24, help="never-trained MIA non-members (end of valid)")
     ap.add_argument("--n-stop", type=int, default=16, help="never-trained samples for early stopping (start of valid)")
@@ -92,6 +153,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--batch-size", type=int, default=4, help="unlearning batch (forget and retain)")
     ap.add_argument("--importance-samples", type=int, default=4)
     ap.add_argument("--importance-steps", type=int, default=2)
+    ap.add_argument("--second-corruption", default="history_resample",
+                    help="compare CURE's grouping with the one under this corruption ('none': skip)")
     ap.add_argument("--ray-address", default=None, help="an existing Ray cluster ('auto', 'ray://head:10001'); "
                                                         "default: a local one on this machine's cores")
     ap.add_argument("--num-cpus", type=int, default=None, help="cores of the local Ray (default: all)")
@@ -101,22 +164,30 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the grid and print the table."""
+    """Run the grid and print the table; the exit status (see the module docstring)."""
     args = parser().parse_args(argv)
     try:
         cfg, grid = grid_config(args)
         res = run_grid(cfg, grid, args.out, ray_address=args.ray_address, num_cpus=args.num_cpus, fresh=args.fresh)
+        second = args.second_corruption
+        if second and second != "none":
+            res.report.meta[f"grouping_jaccard_label_flip_vs_{second}"] = corruption_jaccard(cfg, res.runs, second)
+            res.report.save(res.out_dir / "report")
     except InputError as err:
         print(f"unlearning.py: error: {err}", file=sys.stderr)
         return 2
+    except RunFailed as err:
+        print(f"unlearning.py: error: {err}", file=sys.stderr)
+        return 1
     print(grid_markdown(res))
     print(f"\n{len(res.submitted)} requests run now, {len(res.runs) - len(res.submitted)} reused from {args.out}/runs")
     print("\nSomething to forget? Original vs Retrain on the forget set:")
     print(json.dumps(res.report.meta["memorization"], indent=1))
-    print("\nGrouping reproducibility across seeds (Jaccard per group):")
-    print(json.dumps(res.report.meta["grouping_jaccard_across_seeds"], indent=1))
-    if res.report.meta["failed"]:
-        print("\nRuns that must not be trusted:\n" + "\n".join(res.report.meta["failed"]))
+    print("\nGrouping reproducibility (Jaccard per group):")
+    print(json.dumps({k: v for k, v in res.report.meta.items() if k.startswith("grouping_jaccard")}, indent=1))
+    if res.failed:
+        print("\nRequests that failed or must not be trusted:\n" + "\n".join(res.failed))
+        return 1
     return 0
 
 

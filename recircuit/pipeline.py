@@ -50,10 +50,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from recircuit._io import atomic_write, atomic_write_json, sha256_file
+from recircuit._io import atomic_write, atomic_write_bytes, atomic_write_json, sha256_file
 from recircuit.cache import Cache
-from recircuit.circuits import AttributionConfig
-from recircuit.data import Split
+from recircuit.circuits import AttributionConfig, corruption_names
+from recircuit.data import ForgetRetain, Split, SplitError, check_forget_args, sample_key
 from recircuit.data.prompts import Sample
 from recircuit.errors import InputError
 from recircuit.nodes import top_heads
@@ -92,7 +92,8 @@ class DataConfig:
         data_dir: a directory with GroupLens ``u.data``/``u.item``/``u.user`` (None: the asset).
         n_train: training pool size (whole users, ``per_user`` windows each).
         per_user: training windows kept per user, so user-level forgetting has users to pick.
-        n_valid: validation samples (start of the valid split) for early stopping of fine-tuning.
+        n_valid: validation samples (start of the valid split) for early stopping of fine-tuning
+            (0: no validation, every epoch is trained and the last weights kept).
         n_stop: never-trained samples (start of the valid split) for early stopping of unlearning.
         n_test: test samples for utility and JSD.
         n_heldout: never-trained samples (end of the valid split): the MIA non-members.
@@ -304,7 +305,7 @@ def _methods_from(d: Any) -> dict[str, MethodConfig]:
     for name, settings in d.items():
         _check_method_name(name)
         try:
-            out[name] = type(method_config(name)).from_dict(settings or {})
+            out[name] = config_class(name).from_dict(settings or {}, method=name)
         except InputError as err:
             raise InputError(str(err), field=f"methods.{name}" + (f".{err.field}" if err.field else "")) from err
     return out
@@ -319,17 +320,23 @@ def _check_method_name(name: str) -> None:
         raise InputError(f"unknown unlearning method {name!r}", field="methods", fix=f"choose among {', '.join(names)}")
 
 
-def _corruption_names() -> list[str]:
-    from recircuit.circuits import corruptions
-
-    names = getattr(corruptions, "available_corruptions", None)
-    return list(names()) if callable(names) else list(corruptions.CORRUPTIONS)
-
-
 def _check_rate(value: Any, where: str) -> None:
-    if not isinstance(value, int | float) or isinstance(value, bool) or not (0 < float(value) < 1):
-        raise InputError(f"must be a fraction strictly between 0 and 1, got {value!r}", field=where,
-                         fix="e.g. 0.1 forgets 10% of the pool's users")
+    try:
+        check_forget_args("user", value, 0)
+    except SplitError as err:
+        raise InputError(str(err).split(": ", 1)[-1] if err.field else str(err), field=where,
+                         fix="e.g. 0.1 forgets 10% of the pool's users") from err
+
+
+def _recheck(obj: Any, prefix: str) -> None:
+    """Run ``obj``'s own ``__post_init__`` checks again (a field may have been set after construction)."""
+    try:
+        dataclasses.replace(obj)
+    except InputError as err:
+        raise InputError(str(err).split(": ", 1)[-1] if err.field else str(err),
+                         field=_join(prefix, err.field) if err.field else prefix, fix=err.fix) from err
+    except (TypeError, ValueError) as err:
+        raise InputError(f"invalid {prefix} settings: {err}", field=prefix) from err
 
 
 def validate(config: PipelineConfig, grid: GridConfig | None = None) -> None:
@@ -343,18 +350,13 @@ def validate(config: PipelineConfig, grid: GridConfig | None = None) -> None:
         raise InputError("must name a base model (e.g. 'smollm2-135m-instruct' or 'tiny')", field="model")
     d = cfg.data
     for name in ("n_train", "per_user", "n_valid", "n_stop", "n_test", "n_heldout"):
-        v = getattr(d, name)
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise InputError(f"must be a whole number >= 1, got {v!r}", field=f"data.{name}")
+        v, low = getattr(d, name), 0 if name == "n_valid" else 1
+        if not isinstance(v, int) or isinstance(v, bool) or v < low:
+            raise InputError(f"must be a whole number >= {low}, got {v!r}", field=f"data.{name}")
     _check_rate(d.forget_fraction, "data.forget_fraction")
     if not isinstance(d.seed, int) or d.seed < 0:
         raise InputError(f"must be a whole number >= 0, got {d.seed!r}", field="data.seed")
-    t = cfg.train
-    if not (isinstance(t.lr, int | float) and 0 < t.lr < float("inf")):
-        raise InputError(f"must be a positive finite learning rate, got {t.lr!r}", field="train.lr")
-    for name in ("epochs", "batch_size", "grad_accum", "patience"):
-        if getattr(t, name) < 1:
-            raise InputError(f"must be >= 1, got {getattr(t, name)}", field=f"train.{name}")
+    _recheck(cfg.train, "train")
     c = cfg.circuit
     if c.enabled:
         for name in ("samples", "top_n"):
@@ -365,9 +367,10 @@ def validate(config: PipelineConfig, grid: GridConfig | None = None) -> None:
         if c.faithfulness and (not c.faithfulness_sizes or not all(0 < f <= 1 for f in c.faithfulness_sizes)):
             raise InputError(f"sizes must be fractions in (0, 1], got {list(c.faithfulness_sizes)}",
                              field="circuit.faithfulness_sizes")
-        if c.corruption not in _corruption_names():
+        if c.corruption not in corruption_names():
             raise InputError(f"unknown corruption {c.corruption!r}", field="circuit.corruption",
-                             fix=f"choose among {', '.join(_corruption_names())}")
+                             fix=f"choose among {', '.join(corruption_names())}")
+        _recheck(c.attribution, "circuit.attribution")
     if not cfg.methods:
         raise InputError("no unlearning method to run", field="methods", fix="name at least one, e.g. cure")
     for name, mcfg in cfg.methods.items():
@@ -413,7 +416,7 @@ class PipelineData:
 
 
 def _uids(samples: Sequence[Sample]) -> list[str]:
-    return [s.uid for s in samples]
+    return [sample_key(s) for s in samples]
 
 
 def prepare_data(config: PipelineConfig) -> PipelineData:
@@ -437,7 +440,8 @@ def prepare_data(config: PipelineConfig) -> PipelineData:
                         full.valid[: d.n_stop], full.valid[len(full.valid) - d.n_heldout:], full.test[: d.n_test])
 
 
-def make_request(data: PipelineData, rate: float, seed: int, field_name: str = "data.forget_fraction"):
+def make_request(data: PipelineData, rate: float, seed: int, field_name: str = "data.forget_fraction"
+                 ) -> ForgetRetain:
     """The deletion request of ``(rate, seed)``: every pool sample of a seeded ``rate`` of its users.
 
     Raises:
@@ -452,8 +456,9 @@ def make_request(data: PipelineData, rate: float, seed: int, field_name: str = "
                          field=field_name, fix="change the rate or data.n_train / data.per_user") from err
 
 
-def retain_split(data: PipelineData, request) -> Split:
-    """The split Retrain trains on: the retain part of the pool, same valid and test."""
+def retain_split(data: PipelineData, request: ForgetRetain) -> Split:
+    """The split Retrain trains on: the retain part of the pool, same valid and test (``request``
+    from :func:`make_request`)."""
     return Split(data.split.name, list(request.retain), data.valid, data.test,
                  {**data.split.params, "request": request.params | {"level": request.level}})
 
@@ -485,10 +490,13 @@ class Context:
         return Cache(root, subdir="results", fresh=self.fresh, since=self.since)
 
 
-def _fresh_context(cache_root: str | os.PathLike | None, fresh: bool, progress: bool) -> Context:
+def _fresh_context(cache_root: str | os.PathLike | None, fresh: bool, progress: bool, resolve: bool = True) -> Context:
+    """A run's context; ``resolve`` pins a None ``cache_root`` to this process's cache directory
+    (else each process, e.g. a Ray task on another node, resolves its own ``$RECIRCUIT_CACHE``)."""
     from recircuit.assets import cache_dir
 
-    return Context(str(cache_root or cache_dir()), fresh, time.time() if fresh else None, progress)
+    root = cache_root if cache_root is not None or not resolve else cache_dir()
+    return Context(None if root is None else str(root), fresh, time.time() if fresh else None, progress)
 
 
 def original_checkpoint(config: PipelineConfig, data: PipelineData, ctx: Context | None = None) -> Path:
@@ -500,7 +508,8 @@ def original_checkpoint(config: PipelineConfig, data: PipelineData, ctx: Context
                               cache_root=ctx.cache_root, progress=ctx.progress)
 
 
-def retrain_checkpoint(config: PipelineConfig, data: PipelineData, request, ctx: Context | None = None) -> Path:
+def retrain_checkpoint(config: PipelineConfig, data: PipelineData, request: ForgetRetain,
+                       ctx: Context | None = None) -> Path:
     """Retrain: the same training on the retain users only (reused from the cache when intact)."""
     from recircuit.train import cached_recommender
 
@@ -510,7 +519,9 @@ def retrain_checkpoint(config: PipelineConfig, data: PipelineData, request, ctx:
 
 
 def _sidecar(path: str | os.PathLike) -> Path:
-    return Path(path).with_suffix(".json")
+    from recircuit.train.checkpoint import _paths
+
+    return _paths(path)[1]
 
 
 def _checkpoint_id(path: str | os.PathLike) -> str:
@@ -527,7 +538,7 @@ def _load(path: Path, device: str | None) -> torch.nn.Module:
     return model
 
 
-def _request_ids(request) -> dict[str, list[str]]:
+def _request_ids(request: ForgetRetain) -> dict[str, list[str]]:
     return {"forget": _uids(request.forget), "retain": _uids(request.retain)}
 
 
@@ -582,13 +593,17 @@ class References:
 
 
 def references(config: PipelineConfig, data: PipelineData, rate: float, seed: int, ctx: Context | None = None,
-               reused: list[str] | None = None) -> References:
-    """Retrain for the request ``(rate, seed)`` and the rows of Original and Retrain (cached)."""
+               reused: list[str] | None = None, request: ForgetRetain | None = None) -> References:
+    """Retrain for the request ``(rate, seed)`` and the rows of Original and Retrain (cached).
+
+    ``request`` is :func:`make_request` of ``(rate, seed)`` when the caller has it already.
+    """
     from recircuit.evaluate import evaluate_unlearning, model_hash
     from recircuit.evaluate.metrics import memorization_gap
+    from recircuit.train.checkpoint import read_meta
 
     ctx = ctx or Context()
-    request = make_request(data, rate, seed)
+    request = request or make_request(data, rate, seed)
     orig_path = original_checkpoint(config, data, ctx)
     gold_path = retrain_checkpoint(config, data, request, ctx)
     orig_id, gold_id = _checkpoint_id(orig_path), _checkpoint_id(gold_path)
@@ -601,7 +616,7 @@ def references(config: PipelineConfig, data: PipelineData, rate: float, seed: in
         if reused is not None:
             reused.append("evaluate_references")
         return hit
-    meta = json.loads(_sidecar(gold_path).read_text())
+    meta = read_meta(gold_path)
     retrain_seconds = float((meta.get("metrics") or {}).get("seconds") or 0.0) or None
     original, retrained = _load(orig_path, config.device), _load(gold_path, config.device)
     kw = dict(retain=request.retain, train=data.split.train)
@@ -657,21 +672,20 @@ class MethodRun:
                    d["audit"], updates, d["grouping"], dict(d.get("result") or {}))
 
 
-def _module_update_norms(before: torch.nn.Module, after: torch.nn.Module) -> dict[str, float]:
-    from recircuit.models.families import module_update_norms
-
-    return module_update_norms(before, after)
-
-
 def run_method(config: PipelineConfig, name: str, data: PipelineData, refs: References,
-               ctx: Context | None = None, reused: list[str] | None = None) -> MethodRun:
-    """Unlearn the request of ``refs`` with method ``name`` from Original's weights, and evaluate (cached)."""
+               ctx: Context | None = None, reused: list[str] | None = None,
+               request: ForgetRetain | None = None) -> MethodRun:
+    """Unlearn the request of ``refs`` with method ``name`` from Original's weights, and evaluate (cached).
+
+    ``request`` is :func:`make_request` of ``(refs.rate, refs.seed)`` when the caller has it already.
+    """
     from recircuit.evaluate import audit_record, evaluate_unlearning, model_hash
     from recircuit.models import copy_model
+    from recircuit.models.families import module_update_norms
     from recircuit.unlearn import get_method
 
     ctx = ctx or Context()
-    request = make_request(data, refs.rate, refs.seed)
+    request = request or make_request(data, refs.rate, refs.seed)
     mcfg = config.methods[name]
     loop = dataclasses.replace(config.loop, seed=refs.seed)
     cache = ctx.results()
@@ -704,12 +718,11 @@ def run_method(config: PipelineConfig, name: str, data: PipelineData, refs: Refe
     result["extra"] = {k: v for k, v in extra.items() if k != "grouping"}
     result = json.loads(json.dumps(result, default=str))
     run = MethodRun(name, refs.rate, refs.seed, {**row, "steps": res.steps}, status, str(res.stopped), record,
-                    _module_update_norms(original, model), grouping, result)
+                    module_update_norms(original, model), grouping, result)
     if not res.ok:
         logger.warning("%s on rate %s seed %s: %s (%s)", name, refs.rate, refs.seed, status, res.stopped)
     cache.put(f"unlearn_{name}", key, run.to_dict())
     return run
-
 
 
 def _save_attention(model, prompt: str, heads: list[tuple[int, int]], out: Path) -> None:
@@ -745,11 +758,16 @@ def circuit_step(config: PipelineConfig, data: PipelineData, out_dir: str | os.P
     cache = ctx.results()
     key = cache.key(step="circuit", original=_checkpoint_id(orig_path), model=config.model,
                     data_dir=config.data.data_dir, samples=_uids(clean), circuit=c.to_dict())
-    hit = cache.get("circuit", key, parse=_circuit_summary, out_dir=out)
-    if hit is not None:
+    entry = cache.lookup("circuit", key, parse=_circuit_summary)
+    if entry is not None:
+        for rel in CIRCUIT_FILES:      # the entry's files, and none left over from an earlier run
+            if rel in entry.files:
+                atomic_write_bytes(out / rel, entry.file(rel).read_bytes())
+            else:
+                (out / rel).unlink(missing_ok=True)
         if reused is not None:
             reused.append("circuit")
-        return hit
+        return entry.payload
     from recircuit.circuits import Circuit, attribute, corruption_effect, faithfulness_curve
     from recircuit.circuits.corruptions import corruption_for
 
@@ -774,12 +792,15 @@ def circuit_step(config: PipelineConfig, data: PipelineData, out_dir: str | os.P
         if note:
             summary["faithfulness_note"] = note
             logger.warning("faithfulness: %s", summary["faithfulness_note"])
-    else:
-        (out / "faithfulness.json").unlink(missing_ok=True)
     heads = top_heads(circuit.module_importance(), c.attention_heads)
     if heads:
         _save_attention(original, clean[0].prompt, heads, out / "attention")
     atomic_write_json(out / "circuit_summary.json", summary)
+    written = {"circuit.json", "circuit.safetensors", "circuit_summary.json"}
+    written |= {"faithfulness.json"} if c.faithfulness else set()
+    written |= {"attention.json", "attention.safetensors"} if heads else set()
+    for rel in set(CIRCUIT_FILES) - written:     # an earlier run's file must not be cached as this run's
+        (out / rel).unlink(missing_ok=True)
     cache.put("circuit", key, summary, files=CIRCUIT_FILES, out_dir=out)
     return summary
 
@@ -856,8 +877,12 @@ def _data(config: PipelineConfig) -> PipelineData:
     return _DATA[k]
 
 
-def _prepare(config: PipelineConfig, grid: GridConfig | None = None) -> tuple[PipelineData, list[tuple[float, int]]]:
-    """Validate the config, build the data and draw every request: all before any model is loaded."""
+def _prepare(config: PipelineConfig, grid: GridConfig | None = None
+             ) -> tuple[PipelineData, dict[tuple[float, int], ForgetRetain]]:
+    """Validate the config, build the data and draw every request: all before any model is loaded.
+
+    Returns the data and every request, keyed ``(rate, seed)`` in grid order.
+    """
     validate(config, grid)
     data = _data(config)
     if grid is None:
@@ -866,9 +891,7 @@ def _prepare(config: PipelineConfig, grid: GridConfig | None = None) -> tuple[Pi
     else:
         pairs = [(float(r), int(s)) for r in grid.rates for s in grid.seeds]
         field_name = "grid.rates"
-    for rate, seed in pairs:
-        make_request(data, rate, seed, field_name)
-    return data, pairs
+    return data, {(rate, seed): make_request(data, rate, seed, field_name) for rate, seed in pairs}
 
 
 def run_pipeline(config: PipelineConfig | None = None, out_dir: str | os.PathLike = "runs/demo",
@@ -899,12 +922,13 @@ def run_pipeline(config: PipelineConfig | None = None, out_dir: str | os.PathLik
                 fetch_asset("movielens-100k")
             if cfg.model.lower() == "smollm2-135m-instruct":
                 fetch_asset("smollm2-135m-instruct")
-        data, _ = _prepare(cfg)
+        data, requests = _prepare(cfg)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ctx = _fresh_context(cache_root, fresh, progress)
     reused: list[str] = []
     rate, seed = cfg.data.forget_fraction, cfg.data.seed
+    request = requests[(rate, seed)]
     with timer.step("original"):
         original_checkpoint(cfg, data, ctx)
     summary = None
@@ -912,14 +936,14 @@ def run_pipeline(config: PipelineConfig | None = None, out_dir: str | os.PathLik
         with timer.step("circuit"):
             summary = circuit_step(cfg, data, out, ctx, reused)
     with timer.step("retrain"):
-        retrain_checkpoint(cfg, data, make_request(data, rate, seed), ctx)
+        retrain_checkpoint(cfg, data, request, ctx)
     with timer.step("evaluate_references"):
-        refs = references(cfg, data, rate, seed, ctx, reused)
+        refs = references(cfg, data, rate, seed, ctx, reused, request=request)
         atomic_write_json(out / "memorization.json", refs.memorization)
     runs: dict[str, MethodRun] = {}
     for name in cfg.methods:
         with timer.step(f"unlearn_{name}"):
-            runs[name] = run_method(cfg, name, data, refs, ctx, reused)
+            runs[name] = run_method(cfg, name, data, refs, ctx, reused, request=request)
             atomic_write_json(out / "audit" / f"{name}.json", runs[name].audit)
     grouping = next((r.grouping for r in runs.values() if r.grouping), None)
     if grouping is not None:
@@ -927,8 +951,7 @@ def run_pipeline(config: PipelineConfig | None = None, out_dir: str | os.PathLik
     atomic_write_json(out / "updates.json", {m: r.updates for m, r in runs.items()})
     with timer.step("report"):
         report = _report(cfg, [refs], list(runs.values()))
-        report.meta.update({"n_forget": len(make_request(data, rate, seed).forget),
-                            "n_retain": len(make_request(data, rate, seed).retain), "n_test": len(data.test),
+        report.meta.update({"n_forget": len(request.forget), "n_retain": len(request.retain), "n_test": len(data.test),
                             "n_heldout": len(data.heldout), "timings": timer.times, "reused_from_cache": reused,
                             "memorization": refs.memorization, "circuit": summary})
         report.save(out / "report")
@@ -961,24 +984,56 @@ def _refs_file(out: Path, rate: float, seed: int) -> Path:
     return out / "runs" / f"references_rate{rate}_seed{seed}.json"
 
 
+def _failed_file(path: Path) -> Path:
+    return path.with_suffix(".failed.json")
+
+
 def _grid_key(config: PipelineConfig, method: str | None) -> str:
-    """What a finished request file must match to count as done (everything but other methods)."""
+    """What a finished request file must match to count as done: the config the grid uses (not
+    the circuit, other methods, or the single run's ``data.forget_fraction``/``data.seed``)."""
     from recircuit.cache import cache_key
 
     d = config.to_dict()
     d.pop("circuit")
+    d["data"] = {k: v for k, v in d["data"].items() if k not in ("forget_fraction", "seed")}
     d["methods"] = {method: d["methods"][method]} if method else {}
     return cache_key(config=d)
 
 
-def _read_done(path: Path, key: str, parse):
+def _digest(result: Any) -> str:
+    """sha256 of a request file's result (canonical JSON), recorded next to it and checked on reuse."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(result, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _write_done(path: Path, key: str, result: dict) -> None:
+    result = json.loads(json.dumps(result))     # the form a reader sees
+    atomic_write_json(path, {"grid_key": key, "sha256": _digest(result), "result": result})
+    _failed_file(path).unlink(missing_ok=True)
+
+
+def _read_done(path: Path, key: str, parse: Any) -> Any:
+    """The parsed result of a finished request file, or None when it is missing, for another
+    config, altered since it was written (sha256) or of the wrong shape."""
+    if not path.is_file():
+        return None
     try:
         d = json.loads(path.read_text(encoding="utf-8"))
         if d.get("grid_key") != key:
             return None
+        if d.get("sha256") != _digest(d["result"]):
+            logger.warning("grid: %s does not match its recorded sha256; running the request again", path)
+            return None
         return parse(d["result"])
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError, IndexError):
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError, IndexError) as err:
+        logger.warning("grid: %s is unreadable (%s); running the request again", path, err)
         return None
+
+
+def _sizes(data: PipelineData, request: ForgetRetain) -> dict[str, int]:
+    """Lengths of the reference outputs of ``request`` (see :meth:`References.from_dict`)."""
+    return {"forget": len(request.forget), "test": len(data.test), "heldout": len(data.heldout)}
 
 
 def _references_task(cfg_dict: dict, data: PipelineData, rate: float, seed: int, ctx: Context) -> dict:
@@ -990,7 +1045,9 @@ def _references_task(cfg_dict: dict, data: PipelineData, rate: float, seed: int,
 def _method_task(cfg_dict: dict, data: PipelineData, name: str, refs: dict, ctx: Context) -> dict:
     """Ray task: one method on one request (one torch thread)."""
     torch.set_num_threads(1)
-    return run_method(PipelineConfig.from_dict(cfg_dict), name, data, References.from_dict(refs), ctx).to_dict()
+    request = make_request(data, float(refs["rate"]), int(refs["seed"]))
+    parsed = References.from_dict(refs, _sizes(data, request))
+    return run_method(PipelineConfig.from_dict(cfg_dict), name, data, parsed, ctx, request=request).to_dict()
 
 
 @dataclass
@@ -1001,6 +1058,8 @@ class GridResult:
         report: the :class:`recircuit.evaluate.UnlearningReport` over every finished request.
         runs: every method run of the grid.
         submitted: the ``(method, rate, seed)`` requests computed by this call (the rest were done).
+        errors: tasks of this call that raised (``"<method or refs> rate=<r> seed=<s>: <reason>"``);
+            each also has a ``<out>/runs/...failed.json``.
     """
 
     out_dir: Path
@@ -1008,11 +1067,17 @@ class GridResult:
     runs: list[MethodRun]
     references: list[References]
     submitted: list[tuple[str, float, int]]
+    errors: list[str] = field(default_factory=list)
 
     @property
     def table(self) -> pd.DataFrame:
         """Methods x metrics (means over seeds and rates)."""
         return _table(self.report)
+
+    @property
+    def failed(self) -> list[str]:
+        """Requests that failed or must not be trusted (the report's ``meta["failed"]``)."""
+        return list(self.report.meta["failed"])
 
 
 def run_grid(config: PipelineConfig, grid: GridConfig, out_dir: str | os.PathLike = "runs/unlearning",
@@ -1023,35 +1088,42 @@ def run_grid(config: PipelineConfig, grid: GridConfig, out_dir: str | os.PathLik
     Original is trained (or reused) once in this process and shared by the tasks through the
     cache; each request's Retrain and reference rows are one task, each method on it another
     (started as soon as its references are done). Each finished request is written atomically to
-    ``<out>/runs/<method>_rate<r>_seed<s>.json``; a request whose file matches the config is not
-    run again, so a rerun only does what is missing (and starts no Ray at all when nothing is).
-    Writes ``<out>/report.{json,md}`` and ``<out>/audit/<method>_rate<r>_seed<s>.json``.
+    ``<out>/runs/<method>_rate<r>_seed<s>.json`` with the sha256 of its result; a request whose
+    file matches the config and its sha256 is not run again, so a rerun only does what is missing
+    (and starts no Ray at all when nothing is). A task that raises fails its request only: the
+    reason goes to ``<out>/runs/<...>.failed.json`` and :attr:`GridResult.errors`, the other tasks
+    go on. Writes ``<out>/report.{json,md}`` and ``<out>/audit/<method>_rate<r>_seed<s>.json``.
 
     Args:
         ray_address: an existing Ray cluster (``"auto"``, ``"ray://head:10001"``); None starts a
             local one with ``num_cpus`` (default: the cores there are). Every task takes one CPU
             and one torch thread. On a cluster, recircuit must be installed on every node, and
-            ``$RECIRCUIT_CACHE`` should be a shared directory (else each node trains Original once).
+            the cache (``cache_root``, else each node's own ``$RECIRCUIT_CACHE``) should be a
+            shared directory (else each node trains Original once).
+        num_cpus: cores of the local Ray (refused with ``ray_address``: a cluster has its own).
         fresh: recompute every cached result and every request file.
-        cache_root: default ``$RECIRCUIT_CACHE``.
+        cache_root: default ``$RECIRCUIT_CACHE`` (on a cluster: of each process).
 
     Raises:
         InputError: a bad config or grid field, before any model is loaded or any task started.
+        RunFailed: Original's training failed (before any task started).
     """
-    data, pairs = _prepare(config, grid)
+    if ray_address and num_cpus is not None:
+        raise InputError("num_cpus sizes a local Ray; an existing cluster (ray_address) has its own cores",
+                         field="num_cpus", fix="drop num_cpus (--num-cpus), or drop ray_address (--ray-address)")
+    data, requests = _prepare(config, grid)
+    pairs = list(requests)
     out = Path(out_dir)
     methods = list(grid.methods or config.methods)
-    ctx = _fresh_context(None if ray_address else cache_root, fresh, progress)
-    local_ctx = _fresh_context(cache_root, fresh, progress)
-    if ctx.since is not None:
-        local_ctx.since = ctx.since
+    ctx = _fresh_context(cache_root, fresh, progress, resolve=not ray_address)
     keys = {m: _grid_key(config, m) for m in [None, *methods]}
     refs_done: dict[tuple[float, int], References] = {}
     runs: dict[tuple[str, float, int], MethodRun] = {}
     todo: dict[tuple[float, int], list[str]] = {}
     for rate, seed in pairs:
         if not fresh:
-            r = _read_done(_refs_file(out, rate, seed), keys[None], References.from_dict)
+            sizes = _sizes(data, requests[(rate, seed)])
+            r = _read_done(_refs_file(out, rate, seed), keys[None], lambda d, z=sizes: References.from_dict(d, z))
             if r is not None:
                 refs_done[(rate, seed)] = r
         for m in methods:
@@ -1061,22 +1133,38 @@ def run_grid(config: PipelineConfig, grid: GridConfig, out_dir: str | os.PathLik
             else:
                 runs[(m, rate, seed)] = run
     submitted = [(m, rate, seed) for (rate, seed), ms in todo.items() for m in ms]
+    errors: list[str] = []
     if submitted:
-        original_checkpoint(config, data, local_ctx)   # once per pool, shared through the cache
-        _run_ray(config, data, todo, refs_done, runs, keys, out, ctx, ray_address, num_cpus)
+        original_checkpoint(config, data, ctx)   # once per pool, shared through the cache
+        errors = _run_ray(config, data, todo, refs_done, runs, keys, out, ctx, ray_address, num_cpus)
     refs = [refs_done[p] for p in pairs if p in refs_done]
     all_runs = [runs[(m, rate, seed)] for rate, seed in pairs for m in methods if (m, rate, seed) in runs]
     report = _report(config, refs, all_runs)
     report.meta.update(_grid_meta(grid, methods, refs, all_runs))
+    report.meta["failed"] = errors + report.meta["failed"]
     report.save(out / "report")
-    return GridResult(out, report, all_runs, refs, submitted)
+    return GridResult(out, report, all_runs, refs, submitted, errors)
+
+
+def _task_error(err: BaseException) -> str:
+    """One line for a task's exception (the remote error, not Ray's wrapper and its traceback)."""
+    cause = getattr(err, "cause", None)
+    while getattr(cause, "cause", None) is not None:     # a task whose argument (references) failed
+        cause = cause.cause
+    err = cause if isinstance(cause, BaseException) else err
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0] if lines else ''}"
 
 
 def _run_ray(config: PipelineConfig, data: PipelineData, todo: dict[tuple[float, int], list[str]],
              refs_done: dict[tuple[float, int], References], runs: dict[tuple[str, float, int], MethodRun],
              keys: dict[str | None, str], out: Path, ctx: Context, ray_address: str | None,
-             num_cpus: int | None) -> None:
-    """Submit the missing requests to Ray and write each result as it arrives."""
+             num_cpus: int | None) -> list[str]:
+    """Submit the missing requests to Ray and write each result as it arrives.
+
+    Returns:
+        The tasks that raised, one line each (``"<kind> rate=<r> seed=<s>: <reason>"``).
+    """
     import ray
 
     started = not ray.is_initialized()
@@ -1086,6 +1174,7 @@ def _run_ray(config: PipelineConfig, data: PipelineData, todo: dict[tuple[float,
         else:
             ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False,
                      logging_level=logging.WARNING)
+    errors: list[str] = []
     try:
         ref_task = ray.remote(num_cpus=1)(_references_task)
         method_task = ray.remote(num_cpus=1)(_method_task)
@@ -1102,19 +1191,28 @@ def _run_ray(config: PipelineConfig, data: PipelineData, todo: dict[tuple[float,
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             kind, rate, seed = pending.pop(ready[0])
-            result = ray.get(ready[0])
+            path = _refs_file(out, rate, seed) if kind == "refs" else _run_file(out, kind, rate, seed)
+            try:
+                result = ray.get(ready[0])
+            except Exception as err:   # noqa: BLE001 - one request's failure, not the grid's
+                why = _task_error(err)
+                errors.append(f"{kind} rate={rate} seed={seed}: {why}")
+                logger.error("grid: %s rate %s seed %s failed: %s", kind, rate, seed, why)
+                atomic_write_json(_failed_file(path), {"task": kind, "rate": rate, "seed": seed, "error": why})
+                continue
             if kind == "refs":
                 refs_done[(rate, seed)] = References.from_dict(result)
-                atomic_write_json(_refs_file(out, rate, seed), {"grid_key": keys[None], "result": result})
+                _write_done(path, keys[None], result)
             else:
                 run = MethodRun.from_dict(result)
                 runs[(kind, rate, seed)] = run
                 atomic_write_json(out / "audit" / f"{kind}_rate{rate}_seed{seed}.json", run.audit)
-                atomic_write_json(_run_file(out, kind, rate, seed), {"grid_key": keys[kind], "result": result})
+                _write_done(path, keys[kind], result)
                 logger.info("grid: %s rate %s seed %s done (%s)", kind, rate, seed, run.status)
     finally:
         if started:
             ray.shutdown()
+    return errors
 
 
 def _grid_meta(grid: GridConfig, methods: list[str], refs: Sequence[References], runs: Sequence[MethodRun]) -> dict:

@@ -38,6 +38,10 @@ def test_config_round_trips_through_json():
     ({"methods": {"nope": {}}}, "methods"),
     ({"methods": {"retrain": {}}}, "methods"),
     ({"oops": 1}, "oops"),
+    ({"circuit": {"attribution": {"metric": "auc"}}}, "circuit.attribution.metric"),
+    # CURE's importance step cannot load the titles target_swap and ppr need: refused up front
+    ({"methods": {"cure": {"corruption": "target_swap"}}}, "methods.cure.corruption"),
+    ({"methods": {"cure": {"corruption": "ppr"}}}, "methods.cure.corruption"),
 ])
 def test_from_dict_names_the_bad_field(d, field):
     with pytest.raises(InputError) as err:
@@ -56,6 +60,7 @@ def test_from_dict_names_a_bad_method_setting():
     ({"data": DataConfig(forget_fraction=-0.2)}, None, "data.forget_fraction"),
     ({"data": DataConfig(forget_fraction=math.nan)}, None, "data.forget_fraction"),
     ({"data": DataConfig(n_test=0)}, None, "data.n_test"),
+    ({"data": DataConfig(n_valid=-1)}, None, "data.n_valid"),
     ({"methods": {}}, None, "methods"),
     ({}, GridConfig(methods=("pcgrad",)), "grid.methods"),
     ({}, GridConfig(rates=(0.0,)), "grid.rates"),
@@ -75,6 +80,39 @@ def test_validate_refuses_training_settings_changed_after_construction(name, val
     with pytest.raises(InputError) as err:
         validate(cfg)
     assert err.value.field == f"train.{name}"
+
+
+def test_validate_rechecks_an_attribution_metric_set_after_construction():
+    cfg = PipelineConfig.tiny()
+    cfg.circuit.attribution.metric = "auc"
+    with pytest.raises(InputError) as err:
+        validate(cfg)
+    assert err.value.field == "circuit.attribution.metric"
+
+
+def test_n_valid_zero_trains_without_validation(shared_data, monkeypatch):
+    """n_valid=0 (the benchmark's default) reaches the training cache: no early stopping."""
+    from recircuit.pipeline import original_checkpoint, prepare_data
+
+    cfg = PipelineConfig.tiny(data_dir=str(shared_data / "ml-100k"))
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, n_valid=0))
+    validate(cfg)
+    seen = {}
+    monkeypatch.setattr("recircuit.train.cached_recommender",
+                        lambda model, split, tcfg, n_train, n_valid, *a, **k: seen.update(n=n_valid, v=split.valid))
+    data = prepare_data(cfg)
+    original_checkpoint(cfg, data)
+    assert seen == {"n": 0, "v": []} and data.valid == []
+    assert _benchmark().parser().parse_args([]).n_valid == 0
+
+
+def test_samples_without_uid_are_keyed_by_their_prompt():
+    from recircuit.data.prompts import Sample
+    from recircuit.pipeline import PipelineData
+
+    a, b = (Sample(instruction="Rate.", input=f"Whether the user will like {t}?", output="Yes.") for t in "AB")
+    ids = PipelineData(None, [], [], [], [a, b]).ids()
+    assert len(set(ids["test"])) == 2 and all(ids["test"])       # before: both "" (one key for two samples)
 
 
 def test_an_impossible_request_is_refused_before_any_model(shared_data, tmp_path, monkeypatch):
@@ -218,3 +256,172 @@ def test_grid_runs_through_ray_matches_the_demo_and_reruns_nothing(demo_run, tmp
     assert json.loads((out / "report.json").read_text())["rows"] == report["rows"]
     res = run_grid(cfg, grid, out, cache_root=cache)
     assert res.submitted == [] and len(res.runs) == 4
+
+
+# --- the grid's bookkeeping, with an in-process stand-in for Ray ------------------------------
+
+
+class _TaskError(Exception):
+    """What ray.get raises: Ray's wrapper, its traceback in the message, the task's error as .cause."""
+
+    def __init__(self, cause):
+        super().__init__(f"ray::task failed\nTraceback (most recent call last):\n  ...\n{cause!r}")
+        self.cause = cause
+
+
+class _Ref:
+    """An object ref: a task's value or its error (hashable by identity, as Ray's are)."""
+
+    def __init__(self, value=None, error=None):
+        self.value, self.error = value, error
+
+
+class _FakeRay:
+    """``ray`` run synchronously in this process (so monkeypatches reach the tasks)."""
+
+    def __init__(self):
+        self.up, self.init_kw, self.ctxs = False, None, []
+
+    def is_initialized(self):
+        return self.up
+
+    def init(self, **kw):
+        self.up, self.init_kw = True, kw
+
+    def shutdown(self):
+        self.up = False
+
+    def put(self, value):
+        return _Ref(value)
+
+    def remote(self, **_):
+        def wrap(fn):
+            class Task:
+                @staticmethod
+                def remote(*args):
+                    self.ctxs.append(args[-1])
+                    failed = [a for a in args if isinstance(a, _Ref) and a.error is not None]
+                    if failed:                          # an argument's task failed: so does this one
+                        return _Ref(error=_TaskError(failed[0].error))
+                    try:
+                        return _Ref(fn(*[a.value if isinstance(a, _Ref) else a for a in args]))
+                    except Exception as err:  # noqa: BLE001
+                        return _Ref(error=_TaskError(err))
+            return Task
+        return wrap
+
+    def wait(self, refs, num_returns=1):
+        return refs[:num_returns], refs[num_returns:]
+
+    def get(self, ref):
+        if ref.error is not None:
+            raise ref.error
+        return ref.value
+
+
+@pytest.fixture()
+def fake_ray(monkeypatch):
+    import sys
+
+    fake = _FakeRay()
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    return fake
+
+
+@pytest.mark.parametrize("broken", ["npo", "references"])
+def test_a_failing_task_fails_its_request_only(broken, demo_run, demo_cache, fake_ray, tmp_path, monkeypatch, capsys):
+    from recircuit import pipeline
+    from recircuit.errors import RunFailed
+
+    cfg = demo_run["config"]
+    rate, seed = cfg.data.forget_fraction, cfg.data.seed
+    real_run, real_refs = pipeline.run_method, pipeline.references
+
+    def run_method(config, name, *a, **k):
+        if name == broken:
+            raise RunFailed("npo diverged (loss nan at step 2)")
+        return real_run(config, name, *a, **k)
+
+    def references(*a, **k):
+        if broken == "references":
+            raise RunFailed("Retrain diverged")
+        return real_refs(*a, **k)
+
+    monkeypatch.setattr(pipeline, "run_method", run_method)
+    monkeypatch.setattr(pipeline, "references", references)
+    out = tmp_path / "grid"
+    argv = ["--config", str(demo_run["out"] / "demo.json"), "--methods", "ga", "npo", "--seeds", str(seed),
+            "--rates", str(rate), "--out", str(out)]
+    assert _benchmark().main(argv) == 1                     # a failed request: non-zero exit
+    printed = capsys.readouterr().out
+    runs = out / "runs"
+    if broken == "npo":                                     # ga went on and was written
+        assert (runs / f"ga_rate{rate}_seed{seed}.json").is_file()
+        assert not (runs / f"npo_rate{rate}_seed{seed}.json").exists()
+        failed = json.loads((runs / f"npo_rate{rate}_seed{seed}.failed.json").read_text())
+        assert failed["error"] == "RunFailed: npo diverged (loss nan at step 2)"     # one line, no traceback
+    else:                                                   # both methods fail with the references' reason
+        for name in ("references", "ga", "npo"):
+            f = runs / f"{name}_rate{rate}_seed{seed}.failed.json"
+            assert json.loads(f.read_text())["error"] == "RunFailed: Retrain diverged"
+    assert "Traceback" not in printed and f"{broken if broken == 'npo' else 'refs'} rate={rate}" in printed
+    # the fixed rerun finishes the rest and removes the failure files
+    monkeypatch.setattr(pipeline, "run_method", real_run)
+    monkeypatch.setattr(pipeline, "references", real_refs)
+    assert _benchmark().main(argv) == 0
+    assert not list(runs.glob("*.failed.json")) and len(list(runs.glob("*.json"))) == 3
+
+
+def test_the_grid_context_names_the_cache_every_task_uses(demo_run, demo_cache, fake_ray, tmp_path):
+    cfg = demo_run["config"]
+    grid = GridConfig(methods=("ga",), seeds=(cfg.data.seed,), rates=(cfg.data.forget_fraction,))
+    with pytest.raises(InputError) as err:       # --num-cpus cannot size an existing cluster
+        run_grid(cfg, grid, tmp_path / "a", ray_address="auto", num_cpus=2)
+    assert err.value.field == "num_cpus"
+    run_grid(cfg, grid, tmp_path / "b", ray_address="auto", cache_root=demo_cache)
+    assert fake_ray.init_kw["address"] == "auto"
+    assert {c.cache_root for c in fake_ray.ctxs} == {str(demo_cache)}     # before: the driver's cache_dir()
+    fake_ray.ctxs.clear()
+    run_grid(cfg, grid, tmp_path / "c", ray_address="auto")
+    assert {c.cache_root for c in fake_ray.ctxs} == {None}      # each node resolves its own $RECIRCUIT_CACHE
+
+
+def test_a_request_file_counts_as_done_only_unaltered_and_for_its_config(tmp_path):
+    from recircuit.pipeline import _grid_key, _read_done, _write_done
+
+    cfg = PipelineConfig.tiny()
+    path = tmp_path / "runs" / "x.json"
+    _write_done(path, _grid_key(cfg, "ga"), {"forget_jsd": 0.25})
+    assert _read_done(path, _grid_key(cfg, "ga"), dict) == {"forget_jsd": 0.25}
+    # the single run's rate and seed are not the grid's: they do not invalidate a request file
+    other = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, forget_fraction=0.5, seed=7))
+    assert _grid_key(other, "ga") == _grid_key(cfg, "ga")
+    assert _grid_key(dataclasses.replace(cfg, loop=dataclasses.replace(cfg.loop, steps=9)), "ga") != _grid_key(cfg, "ga")
+    d = json.loads(path.read_text())
+    d["result"]["forget_jsd"] = 0.0                        # a hand-edited number
+    path.write_text(json.dumps(d))
+    assert _read_done(path, _grid_key(cfg, "ga"), dict) is None
+
+
+def test_the_circuit_step_leaves_no_stale_file(demo_run, demo_cache, tmp_path):
+    from recircuit.pipeline import CIRCUIT_FILES, Context, circuit_step, prepare_data
+
+    cfg = demo_run["config"]
+    cfg = dataclasses.replace(cfg, circuit=dataclasses.replace(cfg.circuit, faithfulness=False, attention_heads=0))
+    out = tmp_path / "out"
+    out.mkdir()
+    for rel in CIRCUIT_FILES:                               # an earlier run's outputs in the same folder
+        (out / rel).write_bytes((demo_run["out"] / rel).read_bytes())
+    data = prepare_data(cfg)
+    circuit_step(cfg, data, out, Context())
+    assert not any((out / rel).exists() for rel in ("faithfulness.json", "attention.json", "attention.safetensors"))
+    (entry,) = [e for e in (demo_cache / "results").glob("circuit-*")
+                if json.loads((e / "manifest.json").read_text())["payload"].get("cpr") is None]
+    assert sorted(p.name for p in (entry / "files").iterdir()) == ["circuit.json", "circuit.safetensors",
+                                                                   "circuit_summary.json"]
+    again = tmp_path / "again"                              # a cache hit into a folder with old files
+    again.mkdir()
+    (again / "faithfulness.json").write_bytes((demo_run["out"] / "faithfulness.json").read_bytes())
+    reused = []
+    circuit_step(cfg, data, again, Context(), reused)
+    assert reused == ["circuit"] and not (again / "faithfulness.json").exists()
