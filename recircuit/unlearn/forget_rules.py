@@ -13,7 +13,7 @@ Usage::
 
 A rule reads its knobs from ``cfg``, a :class:`ForgetRuleConfig` (the methods' configs inherit
 it). ``needs_teacher=True`` rules get E2URec's augmented model (:func:`augmented_model`), built
-once per run by the method. Built-in rules:
+once per run by the method with :func:`teacher_for`. Built-in rules:
 
 * ``npo``: NPO with the original model as the reference (``npo_beta``);
 * ``ga``: bounded gradient ascent (``ga_bound``; logs ``ga_active``, the share of samples it
@@ -82,33 +82,73 @@ def forget_rule(name: str) -> ForgetRule:
     return _RULES[name]
 
 
+def _post_init_bases(cfg, cls: type) -> None:
+    """Run the ``__post_init__`` checks of the bases after ``cls`` (cooperative config mixins)."""
+    post = getattr(super(cls, cfg), "__post_init__", None)
+    if post is not None:
+        post()
+
+
 @dataclass
-class ForgetRuleConfig(MethodConfig):
-    """Knobs of the forget rules, shared by the methods that take one (CURE, PCGrad).
+class NPOBetaConfig(MethodConfig):
+    """NPO's temperature, shared by the NPO method and the ``npo`` forget rule.
 
     Attributes:
-        forget_rule: the forget objective: npo (default), ga (bounded gradient ascent) or e2urec
-            (KL to E2URec's forgetting teacher); any registered rule.
         npo_beta: NPO temperature.
-        ga_bound: bounded GA stops pushing a sample once its answer CE exceeds this (nats).
-        retain_kl: weight of KL(original || model) on retain answers in the retain objective.
+    """
+
+    npo_beta: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not self.npo_beta > 0:
+            raise InputError(f"must be positive, got {self.npo_beta}", field="npo_beta")
+        _post_init_bases(self, NPOBetaConfig)
+
+
+@dataclass
+class E2URecTeacherConfig(MethodConfig):
+    """E2URec's forgetting teacher, shared by the E2URec method and the ``e2urec`` forget rule.
+
+    Attributes:
         e2urec_alpha: strength of E2URec's forgetting teacher.
         e2urec_aug_steps: Adam steps tuning E2URec's augmented model on the forget set.
         e2urec_aug_lr: learning rate of that tuning.
     """
 
-    forget_rule: str = "npo"
-    npo_beta: float = 0.1
-    ga_bound: float | None = 2.0
-    retain_kl: float = 1.0
     e2urec_alpha: float = 2.0
     e2urec_aug_steps: int = 10
     e2urec_aug_lr: float = 1e-5
 
     def __post_init__(self) -> None:
+        if self.e2urec_aug_steps < 0:
+            raise InputError(f"must be >= 0, got {self.e2urec_aug_steps}", field="e2urec_aug_steps")
+        if not self.e2urec_aug_lr > 0:
+            raise InputError(f"must be positive, got {self.e2urec_aug_lr}", field="e2urec_aug_lr")
+        _post_init_bases(self, E2URecTeacherConfig)
+
+
+@dataclass
+class ForgetRuleConfig(NPOBetaConfig, E2URecTeacherConfig):
+    """Knobs of the forget rules, shared by the methods that take one (CURE, PCGrad).
+
+    The ``npo`` rule's ``npo_beta`` comes from :class:`NPOBetaConfig`, the ``e2urec`` rule's
+    ``e2urec_*`` fields from :class:`E2URecTeacherConfig` (the NPO and E2URec methods' configs
+    inherit the same classes, so each knob is declared and checked once).
+
+    Attributes:
+        forget_rule: the forget objective: npo (default), ga (bounded gradient ascent) or e2urec
+            (KL to E2URec's forgetting teacher); any registered rule.
+        ga_bound: bounded GA stops pushing a sample once its answer CE exceeds this (nats).
+        retain_kl: weight of KL(original || model) on retain answers in the retain objective.
+    """
+
+    forget_rule: str = "npo"
+    ga_bound: float | None = 2.0
+    retain_kl: float = 1.0
+
+    def __post_init__(self) -> None:
         forget_rule(self.forget_rule)
-        if not self.npo_beta > 0:
-            raise InputError(f"must be positive, got {self.npo_beta}", field="npo_beta")
+        _post_init_bases(self, ForgetRuleConfig)
 
 
 def augmented_model(original, forget: Sequence[Sample], cfg, loop) -> torch.nn.Module:
@@ -135,6 +175,15 @@ def augmented_model(original, forget: Sequence[Sample], cfg, loop) -> torch.nn.M
         p.requires_grad_(False)
         p.grad = None
     return aug.eval()
+
+
+def teacher_for(cfg: ForgetRuleConfig, original, forget: Sequence[Sample], loop) -> torch.nn.Module | None:
+    """The teacher ``cfg.forget_rule`` needs: E2URec's augmented model (:func:`augmented_model`), or None.
+
+    Methods that take a forget rule call this once in ``setup`` and pass the result to
+    :func:`recircuit.unlearn.methods._common.forget_objective` on every step.
+    """
+    return augmented_model(original, forget, cfg, loop) if forget_rule(cfg.forget_rule).needs_teacher else None
 
 
 def e2urec_forget_loss(model, original, aug, batch, alpha: float) -> torch.Tensor:

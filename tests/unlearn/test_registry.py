@@ -115,3 +115,26 @@ def test_forget_rules_are_a_registry(model, request_data):
         assert float(loss) == 0.5 and logs == {"toy": 1.0} and seen == [3]
     finally:
         _RULES.pop("toy-rule", None)
+
+
+def test_forget_rule_knobs_are_declared_and_checked_once(model, request_data):
+    """npo_beta and the e2urec_* teacher fields live in one class each, shared by methods and rules."""
+    from recircuit.unlearn.forget_rules import E2URecTeacherConfig, NPOBetaConfig, teacher_for
+
+    for name, base in (("npo", NPOBetaConfig), ("cure", NPOBetaConfig), ("pcgrad", NPOBetaConfig),
+                       ("e2urec", E2URecTeacherConfig), ("cure", E2URecTeacherConfig)):
+        cls = U.config_class(name)
+        assert issubclass(cls, base)
+        own = {f.name for f in dataclasses.fields(base)}
+        assert not own & set(vars(cls).get("__annotations__", {})), f"{name} redeclares {own}"
+    for name in ("npo", "cure", "pcgrad"):
+        with pytest.raises(InputError, match="npo_beta"):
+            U.method_config(name, npo_beta=0)
+    for name in ("e2urec", "cure"):
+        with pytest.raises(InputError, match="e2urec_aug_steps"):
+            U.method_config(name, e2urec_aug_steps=-1)
+    forget, _, _ = request_data
+    loop = U.LoopConfig(batch_size=2)
+    assert teacher_for(U.method_config("pcgrad"), model, forget, loop) is None
+    aug = teacher_for(U.method_config("pcgrad", forget_rule="e2urec", e2urec_aug_steps=1), model, forget, loop)
+    assert aug is not None and aug is not model and not aug.training

@@ -33,7 +33,7 @@ from recircuit.circuits.corruptions import CORRUPTIONS
 from recircuit.errors import InputError
 from recircuit.models.families import projection_params
 from recircuit.unlearn.base import UnlearnMethod
-from recircuit.unlearn.forget_rules import ForgetRuleConfig, augmented_model, forget_rule
+from recircuit.unlearn.forget_rules import ForgetRuleConfig, teacher_for
 from recircuit.unlearn.grouping import Grouping, GroupingConfig, group_modules
 from recircuit.unlearn.importance import module_importance
 from recircuit.unlearn.masks import active_mask, group_masks
@@ -133,8 +133,7 @@ class CURE(UnlearnMethod):
         self.params = [named[n] for n in self.names]
         self.m = {g: [masks[g][n].to(named[n].device) for n in self.names] for g in masks}
         self.grad_masks = {n: active[n] for n in self.names}
-        needs = forget_rule(self.config.forget_rule).needs_teacher
-        self.aug = augmented_model(original, forget, self.config, self.loop) if needs else None
+        self.aug = teacher_for(self.config, original, forget, self.loop)
         self.conflicts = 0
         self.steps_seen = 0
         return self.params

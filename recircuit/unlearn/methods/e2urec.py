@@ -14,27 +14,21 @@ from dataclasses import dataclass
 import torch
 
 from recircuit.unlearn.base import UnlearnMethod
-from recircuit.unlearn.config import MethodConfig
-from recircuit.unlearn.forget_rules import augmented_model, e2urec_forget_loss
+from recircuit.unlearn.forget_rules import E2URecTeacherConfig, augmented_model, e2urec_forget_loss
 from recircuit.unlearn.objectives import answer_forward, kl_yes_no
 from recircuit.unlearn.registry import register
 
 
 @dataclass
-class E2URecConfig(MethodConfig):
-    """E2URec's knobs (E2URec's own values by default).
+class E2URecConfig(E2URecTeacherConfig):
+    """E2URec's knobs (E2URec's own values by default): the teacher's (see
+    :class:`~recircuit.unlearn.forget_rules.E2URecTeacherConfig`) and the remembering weight.
 
     Attributes:
-        e2urec_alpha: strength of the forgetting teacher.
         e2urec_beta: weight of the remembering KL (1 - beta weighs the forgetting KL).
-        e2urec_aug_steps: Adam steps tuning the augmented model on the forget set.
-        e2urec_aug_lr: learning rate of that tuning.
     """
 
-    e2urec_alpha: float = 2.0
     e2urec_beta: float = 0.6
-    e2urec_aug_steps: int = 10
-    e2urec_aug_lr: float = 1e-5
 
 
 @register("e2urec", E2URecConfig)

@@ -12,28 +12,21 @@ from dataclasses import dataclass
 
 import torch
 
-from recircuit.errors import InputError
 from recircuit.unlearn.base import UnlearnMethod
-from recircuit.unlearn.config import MethodConfig
+from recircuit.unlearn.forget_rules import NPOBetaConfig
 from recircuit.unlearn.objectives import answer_forward, npo_loss
 from recircuit.unlearn.registry import register
 
 
 @dataclass
-class NPOConfig(MethodConfig):
-    """NPO's knobs.
+class NPOConfig(NPOBetaConfig):
+    """NPO's knobs: ``npo_beta`` (see :class:`~recircuit.unlearn.forget_rules.NPOBetaConfig`) and the retain weight.
 
     Attributes:
-        npo_beta: NPO temperature.
         retain_weight: weight of the retain answer CE.
     """
 
-    npo_beta: float = 0.1
     retain_weight: float = 1.0
-
-    def __post_init__(self) -> None:
-        if not self.npo_beta > 0:
-            raise InputError(f"must be positive, got {self.npo_beta}", field="npo_beta")
 
 
 @register("npo", NPOConfig)

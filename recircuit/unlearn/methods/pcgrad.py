@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from recircuit.unlearn.base import UnlearnMethod
-from recircuit.unlearn.forget_rules import ForgetRuleConfig, augmented_model, forget_rule
+from recircuit.unlearn.forget_rules import ForgetRuleConfig, teacher_for
 from recircuit.unlearn.methods._common import (
     forget_objective,
     grads_of,
@@ -38,8 +38,7 @@ class PCGradUniform(UnlearnMethod):
 
     def setup(self, model, original, forget, retain):
         self.params = super().setup(model, original, forget, retain)
-        needs = forget_rule(self.config.forget_rule).needs_teacher
-        self.aug = augmented_model(original, forget, self.config, self.loop) if needs else None
+        self.aug = teacher_for(self.config, original, forget, self.loop)
         self.conflicts = 0
         return self.params
 
