@@ -75,7 +75,19 @@ def _offline() -> bool:
                for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
+#: Proxy variables: with one set, a direct socket to the hub says nothing about reachability.
+PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+
+
 def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the hub may answer: a TCP connection to it opens within ``timeout`` seconds.
+
+    Behind a proxy (any of :data:`PROXY_VARS` set) the direct connection is expected to fail
+    while the hub is reachable through the proxy, so this answers True and lets the hub client
+    (which honours the proxy) try.
+    """
+    if any(os.environ.get(v, "").strip() for v in PROXY_VARS):
+        return True
     import socket
     from urllib.parse import urlparse
 

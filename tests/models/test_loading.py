@@ -63,6 +63,20 @@ def test_unknown_name_fails_fast_when_the_hub_is_unreachable(monkeypatch):
         load_model("no-such-org/no-such-model-xyz")
 
 
+def test_behind_a_proxy_a_failed_direct_socket_does_not_mean_unreachable(monkeypatch):
+    import socket
+
+    def no_direct_route(*a, **k):
+        raise OSError("direct connections are blocked; use the proxy")
+
+    monkeypatch.setattr(socket, "create_connection", no_direct_route)
+    for var in loading_mod.PROXY_VARS:
+        monkeypatch.delenv(var, raising=False)
+    assert loading_mod._hub_reachable(timeout=0.1) is False
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    assert loading_mod._hub_reachable(timeout=0.1) is True   # the hub client goes through the proxy
+
+
 @pytest.mark.parametrize("family", ["gpt2", "neox", "phi3"])
 def test_tiny_models_of_other_families_load_by_name(family):
     m = load_model(f"tiny-{family}", device="cpu")
