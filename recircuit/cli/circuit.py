@@ -36,6 +36,12 @@ def _corruption_names() -> tuple[str, ...]:
     return corruption_names()
 
 
+def _metric_names() -> tuple[str, ...]:
+    from recircuit.circuits.metrics import METRICS
+
+    return tuple(METRICS)
+
+
 def _method_names() -> tuple[str, ...]:
     from recircuit.circuits import METHODS
 
@@ -54,7 +60,8 @@ def add_circuit_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--n-samples", type=int, default=16)
     p.add_argument("--method", default="eap-ig-inputs", choices=RegistryChoices(_method_names))
     p.add_argument("--steps", type=int, default=5)
-    p.add_argument("--metric", default="logit_diff", choices=["logit_diff", "logprob"])
+    p.add_argument("--metric", default="logit_diff", choices=RegistryChoices(_metric_names),
+                   help="the metric attribution differentiates (recircuit.circuits.metrics.METRICS)")
     p.add_argument("--corruption", default="label_flip", choices=RegistryChoices(_corruption_names),
                    help="a registered corruption (recircuit.circuits.corruptions.register_corruption)")
     p.add_argument("--batch-size", type=int, default=8)
