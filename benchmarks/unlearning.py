@@ -64,6 +64,11 @@ def _method(name: str, args: argparse.Namespace):
 
 def grid_config(args: argparse.Namespace) -> tuple[PipelineConfig, GridConfig]:
     """The pipeline config and the grid this command line asks for."""
+    from recircuit.circuits import corruption_names
+
+    if args.second_corruption not in ("none", *corruption_names()):
+        raise InputError(f"unknown corruption {args.second_corruption!r}", field="--second-corruption",
+                         fix=f"choose one of none, {', '.join(corruption_names())}")
     if args.config:
         try:
             with open(args.config, encoding="utf-8") as f:

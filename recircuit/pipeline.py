@@ -284,6 +284,18 @@ def _join(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
 
 
+def _message(err: InputError) -> str:
+    """An InputError's message without its ``field ...:`` prefix and ``; fix`` suffix (to re-raise it
+    under a longer field name)."""
+    text = str(err)
+    if err.fix:
+        suffix = "; " + " ".join(err.fix.split())
+        text = text[: -len(suffix)] if text.endswith(suffix) else text
+    if err.field is not None or err.path is not None or err.line is not None:
+        text = text.split(": ", 1)[-1]
+    return text
+
+
 def _build(cls: type, d: Any, prefix: str):
     kw = dict(_known(cls, d, prefix))
     if cls is CircuitConfig and isinstance(kw.get("attribution"), Mapping):
@@ -291,7 +303,7 @@ def _build(cls: type, d: Any, prefix: str):
     try:
         return cls(**kw)
     except InputError as err:
-        raise InputError(str(err), field=_join(prefix, err.field) if err.field else prefix) from err
+        raise InputError(_message(err), field=_join(prefix, err.field) if err.field else prefix, fix=err.fix) from err
     except (TypeError, ValueError) as err:
         raise InputError(f"invalid {prefix} settings: {err}", field=prefix) from err
 
@@ -307,7 +319,8 @@ def _methods_from(d: Any) -> dict[str, MethodConfig]:
         try:
             out[name] = config_class(name).from_dict(settings or {}, method=name)
         except InputError as err:
-            raise InputError(str(err), field=f"methods.{name}" + (f".{err.field}" if err.field else "")) from err
+            raise InputError(_message(err), field=f"methods.{name}" + (f".{err.field}" if err.field else ""),
+                             fix=err.fix) from err
     return out
 
 
@@ -324,8 +337,7 @@ def _check_rate(value: Any, where: str) -> None:
     try:
         check_forget_args("user", value, 0)
     except SplitError as err:
-        raise InputError(str(err).split(": ", 1)[-1] if err.field else str(err), field=where,
-                         fix="e.g. 0.1 forgets 10% of the pool's users") from err
+        raise InputError(_message(err), field=where, fix="e.g. 0.1 forgets 10% of the pool's users") from err
 
 
 def _recheck(obj: Any, prefix: str) -> None:
@@ -333,8 +345,7 @@ def _recheck(obj: Any, prefix: str) -> None:
     try:
         dataclasses.replace(obj)
     except InputError as err:
-        raise InputError(str(err).split(": ", 1)[-1] if err.field else str(err),
-                         field=_join(prefix, err.field) if err.field else prefix, fix=err.fix) from err
+        raise InputError(_message(err), field=_join(prefix, err.field) if err.field else prefix, fix=err.fix) from err
     except (TypeError, ValueError) as err:
         raise InputError(f"invalid {prefix} settings: {err}", field=prefix) from err
 
