@@ -256,7 +256,14 @@ class Record:
     sign: float
     mask: Float[torch.Tensor, "batch pos"]
 
-    def write(self, t: torch.Tensor, idx: tuple[int, ...]) -> None:
+    def write(self, t: Float[torch.Tensor, "batch pos ..."], idx: tuple[int, ...]) -> None:
+        """Store one hook's output for the forward slots ``idx``: ``sign * (t * mask - base)``.
+
+        Args:
+            t: the hook's tensor, ``[batch, pos, n_heads, d_model]`` (per-head writers) or
+                ``[batch, pos, d_model]`` (one writer, e.g. an MLP).
+            idx: the consecutive slots of ``out``'s ``n_forward`` axis this hook fills.
+        """
         sl = slice(idx[0], idx[-1] + 1)
         vals = (t if t.dim() == 4 else t.unsqueeze(2)).detach().float() * self.mask[:, :, None, None]
         self.out[:, :, sl] = self.sign * (vals - self.base[:, :, sl])

@@ -24,6 +24,7 @@ logger = logging.getLogger("recircuit")
 
 
 def cmd_assets(args: argparse.Namespace) -> int:
+    """``recircuit assets``: describe the pinned offline assets, or fetch them (those named, else all)."""
     from recircuit.assets import ASSETS, describe_assets, fetch_asset
 
     if args.action == "fetch":
@@ -40,6 +41,7 @@ def cmd_assets(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
+    """``recircuit data``: build a split and report each part's size and Yes rate (``--out``: write it as TALLRec JSON)."""
     from recircuit.data import build_split
 
     kwargs = {"seed": args.seed, "history_len": args.history_len} if args.preset == "random" else {}
@@ -75,6 +77,7 @@ def run_score(model_name: str, samples, batch_size: int, device: str | None, che
 
 
 def cmd_score(args: argparse.Namespace) -> int:
+    """``recircuit score``: P(Yes) of a model (optionally a checkpoint) on samples; prints the metrics and speed."""
     samples = load_samples(args)
     m = run_score(args.model, samples, args.batch_size, args.device, args.checkpoint, args.scores_out)
     emit(args, m)

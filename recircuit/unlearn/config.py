@@ -24,7 +24,7 @@ import math
 import re
 import typing
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Self, TypeVar
 
 from recircuit.errors import InputError
 
@@ -92,7 +92,7 @@ class MethodConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict, method: str | None = None):
+    def from_dict(cls, d: dict, method: str | None = None) -> Self:
         """Build from a dict (nested configs may be dicts); an unknown key raises :class:`InputError`."""
         return _from_dict(cls, d, f"method {method!r}" if method else cls.__name__)
 
@@ -194,7 +194,10 @@ def config_fields(cls: type, prefix: tuple[str, ...] = ()) -> list[ConfigField]:
     return out
 
 
-def from_flat(cls: type, flat: dict[tuple[str, ...], Any], owner: str):
+_C = TypeVar("_C")
+
+
+def from_flat(cls: type[_C], flat: dict[tuple[str, ...], Any], owner: str) -> _C:
     """Build ``cls`` from ``{field path: value}`` (as :func:`config_fields` names them)."""
     nested: dict = {}
     for path, v in flat.items():

@@ -72,7 +72,9 @@ def config_class(name: str) -> type:
     return method_entry(name)[1]
 
 
-def method_config(name: str, **settings: Any):
+# The return annotations name recircuit.unlearn classes without importing them (this module is a
+# leaf, checked by import-linter, which counts TYPE_CHECKING imports too).
+def method_config(name: str, **settings: Any) -> MethodConfig:  # noqa: F821
     """Method ``name``'s config with ``settings`` over its defaults.
 
     Nested configs (e.g. CURE's ``grouping``) may be given as dicts.
@@ -84,7 +86,8 @@ def method_config(name: str, **settings: Any):
     return config_class(name).from_dict(settings, method=name)
 
 
-def get_method(name: str, config=None, **kwargs: Any):
+def get_method(name: str, config: MethodConfig | dict | None = None,  # noqa: F821
+               **kwargs: Any) -> UnlearnMethod:  # noqa: F821
     """An instance of method ``name`` holding ``config`` (its default config when ``None``).
 
     Args:

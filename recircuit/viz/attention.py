@@ -64,7 +64,6 @@ def attention_patterns_from_arrays(tokens: Sequence[str], patterns: Float[np.nda
     return OfflineHTML(head + _local_src(rendered))
 
 
-
 def attention_patterns(model: Any, prompt: str, heads: Sequence[tuple[int, int]]
                        ) -> tuple[list[str], Float[np.ndarray, "n_heads dest src"]]:
     """The prompt's tokens and the attention weights of ``heads`` on it (one forward pass).
