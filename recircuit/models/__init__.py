@@ -6,6 +6,7 @@ Usage::
     model = load_model("smollm2-135m-instruct")
     p_yes = score(model, samples, batch_size=8)
     family_of(load_model("tiny-gpt2")).qkv            # 'fused': the family table, models/families.py
+    convert_gguf("model.gguf", "model-hf")            # a GGUF file as a plain HF directory (models/loading.py)
 """
 
 from recircuit.models.families import (
@@ -22,9 +23,11 @@ from recircuit.models.loading import (
     OFFLINE_MODELS,
     TINY_MODELS,
     ModelLoadError,
+    convert_gguf,
     copy_model,
     default_device,
     enable_circuit_hooks,
+    load_gguf,
     load_hf,
     load_model,
     model_device,
@@ -63,10 +66,12 @@ __all__ = [
     "ModelLoadError",
     "TokenizedBatch",
     "answer_tokens",
+    "convert_gguf",
     "copy_model",
     "default_device",
     "enable_circuit_hooks",
     "iter_batches",
+    "load_gguf",
     "load_hf",
     "load_model",
     "model_device",

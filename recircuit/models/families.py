@@ -4,6 +4,7 @@ Usage::
 
     from recircuit.models.families import family_of, projection_params, head_slice, module_update_norms
     fam = family_of(model)                      # FAMILIES["gpt2"]: fused qkv, plain MLP, learned positions
+    fam.post_norm                               # True for gemma2/gemma3: per-head results are pre-norm
     params = projection_params(model)           # {"blocks.0.q": Parameter, ..., "blocks.1.down": Parameter}
     rows_cols = head_slice(model, "q", 2)       # head 2's part of W_Q: params["blocks.0.q"][rows_cols]
     norms = module_update_norms(before, after)  # {"a0.h0": 0.0, ..., "m1": 0.31}
@@ -31,12 +32,19 @@ against the bridge's split. Phi-3's fused ``gate_up_proj`` is split the same way
 A head's query/key/value part is a block of *output* features, its share of ``o`` a block of
 *input* features; :func:`head_slice` turns that into rows or columns for the layout at hand.
 
+**Post-block norms.** Gemma-2/3 normalise each block's output again before adding it to the
+residual stream ("sandwich" norms, ``ln1_post``/``ln2_post`` on the bridge). There the bridge's
+per-head ``hook_result`` is taken *before* ``ln1_post``, so a head's result is not what it
+writes; :attr:`Family.post_norm` records it, and :func:`post_norm_head_writes` gives what each
+head writes under the clean run's norm scale (see :mod:`recircuit.circuits.engine` for what is
+exact and what is linearised). The MLP's ``hook_mlp_out`` is taken after ``ln2_post``: it is the
+write itself. Only RMS post-norms are described.
+
 **What the table refuses.** A family whose bridge has no per-head attention results, lacks one of
-``q``/``k``/``v``/``o`` or the MLP's ``in``/``out``, or normalises the attention output again
-before the residual (Gemma-2/3 "sandwich" post-norms: per-head results there are not what the
-block writes) gets an :class:`~recircuit.errors.InputError` naming the architecture and what is
-missing. A family not in :data:`FAMILIES` whose bridge shows all of the above (Qwen2, Mistral,
-...) is described from the bridge alone.
+``q``/``k``/``v``/``o`` or the MLP's ``in``/``out``, or re-normalises the attention output with a
+norm that is not an RMSNorm gets an :class:`~recircuit.errors.InputError` naming the architecture
+and what is missing. A family not in :data:`FAMILIES` whose bridge shows all of the above (Qwen2,
+Mistral, ...) is described from the bridge alone.
 
 **Adding a family:** add a :class:`Family` row to :data:`FAMILIES` (with a ``tiny_config`` so
 ``load_model("tiny-<name>")`` builds a random one offline) and add it to the family tests
@@ -50,7 +58,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
-from jaxtyping import Int
+from jaxtyping import Float, Int
 from torch import nn
 
 from recircuit.errors import InputError
@@ -124,6 +132,26 @@ def _tiny_phi3(vocab: int, n_layers: int, n_heads: int, n_kv: int, d_model: int,
                       tie_word_embeddings=False)
 
 
+def _tiny_gemma2(vocab: int, n_layers: int, n_heads: int, n_kv: int, d_model: int, pad: int, eos: int):
+    from transformers import Gemma2Config
+
+    return Gemma2Config(vocab_size=vocab, hidden_size=d_model, intermediate_size=2 * d_model,
+                        num_hidden_layers=n_layers, num_attention_heads=n_heads, num_key_value_heads=n_kv,
+                        head_dim=d_model // n_heads, max_position_embeddings=1024, pad_token_id=pad,
+                        bos_token_id=None, eos_token_id=eos, tie_word_embeddings=False,
+                        architectures=["Gemma2ForCausalLM"])
+
+
+def _tiny_gemma3(vocab: int, n_layers: int, n_heads: int, n_kv: int, d_model: int, pad: int, eos: int):
+    from transformers import Gemma3TextConfig
+
+    return Gemma3TextConfig(vocab_size=vocab, hidden_size=d_model, intermediate_size=2 * d_model,
+                            num_hidden_layers=n_layers, num_attention_heads=n_heads, num_key_value_heads=n_kv,
+                            head_dim=d_model // n_heads, max_position_embeddings=1024, pad_token_id=pad,
+                            bos_token_id=None, eos_token_id=eos, tie_word_embeddings=False,
+                            architectures=["Gemma3ForCausalLM"])
+
+
 @dataclass(frozen=True)
 class Family:
     """One model family: how its attention and MLP are built (one row of :data:`FAMILIES`).
@@ -146,6 +174,8 @@ class Family:
         gqa: whether the family allows fewer KV heads than query heads.
         tl_label: the model name tiny models are booted under (picks TransformerLens's adapter).
         tiny_config: ``(vocab, n_layers, n_heads, n_kv_heads, d_model, pad_id, eos_id) -> HF config``.
+        post_norm: the block RMS-normalises its attention and MLP outputs again before the
+            residual (Gemma-2/3 ``ln1_post``/``ln2_post``): per-head results are pre-norm.
     """
 
     name: str
@@ -160,6 +190,7 @@ class Family:
     gqa: bool
     tl_label: str = ""
     tiny_config: Callable | None = field(default=None, repr=False, compare=False)
+    post_norm: bool = False
 
     @property
     def gated(self) -> bool:
@@ -189,6 +220,10 @@ FAMILIES: dict[str, Family] = {
                False, "EleutherAI/pythia-70m", _tiny_neox),
         Family("phi3", ("Phi3ForCausalLM",), "fused", "blocked", "fused_gate_up", "linear", False, "rms", "rotary",
                True, "microsoft/Phi-3-mini-4k-instruct", _tiny_phi3),
+        Family("gemma2", ("Gemma2ForCausalLM",), "split", None, "gated", "linear", False, "rms", "rotary", True,
+               "google/gemma-2-2b", _tiny_gemma2, post_norm=True),
+        Family("gemma3", ("Gemma3ForCausalLM",), "split", None, "gated", "linear", False, "rms", "rotary", True,
+               "google/gemma-3-270m", _tiny_gemma3, post_norm=True),
     )
 }
 
@@ -240,15 +275,16 @@ def _describe(model) -> tuple[dict[str, object], list[str]]:
             missing.append(f"an nn.Linear or Conv1D weight at blocks.0.{role.component}.{role.bridge} "
                            f"(found {type(mod).__name__})")
     post_norms = [n for n in ("ln1_post", "ln2_post") if hasattr(blk, n)]
-    if post_norms:
-        missing.append(f"per-head results that are the residual write (the block re-normalises them: {post_norms}; "
-                       "Gemma-2/3-style post-norms)")
+    if post_norms and (not hasattr(blk, "ln1_post") or not getattr(blk.ln1_post, "uses_rms_norm", False)):
+        missing.append(f"an RMSNorm as the post-attention norm (the block re-normalises its outputs with {post_norms}; "
+                       "recircuit describes Gemma-2/3-style RMS post-norms only)")
     gate = _module(model, 0, PROJECTIONS["gate"])
     facts = {
         "architecture": arch,
         "qkv": "fused" if hasattr(attn, "qkv") else "split",
         "gated": gate is not None,
         "parallel_attn_mlp": bool(getattr(model.cfg, "parallel_attn_mlp", False)),
+        "post_norm": bool(post_norms),
     }
     return facts, missing
 
@@ -289,10 +325,11 @@ def family_of(model) -> Family:
             parallel_attn_mlp=bool(facts["parallel_attn_mlp"]),
             norm="rms" if "RMS" in str(getattr(model.cfg, "normalization_type", "")) else "layer",
             positions="learned" if hasattr(model, "pos_embed") else "rotary",
-            gqa=n_kv != model.cfg.n_heads,
+            gqa=n_kv != model.cfg.n_heads, post_norm=bool(facts["post_norm"]),
         )
     mismatch = [f"{k}: table {want!r}, bridge {facts[k]!r}"
-                for k, want in (("qkv", row.qkv), ("gated", row.gated), ("parallel_attn_mlp", row.parallel_attn_mlp))
+                for k, want in (("qkv", row.qkv), ("gated", row.gated), ("parallel_attn_mlp", row.parallel_attn_mlp),
+                                ("post_norm", row.post_norm))
                 if facts[k] != want]
     if mismatch:
         raise InputError(
@@ -388,6 +425,53 @@ def projection_params(model) -> dict[str, nn.Parameter]:
     adapted). Under a LoRA parametrization the base weight is returned.
     """
     return {n: p.param for n, p in projections(model).items()}
+
+
+def post_attn_norm(model, layer: int) -> nn.Module:
+    """The module that normalises ``layer``'s attention output before the residual (``ln1_post``).
+
+    It is the Hugging Face module the bridge itself runs (no hooks fire when it is called), so
+    ``post_attn_norm(model, L)(x)`` is exactly what the model would add for a pre-norm output ``x``.
+
+    Raises:
+        ValueError: the model has no post-attention norm.
+    """
+    ln = getattr(model.blocks[layer], "ln1_post", None)
+    if ln is None:
+        raise ValueError(f"block {layer} has no post-attention norm (ln1_post)")
+    return getattr(ln, "original_component", None) or ln
+
+
+def post_norm_head_writes(model, layer: int, results: Float[torch.Tensor, "batch pos n_heads d_model"],
+                          norm_in: Float[torch.Tensor, "batch pos d_model"],
+                          ) -> Float[torch.Tensor, "batch pos n_heads d_model"]:
+    """What each head of ``layer`` adds to the residual under an RMS post-norm, at the run's own scale.
+
+    The block adds ``N(A) = w ⊙ A / s(A)`` with ``A = sum_h r_h`` (``norm_in``, the norm's input)
+    and ``s(A) = sqrt(mean(A^2) + eps)``. ``N`` is not linear across heads; holding the scale
+    ``s(A)`` of this run fixed (TransformerLens's frozen LayerNorm scale) makes it linear, and
+    head ``h`` writes ``w ⊙ r_h / s(A)``. These writes sum to ``N(A)`` exactly on the run they
+    come from. ``w`` is the norm's weight, ``1 + weight`` for Gemma's offset RMSNorm.
+
+    Args:
+        model: a bridge of a post-norm family.
+        layer: the layer.
+        results: the layer's per-head results ``r_h`` (``blocks.L.attn.hook_result``, pre-norm).
+        norm_in: the post-attention norm's input on the same run (``blocks.L.ln1_post.hook_in``).
+
+    Returns:
+        Per-head writes, float32, same shape as ``results``.
+    """
+    ln = model.blocks[layer].ln1_post
+    mod = post_attn_norm(model, layer)
+    w = mod.weight.detach().float()
+    if getattr(ln, "uses_weight_offset", False):
+        w = 1.0 + w
+    eps = getattr(mod, "eps", None)
+    eps = getattr(mod, "variance_epsilon", None) if eps is None else eps
+    eps = float(getattr(model.cfg, "eps", 1e-6) if eps is None else eps)
+    s = (norm_in.detach().float().pow(2).mean(-1, keepdim=True) + eps).sqrt()
+    return results.float() * (w / s)[:, :, None, :]
 
 
 def n_kv_heads(model) -> int:

@@ -6,6 +6,8 @@ Usage::
     model = load_model("smollm2-135m-instruct")     # offline, from the pinned GGUF asset
     model = load_model("Qwen/Qwen2.5-0.5B")          # any TL-supported HF name (hub or cache)
     model = load_model("/path/to/hf_dir")            # a local HF directory
+    model = load_model("/path/to/model.gguf")        # any GGUF transformers reads; architecture from the file
+    convert_gguf("/path/to/model.gguf", "out_dir")   # ... written as a plain HF directory (safetensors)
     test_model = tiny_model(seed=0)                  # 2-layer GQA Llama for tests, instant
     gpt2_like = load_model("tiny-gpt2")              # tiny random models of every family in
                                                      # recircuit.models.families.FAMILIES, offline
@@ -19,6 +21,8 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,6 +30,7 @@ from pathlib import Path
 import torch
 from transformer_lens.model_bridge import TransformerBridge
 
+from recircuit._io import temp_prefix
 from recircuit.errors import InputError
 from recircuit.models.families import FAMILIES, family_of
 
@@ -167,11 +172,181 @@ def _boot(hf_name: str, hf_model, tokenizer, device: torch.device, dtype: torch.
     return enable_circuit_hooks(bridge)
 
 
+# --- GGUF files: any architecture transformers reads from GGUF -----------------------------------
+# load_model("/path/model.gguf") and convert_gguf(src, out_dir). transformers reads the architecture,
+# hyperparameters and tokenizer (including whether it adds a BOS) from the file and dequantizes the
+# weights; the bridge then boots as for the default model (itself a GGUF asset). A file that is not
+# GGUF, or whose architecture transformers cannot read, raises ModelLoadError with the fix.
+
+#: The four bytes every GGUF file starts with.
+GGUF_MAGIC = b"GGUF"
+
+_FIX = ("convert the original model with llama.cpp's convert_hf_to_gguf.py to an architecture transformers reads, "
+        "or pass its Hugging Face directory (one holding config.json) instead")
+
+
+def is_gguf_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a file that starts with the GGUF magic bytes."""
+    p = Path(path)
+    if not p.is_file():
+        return False
+    with open(p, "rb") as f:
+        return f.read(4) == GGUF_MAGIC
+
+
+def find_gguf(path: str | os.PathLike) -> Path | None:
+    """The GGUF file ``path`` names, or ``None`` when it names none.
+
+    ``path`` names a GGUF file when it is a file ending in ``.gguf`` (whatever its bytes: a bad one
+    is reported when loading), a file starting with the GGUF magic, or a directory without
+    ``config.json`` holding exactly one ``*.gguf`` file.
+
+    Raises:
+        ModelLoadError: a directory without ``config.json`` holds several ``.gguf`` files.
+    """
+    p = Path(path).expanduser()
+    if p.is_file():
+        return p if p.suffix.lower() == ".gguf" or is_gguf_file(p) else None
+    if p.is_dir() and not (p / "config.json").exists():
+        found = sorted(q for q in p.glob("*.gguf") if q.is_file())
+        if len(found) > 1:
+            raise ModelLoadError(f"holds {len(found)} GGUF files ({', '.join(q.name for q in found[:5])}) and no "
+                                 "config.json, so which model to load is ambiguous", path=p,
+                                 fix="pass the path of one .gguf file")
+        return found[0] if found else None
+    return None
+
+
+def supported_gguf_architectures() -> list[str]:
+    """The GGUF architectures (``general.architecture``) the installed transformers can load."""
+    from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
+
+    return sorted(a for a in GGUF_SUPPORTED_ARCHITECTURES if a not in ("general", "tokenizer"))
+
+
+def gguf_architecture(path: str | os.PathLike) -> str:
+    """The ``general.architecture`` a GGUF file declares.
+
+    Raises:
+        ModelLoadError: the file is not GGUF (wrong magic bytes) or its header cannot be read.
+    """
+    p = Path(path)
+    if not is_gguf_file(p):
+        raise ModelLoadError("is not a GGUF file (it does not start with the bytes 'GGUF')", path=p,
+                             fix="pass a .gguf file written by llama.cpp, or a Hugging Face model directory")
+    try:
+        from gguf import GGUFReader
+
+        field = GGUFReader(str(p)).fields["general.architecture"]
+        return bytes(field.parts[field.data[0]]).decode("utf-8")
+    except Exception as err:  # noqa: BLE001 - any failure to parse the header means a broken file
+        raise ModelLoadError(f"is not a readable GGUF file: {_short(err)}", path=p,
+                             fix="download or write the file again (it may be truncated), or " + _FIX) from err
+
+
+def _short(err: BaseException, limit: int = 200) -> str:
+    text = " ".join(f"{type(err).__name__}: {err}".split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def load_gguf(path: str | os.PathLike, dtype: torch.dtype = torch.float32, hf_name: str | None = None):
+    """Load the HF ``(model, tokenizer, hf_name)`` in a GGUF file, dequantized to ``dtype``.
+
+    Args:
+        path: the ``.gguf`` file.
+        dtype: weight dtype after dequantizing.
+        hf_name: the architecture label handed to TransformerLens; default: the file's path.
+
+    Raises:
+        ModelLoadError: not a GGUF file, or transformers cannot read it (the message names the
+            file, the architecture it declares and what transformers said, and says what to do).
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    p = Path(path).expanduser()
+    arch = gguf_architecture(p)
+    try:
+        tok = AutoTokenizer.from_pretrained(str(p.parent), gguf_file=p.name)
+        hf = AutoModelForCausalLM.from_pretrained(str(p.parent), gguf_file=p.name, dtype=dtype,
+                                                  attn_implementation="eager")
+    except Exception as err:  # noqa: BLE001 - whatever transformers raises, the file is unusable as is
+        known = supported_gguf_architectures()
+        why = (f"its architecture {arch!r} is not one transformers reads from GGUF ({', '.join(known)})"
+               if arch not in known else f"transformers cannot load it (architecture {arch!r})")
+        raise ModelLoadError(f"{why}: {_short(err)}", path=p, fix=_FIX) from err
+    logger.info("loaded GGUF %s (architecture %s)", p, arch)
+    return hf, tok, hf_name or str(p)
+
+
+def convert_gguf(src: str | os.PathLike, out_dir: str | os.PathLike, *, overwrite: bool = False,
+                 dtype: torch.dtype = torch.float32) -> Path:
+    """Write the model in a GGUF file as a plain Hugging Face directory (config, safetensors, tokenizer).
+
+    The weights are dequantized to ``dtype`` (float32 by default), so ``load_model(out_dir)`` gives
+    the logits ``load_model(src)`` gives, without dequantizing again. The directory is written
+    beside ``out_dir`` under a temporary name and renamed into place when complete, so a failed
+    or interrupted conversion leaves no half-written model.
+
+    Args:
+        src: the ``.gguf`` file (or a directory holding exactly one).
+        out_dir: the directory to create.
+        overwrite: replace ``out_dir`` when it exists and is not empty.
+        dtype: weight dtype of the written model.
+
+    Returns:
+        ``out_dir``.
+
+    Raises:
+        InputError: ``src`` is no readable GGUF file, or ``out_dir`` is a file or a non-empty
+            directory and ``overwrite`` is False.
+    """
+    src_path = Path(src).expanduser()
+    out = Path(out_dir).expanduser()
+    gguf = find_gguf(src_path)
+    if gguf is None:
+        raise ModelLoadError("is not a GGUF file" if src_path.exists() else "does not exist", path=src_path,
+                             fix="pass the path of a .gguf file")
+    if out.exists() and not out.is_dir():
+        raise InputError("exists and is a file, not a directory", path=out, fix="choose a directory path for the output")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise InputError("exists and is not empty", path=out,
+                         fix="choose a new or empty directory, or pass --overwrite (overwrite=True) to replace it")
+    hf, tok, _ = load_gguf(gguf, dtype=dtype)
+    # transformers marks a GGUF-loaded model as quantized and refuses to save it; the weights are
+    # already dequantized, so dropping the marks saves them as plain tensors
+    hf.hf_quantizer = None
+    if hasattr(hf.config, "quantization_config"):
+        del hf.config.quantization_config
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(out.name), suffix=".tmp", dir=out.parent))
+    old: Path | None = None
+    try:
+        hf.save_pretrained(str(tmp))
+        tok.save_pretrained(str(tmp))
+        if out.exists():  # empty, or overwrite: move it aside first (os.replace needs the target gone)
+            old = Path(tempfile.mkdtemp(prefix=temp_prefix(out.name), suffix=".tmp", dir=out.parent))
+            os.replace(out, old / "previous")
+        try:
+            os.replace(tmp, out)
+        except BaseException:
+            if old is not None:  # put the previous directory back
+                os.replace(old / "previous", out)
+            raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    logger.info("converted %s -> %s", gguf, out)
+    return out
+
+
 def load_hf(name_or_path: str, dtype: torch.dtype = torch.float32):
     """Load the plain HF ``(model, tokenizer)`` pair behind ``name_or_path`` (no bridge).
 
     Args:
-        name_or_path: an entry of :data:`OFFLINE_MODELS`, an HF hub name or a local HF directory.
+        name_or_path: an entry of :data:`OFFLINE_MODELS`, an HF hub name, a local HF directory or
+            a GGUF file (:func:`load_gguf`: the architecture comes from the file).
         dtype: weight dtype.
 
     Returns:
@@ -179,23 +354,22 @@ def load_hf(name_or_path: str, dtype: torch.dtype = torch.float32):
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    key = name_or_path.lower()
+    key = str(name_or_path).lower()
     if key in OFFLINE_MODELS:
         from recircuit.assets import fetch_asset
 
         spec = OFFLINE_MODELS[key]
-        gguf = fetch_asset(spec["asset"])
-        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        hf = AutoModelForCausalLM.from_pretrained(
-            str(gguf.parent), gguf_file=gguf.name, dtype=dtype, attn_implementation="eager"
-        )
-        return hf, tok, spec["hf_name"]
+        return load_gguf(fetch_asset(spec["asset"]), dtype=dtype, hf_name=spec["hf_name"])
     path = Path(name_or_path).expanduser()
+    gguf = find_gguf(path)
+    if gguf is not None:
+        return load_gguf(gguf, dtype=dtype)
     if path.exists() and not (path / "config.json").exists():
         raise ModelLoadError(
-            "exists but holds no config.json, so it is not a Hugging Face model directory",
+            "exists but is neither a Hugging Face model directory (no config.json) nor a GGUF file",
             path=path,
-            fix=f"point --model at a directory made by save_pretrained, or use one of {supported_names()}",
+            fix=f"point --model at a directory made by save_pretrained, a .gguf file (or convert one with "
+                f"recircuit models convert FILE.gguf OUT_DIR), or use one of {supported_names()}",
         )
     if not path.exists() and not _hub_cached(name_or_path):
         # Fail fast instead of a minute of hub retries: nothing cached, and no hub to ask.
@@ -225,7 +399,8 @@ def load_model(
 
     Args:
         name_or_path: ``"smollm2-135m-instruct"`` (offline GGUF asset), an HF hub name that
-            TransformerLens supports, a local HF model directory, ``"tiny"`` (the random
+            TransformerLens supports, a local HF model directory, a ``.gguf`` file (or a directory
+            holding exactly one and no ``config.json``), ``"tiny"`` (the random
             Llama-style test model of :func:`tiny_model`, for fast dry runs) or
             ``"tiny-<family>"`` for a random model of another family (:data:`TINY_MODELS`).
         device: torch device; defaults to CUDA when available.
@@ -350,8 +525,9 @@ def tiny_model(
         n_layers, n_heads, n_kv_heads, d_model: architecture (see :func:`tiny_hf_model`).
         device: torch device (CPU by default, for tests).
         family: ``"llama"``, ``"gpt2"`` (fused qkv, plain MLP, learned positions, LayerNorm),
-            ``"neox"`` (interleaved fused qkv, parallel attention and MLP) or ``"phi3"`` (fused qkv
-            and fused gate/up, GQA); any row of :data:`recircuit.models.families.FAMILIES`.
+            ``"neox"`` (interleaved fused qkv, parallel attention and MLP), ``"phi3"`` (fused qkv
+            and fused gate/up, GQA), ``"gemma2"``/``"gemma3"`` (post-block "sandwich" norms, GQA;
+            Gemma-2 with logit soft-capping); any row of :data:`recircuit.models.families.FAMILIES`.
     """
     hf, tok = tiny_hf_model(seed, n_layers, n_heads, n_kv_heads, d_model, family=family)
     bridge = _boot(FAMILIES[family].tl_label, hf, tok, torch.device(device or "cpu"), torch.float32)

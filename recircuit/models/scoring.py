@@ -10,6 +10,8 @@ Usage::
 
 ``score`` is the softmax over the two answer logits at the last prompt position. Batches are
 left-padded with an attention mask and matching position ids, so padding does not change a score.
+Prompts are tokenized by :mod:`recircuit.models.tokenize`: a BOS first exactly when the model's
+tokenizer adds one (none on SmolLM2; Gemma and Llama-3 get theirs).
 
 **The one Yes/No readout.** :func:`read_yes_no` (the ``[yes, no]`` logits of each row at its
 answer position, in float32) and :func:`p_yes_from_logits` (their softmax's Yes entry) are the
@@ -30,6 +32,7 @@ from tqdm.auto import tqdm
 
 from recircuit.data.prompts import Sample
 from recircuit.models.loading import plain_forward
+from recircuit.models.tokenize import encode_continuation, encode_prompts, pad_id, pad_rows
 
 
 class AnswerTokenError(ValueError):
@@ -48,7 +51,7 @@ def answer_tokens(tokenizer, yes: str = " Yes", no: str = " No") -> AnswerTokens
     """Resolve the answer token ids for ``tokenizer``; fail clearly if either is not one token."""
     ids = {}
     for word in (yes, no):
-        enc = tokenizer.encode(word, add_special_tokens=False)
+        enc = encode_continuation(tokenizer, word)
         if len(enc) != 1:
             raise AnswerTokenError(
                 f"The tokenizer splits {word!r} into {len(enc)} tokens {enc}; recircuit scores "
@@ -79,14 +82,13 @@ class TokenizedBatch:
 def tokenize_prompts(
     tokenizer, prompts: Sequence[str], device: torch.device | str = "cpu"
 ) -> TokenizedBatch:
-    """Tokenize ``prompts`` with left padding (the last position is always the last prompt token)."""
-    old_side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    try:
-        enc = tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
-    finally:
-        tokenizer.padding_side = old_side
-    return TokenizedBatch(enc["input_ids"].to(device), enc["attention_mask"].to(device))
+    """Tokenize ``prompts`` with left padding (the last position is always the last prompt token).
+
+    Each prompt is tokenized as the model expects it (:func:`recircuit.models.tokenize.encode_prompt`:
+    a BOS first exactly when the tokenizer itself adds one), then padded on the left with the pad id.
+    """
+    ids, mask = pad_rows(encode_prompts(tokenizer, list(prompts)), pad_id(tokenizer), side="left")
+    return TokenizedBatch(ids.to(device), mask.to(device))
 
 
 def forward_logits(model, batch: TokenizedBatch) -> Float[torch.Tensor, "batch pos vocab"]:

@@ -8,10 +8,11 @@ Usage::
     loss = answer_loss(model, samples, reduction="mean")      # scalar, differentiable
 
 Prompt and answer are tokenized separately and concatenated, so the prompt tokens are exactly
-those that scoring sees, and the first answer token is the ``" Yes"``/``" No"`` token scored by
-:func:`recircuit.models.score`. The loss is the TALLRec one: cross-entropy over the whole answer
-continuation (``" Yes"`` + ``"."``, or ``" No"`` + ``"."``), averaged per sample, not only the
-first-token Yes/No logits. Batches are right-padded for the loss (RoPE makes the padding side
+those that scoring sees (the model's BOS, if its tokenizer adds one, only at the very start; the
+answer never gets special tokens: :mod:`recircuit.models.tokenize`), and the first answer token
+is the ``" Yes"``/``" No"`` token scored by :func:`recircuit.models.score`. The loss is the
+TALLRec one: cross-entropy over the whole answer continuation (``" Yes"`` + ``"."``, or ``" No"``
++ ``"."``), averaged per sample, not only the first-token Yes/No logits. Batches are right-padded for the loss (RoPE makes the padding side
 irrelevant to the maths, and right padding stays NaN-free under bf16 autocast).
 """
 
@@ -25,6 +26,7 @@ from jaxtyping import Float, Int
 
 from recircuit.data.prompts import Sample
 from recircuit.models.scoring import answer_tokens, read_yes_no
+from recircuit.models.tokenize import encode_continuation, encode_prompts, pad_id, pad_rows
 
 
 @dataclass
@@ -48,21 +50,16 @@ def tokenize_with_answers(tokenizer, samples: Sequence[Sample], device: torch.de
     if padding_side not in ("left", "right"):
         raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
     rows, tmask = [], []
-    for i, s in enumerate(samples):
-        p = tokenizer.encode(s.prompt, add_special_tokens=False)
-        a = tokenizer.encode(answers[i] if answers is not None else s.answer, add_special_tokens=False)
+    prompts = encode_prompts(tokenizer, [s.prompt for s in samples])  # BOS (if the model expects one) only here
+    for i, (s, p) in enumerate(zip(samples, prompts)):
+        a = encode_continuation(tokenizer, answers[i] if answers is not None else s.answer)
         rows.append(p + a)
         # position t predicts token t+1: targets are positions len(p)-1 .. len(p)+len(a)-2
         tmask.append([0] * (len(p) - 1) + [1] * len(a) + [0])
-    width = max(len(r) for r in rows)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    att = torch.zeros((len(rows), width), dtype=torch.long)
-    tm = torch.zeros((len(rows), width))
-    for i, (r, t) in enumerate(zip(rows, tmask)):
-        sl = slice(width - len(r), width) if padding_side == "left" else slice(0, len(r))
-        ids[i, sl] = torch.tensor(r)
-        att[i, sl] = 1
+    ids, att = pad_rows(rows, pad_id(tokenizer), side=padding_side)
+    tm = torch.zeros(ids.shape)
+    for i, t in enumerate(tmask):
+        sl = slice(ids.shape[1] - len(t), ids.shape[1]) if padding_side == "left" else slice(0, len(t))
         tm[i, sl] = torch.tensor(t, dtype=torch.float)
     return AnswerBatch(ids.to(device), att.to(device), tm.to(device))
 
@@ -112,14 +109,8 @@ def yes_no_loss(model, samples: Sequence[Sample], reduction: str = "none") -> Fl
         raise ValueError(f"reduction must be 'none', 'mean' or 'sum', got {reduction!r}")
     tok = model.tokenizer
     device = next(model.parameters()).device
-    rows = [tok.encode(s.prompt, add_special_tokens=False) for s in samples]
-    width = max(len(r) for r in rows)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    att = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.tensor(r)
-        att[i, : len(r)] = 1
+    rows = encode_prompts(tok, [s.prompt for s in samples])
+    ids, att = pad_rows(rows, pad_id(tok), side="right")
     logits = model(ids.to(device), attention_mask=att.to(device), return_type="logits")
     last = torch.tensor([len(r) - 1 for r in rows], device=logits.device)
     two = read_yes_no(logits, last, answer_tokens(tok))

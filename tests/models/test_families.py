@@ -14,6 +14,8 @@ from recircuit.models.families import (
     fused_qkv_rows,
     head_slice,
     module_update_norms,
+    post_attn_norm,
+    post_norm_head_writes,
     projection_params,
     projections,
 )
@@ -54,15 +56,25 @@ def test_per_head_hooks_on_every_family(family_model):
 
 
 def test_writers_sum_to_the_final_residual(family_model):
-    """Embeddings (+ learned positions) + every head's result + o bias + every MLP out = final residual."""
+    """Embeddings (+ learned positions) + every head's write + o bias + every MLP out = final residual.
+
+    A head's write is its result, or under a post-attention norm (Gemma-2/3) its frozen-scale
+    post-norm write, :func:`post_norm_head_writes`; the MLP's ``hook_mlp_out`` is after its post-norm.
+    """
     m = family_model
+    fam = family_of(m)
     with torch.no_grad():
         _, cache = m.run_with_cache(_ids(m))
         total = cache["hook_embed"].clone()
-        if family_of(m).positions == "learned":
+        if fam.positions == "learned":
             total += cache["hook_pos_embed"]
+        raw = total.clone()
         for layer in range(m.cfg.n_layers):
-            total += cache[f"blocks.{layer}.attn.hook_result"].sum(2)
+            results = cache[f"blocks.{layer}.attn.hook_result"]
+            raw += results.sum(2) + cache[f"blocks.{layer}.hook_mlp_out"]
+            if fam.post_norm:
+                results = post_norm_head_writes(m, layer, results, cache[f"blocks.{layer}.ln1_post.hook_in"])
+            total += results.sum(2)
             bias = m.blocks[layer].attn.o.original_component.bias
             if bias is not None:
                 total += bias
@@ -70,6 +82,25 @@ def test_writers_sum_to_the_final_residual(family_model):
         final = cache[f"blocks.{m.cfg.n_layers - 1}.hook_resid_post"]
     assert final.abs().max() > 1e-2
     torch.testing.assert_close(total, final, atol=1e-5, rtol=1e-5)
+    miss = float((raw - final).abs().max() / final.abs().max())
+    # pre-norm results are what the bridge's hook_result shows; under a post-norm they are not the write
+    assert (miss > 0.1) if fam.post_norm else (miss < 1e-5), (fam.name, miss)
+
+
+def test_post_norm_head_writes_sum_to_the_norm_output():
+    """On Gemma-2 the heads' frozen-scale writes add up to what the post-attention norm outputs."""
+    m = tiny_model(0, family="gemma2")
+    assert family_of(m).post_norm
+    with torch.no_grad():
+        _, cache = m.run_with_cache(_ids(m))
+        for layer in range(m.cfg.n_layers):
+            writes = post_norm_head_writes(m, layer, cache[f"blocks.{layer}.attn.hook_result"],
+                                           cache[f"blocks.{layer}.ln1_post.hook_in"])
+            torch.testing.assert_close(writes.sum(2), cache[f"blocks.{layer}.ln1_post.hook_out"], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(post_attn_norm(m, layer)(cache[f"blocks.{layer}.ln1_post.hook_in"]),
+                                       cache[f"blocks.{layer}.ln1_post.hook_out"])
+    with pytest.raises(ValueError, match="no post-attention norm"):
+        post_attn_norm(tiny_model(0), 0)
 
 
 @pytest.mark.parametrize("short", ["q", "o", "k"])
@@ -161,8 +192,12 @@ def test_kv_slices_count_for_a_head_only_without_gqa():
 
 def test_a_model_the_table_cannot_describe_is_refused_by_name(monkeypatch):
     m = tiny_model(0)
-    m.blocks[0].ln1_post = torch.nn.Identity()   # a Gemma-2/3-style post-attention norm
-    with pytest.raises(InputError, match=r"LlamaForCausalLM.*post-norms.*add a row"):
+    m.blocks[0].ln1_post = torch.nn.Identity()   # a post-attention "norm" that is no RMSNorm
+    with pytest.raises(InputError, match=r"LlamaForCausalLM.*RMSNorm as the post-attention norm.*add a row"):
+        family_of(m)
+    m = tiny_model(0)
+    m.blocks[0].ln1_post = tiny_model(0, family="gemma2").blocks[0].ln1_post   # a real RMS post-norm
+    with pytest.raises(InputError, match=r"LlamaForCausalLM.*no longer matches.*post_norm: table False, bridge True"):
         family_of(m)
     m = tiny_model(0, family="gpt2")
     monkeypatch.setitem(FAMILIES, "gpt2", dataclasses.replace(FAMILIES["gpt2"], qkv="split"))
@@ -177,6 +212,9 @@ def test_an_unlisted_architecture_is_described_from_its_bridge():
     assert (fam.name, fam.qkv, fam.gated, fam.gqa, fam.parallel_attn_mlp) == ("MadeUpForCausalLM", "split", True,
                                                                               True, False)
     assert set(projection_params(m)) == set(projection_params(tiny_model(0)))
+    g = tiny_model(0, family="gemma2")
+    g.cfg.architecture = "MadeUpPostNormForCausalLM"
+    assert family_of(g).post_norm
 
 
 def test_a_target_the_family_lacks_is_refused():
