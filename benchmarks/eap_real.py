@@ -55,7 +55,8 @@ def main() -> None:
         t = time.perf_counter()
         res = attribute(model, samples, corrupted, cfg)
         secs = time.perf_counter() - t
-        curve = faithfulness_curve(model, res, samples, corrupted, batch_size=args.batch_size, align="left")
+        curve = faithfulness_curve(model, res, samples, corrupted, batch_size=args.batch_size, align="left",
+                                   allow_unreliable=True, corruption=name)     # a weak corruption: flagged row
         circ = Circuit.from_attribution(res, top_n=max(1, res.graph.n_edges // 100),
                                         metadata={"model": args.model, "corruption": name, "n": args.n})
         circ.save(out / f"circuit_{name}")
@@ -64,6 +65,7 @@ def main() -> None:
         rows.append({"corruption": name, "attr_s": round(secs, 1), "edges_per_s": round(res.graph.n_edges * args.n / secs, 1),
                      "clean": round(curve.clean, 3), "corrupted": round(curve.corrupted, 3), "CPR": round(curve.cpr, 3),
                      "CMD": round(curve.cmd, 3), "edges_f>=0.8": reach if reach is not None else "none",
+                     "faithfulness": curve.flag or "ok",
                      "top_modules": ", ".join(n for n, _ in imp[:5])})
         summary[name] = {"curve": curve.to_dict(), "attribution_seconds": secs, "top_modules": imp,
                          "n_edges_total": res.graph.n_edges, "config": cfg.to_dict()}

@@ -60,8 +60,9 @@ def tiny():
 
 #: The model families every family test runs on (rows of recircuit.models.families.FAMILIES):
 #: Llama-style GQA, GPT-2-style (fused qkv, Conv1D, plain MLP, learned positions), GPT-NeoX
-#: (interleaved fused qkv, parallel attention/MLP) and Phi-3 (fused qkv and gate/up, GQA).
-TINY_FAMILIES = ("llama", "gpt2", "neox", "phi3")
+#: (interleaved fused qkv, parallel attention/MLP), Phi-3 (fused qkv and gate/up, GQA) and Gemma-2
+#: (post-block "sandwich" norms, GQA, logit soft-capping).
+TINY_FAMILIES = ("llama", "gpt2", "neox", "phi3", "gemma2")
 
 
 @pytest.fixture(params=TINY_FAMILIES)

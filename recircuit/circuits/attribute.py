@@ -46,6 +46,15 @@ memory and averaging and dispatches every batch to it. The shared hook machinery
 The same patched forward (:func:`patched_metric`) gives faithfulness: every edge outside a
 circuit carries its corrupted value, in one pass.
 
+**Checked first.** :func:`attribute` runs :func:`~recircuit.circuits.engine.check_writer_sum`
+(once per model) and refuses, with a :class:`~recircuit.circuits.engine.WriterSumError` naming
+the family and the miss, a model whose writers do not sum to its residual stream.
+
+**Post-block norms** (Gemma-2/3): exact patching goes through the real post-attention norm, and
+EAP/EAP-IG contract the norm's exact Jacobian (at each gradient run's norm input) applied to the
+pre-norm head differences, so ``eap`` is the derivative of exact patching there too; see
+:mod:`recircuit.circuits.engine` for what is exact and what is linearised.
+
 **Memory** is estimated before each batch: the difference tensor (one buffer for ``eap`` and
 ``eap-ig-inputs``; two for ``eap-ig-activations``, which also keeps the corrupted outputs, and for
 ``exact``, which needs a live buffer per patched copy). A batch that would exceed the budget is
@@ -64,14 +73,17 @@ from jaxtyping import Float
 from tqdm.auto import tqdm
 
 from recircuit.circuits.engine import (
+    WRITER_SUM_TOLERANCE,
     CorruptionLengthError,
     Frozen,
     PairBatch,
     Record,
+    WriterSumError,
     buffer_bytes,
+    check_decomposition,
+    check_writer_sum,
     chunks,
     collect_writer_outputs,
-    decomposition_error,
     default_budget,
     gradient_pass,
     input_index,
@@ -84,7 +96,7 @@ from recircuit.circuits.graph import Graph
 from recircuit.circuits.metrics import METRICS, Metric, get_metric
 from recircuit.data.prompts import Sample
 from recircuit.errors import InputError
-from recircuit.models.scoring import AnswerTokens, TokenizedBatch, answer_tokens
+from recircuit.models.scoring import AnswerTokens, answer_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -94,24 +106,8 @@ class AttributionMemoryError(MemoryError):
 
 
 #: Largest relative miss between a reader's input and the sum of its upstream writers that
-#: :func:`attribute` accepts (float32 models measure about 1e-7).
-DECOMPOSITION_TOLERANCE = 1e-4
-
-
-def check_decomposition(model, graph: Graph, batch: TokenizedBatch) -> None:
-    """Refuse a model whose writers do not sum to every reader's input (see :mod:`~recircuit.circuits.graph`).
-
-    Raises:
-        InputError: naming the worst reader hook and its relative miss.
-    """
-    errs = decomposition_error(model, graph, batch)
-    hook, err = max(errs.items(), key=lambda kv: kv[1])
-    if not err <= DECOMPOSITION_TOLERANCE:
-        arch = getattr(model.cfg, "architecture", None) or getattr(model.cfg, "model_name", "this model")
-        raise InputError(f"{arch}: the graph's writers (embeddings, per-head results, MLP outputs) miss the input of "
-                         f"{hook} by a relative {err:.2g}, so this architecture's residual stream is not the sum "
-                         "EAP assumes and edge scores would be wrong", field="model",
-                         fix="use a supported family (Llama, Qwen2, Mistral, GPT-2, GPT-NeoX, Phi-3 style)")
+#: :func:`attribute` accepts for float32 weights (the engine's :data:`WRITER_SUM_TOLERANCE`).
+DECOMPOSITION_TOLERANCE = WRITER_SUM_TOLERANCE
 
 
 @dataclass
@@ -180,6 +176,10 @@ class AttributionResult:
     clean_metric: float
     corrupted_metric: float
     extra: dict = field(default_factory=dict)
+    #: The metric of each clean and each corrupted prompt, in sample order (the same forward passes
+    #: that give the means); :func:`~recircuit.circuits.faithfulness.corruption_effect` reads their spread.
+    clean_per_sample: list[float] = field(default_factory=list)
+    corrupted_per_sample: list[float] = field(default_factory=list)
 
     def node_scores(self) -> dict[str, float]:
         """Per writer node: the sum of its outgoing edge scores (= node-level EAP, by linearity)."""
@@ -318,7 +318,8 @@ METHOD_FUNCTIONS: dict[str, BatchMethod] = {
     "exact": exact_scores,
 }
 
-#: ``[b, p, n_forward, d_model]`` float32 buffers each method holds per batch (the memory estimate).
+#: ``[b, p, n_forward, d_model]`` float32 buffers each method holds per batch (the memory estimate;
+#: gradient methods hold one more on a graph with post-block norms, the contracted difference).
 METHOD_BUFFERS: dict[str, int] = {"eap": 1, "eap-ig-inputs": 1, "eap-ig-activations": 2, "exact": 2}
 
 METHODS = tuple(METHOD_FUNCTIONS)
@@ -346,11 +347,13 @@ def attribute(
     Raises:
         CorruptionLengthError: strict alignment and a pair differs in length.
         AttributionMemoryError: one prompt alone exceeds the memory budget.
-        InputError: the model's writers do not sum to its readers' inputs (checked on the first
-            prompt, :func:`check_decomposition`), e.g. post-block norms.
+        WriterSumError: the model's writers do not sum to its readers' inputs (an
+            :class:`~recircuit.errors.InputError`; checked once per model on a probe prompt,
+            :func:`~recircuit.circuits.engine.check_writer_sum`), before any score is computed.
     """
     config = config or AttributionConfig()
     graph = graph or Graph.from_model(model)
+    check_writer_sum(model, graph)
     if len(clean) == 0:
         raise ValueError("No samples to attribute; pass at least one clean/corrupted pair.")
     metric = get_metric(config.metric)
@@ -361,6 +364,8 @@ def attribute(
     scores = torch.zeros(graph.n_forward, graph.n_backward, device=device)
     edge_mask = graph.edge_mask.to(device)
     m_clean_sum = m_corr_sum = 0.0
+    m_clean: dict[int, list[float]] = {}     # batch start -> per-sample metrics (batches may split)
+    m_corr: dict[int, list[float]] = {}
     was_training = model.training
     model.eval()
 
@@ -369,11 +374,11 @@ def attribute(
     try:
         with Frozen(model):
             queue = list(units)
-            checked = False
             while queue:
                 lo, hi = queue.pop(0)
                 pair = make_pair_batch(model.tokenizer, clean[lo:hi], corrupted[lo:hi], device, config.align)
-                need = buffer_bytes(graph, hi - lo, pair.clean.input_ids.shape[1], d_model, METHOD_BUFFERS[config.method])
+                n_buf = METHOD_BUFFERS[config.method] + (1 if graph.post_norm and config.method != "exact" else 0)
+                need = buffer_bytes(graph, hi - lo, pair.clean.input_ids.shape[1], d_model, n_buf)
                 if need > budget:
                     if hi - lo == 1:
                         raise AttributionMemoryError(
@@ -386,20 +391,21 @@ def attribute(
                     logger.info("splitting batch %d-%d: %.2f GiB > budget %.2f GiB", lo, hi, need / 2**30, budget / 2**30)
                     queue[:0] = [(lo, mid), (mid, hi)]
                     continue
-                if not checked:
-                    checked = True
-                    first = TokenizedBatch(pair.clean.input_ids[:1], pair.clean.attention_mask[:1])
-                    check_decomposition(model, graph, first)
                 mc, mk = METHOD_FUNCTIONS[config.method](model, graph, pair, config, metric, answers, scores, edge_mask)
                 m_clean_sum += float(mc.sum())
                 m_corr_sum += float(mk.sum())
+                m_clean[lo] = mc.detach().double().cpu().reshape(-1).tolist()
+                m_corr[lo] = mk.detach().double().cpu().reshape(-1).tolist()
                 bar.update(hi - lo)
     finally:
         bar.close()
         model.train(was_training)
     n = len(clean)
     scores = (scores / n) * edge_mask
-    return AttributionResult(scores.cpu(), graph, config, n, m_clean_sum / n, m_corr_sum / n)
+    clean_ps = [v for lo in sorted(m_clean) for v in m_clean[lo]]
+    corr_ps = [v for lo in sorted(m_corr) for v in m_corr[lo]]
+    return AttributionResult(scores.cpu(), graph, config, n, m_clean_sum / n, m_corr_sum / n,
+                             clean_per_sample=clean_ps, corrupted_per_sample=corr_ps)
 
 
 def exact_patch_scores(model, clean: Sequence[Sample], corrupted: Sequence[Sample], level: str = "edge", metric: str | Metric = "logit_diff",
@@ -422,8 +428,10 @@ __all__ = [
     "PairBatch",
     "attribute",
     "DECOMPOSITION_TOLERANCE",
+    "WriterSumError",
     "buffer_bytes",
     "check_decomposition",
+    "check_writer_sum",
     "collect_writer_outputs",
     "eap_ig_activations_scores",
     "eap_ig_inputs_scores",

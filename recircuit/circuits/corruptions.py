@@ -9,29 +9,37 @@ Usage::
     corrupt = get_corruption("target_swap", titles=ml.titles, tokenizer=model.tokenizer)
     corrupt = get_corruption("ppr", interactions=ml.interactions, titles=ml.titles, tokenizer=tok)
     corrupt = corruption_for("ppr", tokenizer=tok, data_dir=None, seed=0)   # loads what it needs
+    corrupt = corruption_for("target_swap", tok, source=DataSource("bookcrossing", path="data/bx"))
     corruption_names()                                # ('label_flip', 'target_swap', ...)
 
 Strategies (each gives a callable ``list[Sample] -> list[Sample]``, seeded):
 
 1. ``label_flip``: swap the preference and unpreference lists. The tokens are the same, moved,
    so token length is preserved up to BPE merges at the list boundaries.
-2. ``target_swap``: replace the target title with another item's title of the same token length
+2. ``target_swap``: replace the target with another item of the data set of the same token length
    (with ``tokenizer``; without one, the same character length).
-3. ``history_resample``: replace the history titles with those of another user's sample, keeping
-   each item's like/dislike slot; lengths are matched per title where a tokenizer is given.
+3. ``history_resample``: replace the history items with those of another user's sample (or the
+   data set's catalogue), keeping each item's like/dislike slot; lengths are matched per item
+   where a tokenizer is given.
 4. ``ppr``: the CURE-style graph corruption. Personalized PageRank from the user on the
    user-item bipartite graph; history items are replaced by items the user's PPR ranks lowest
    (far from the user), each with matched token length where possible.
 
-Every strategy edits the samples' structured fields (:meth:`Sample.with_history`,
-:meth:`Sample.with_target`, titles and item ids) and lets the sample re-render its prompt; none
-parses prompt text. Where no length-matched replacement exists the original title is kept, so the
-pair stays aligned; :func:`recircuit.circuits.attribute.make_pair_batch` still checks lengths.
+Every strategy works on every domain (:mod:`recircuit.data.domains`: movies, books with their
+authors, games...): it edits the samples' structured items (:meth:`Sample.with_items`,
+:meth:`Sample.with_target_item`: title, author, item id) and lets the sample re-render its prompt
+through its domain; none parses prompt text. Lengths are those of the rendered item
+(``"Title" written by Author`` for books). Catalogue-based strategies (``target_swap``,
+``history_resample``, ``ppr``) draw from the data set the samples come from
+(:func:`corruption_for` with ``source``), never from another. Where no length-matched replacement
+exists the original item is kept, so the pair stays aligned;
+:func:`recircuit.circuits.attribute.make_pair_batch` still checks lengths.
 
 **Adding a corruption** is one function decorated with :func:`register_corruption`. Either the
 function is itself the corruption (``samples -> samples``, registered with ``factory=False``), or
 it is a factory whose keyword parameters name what it needs from :data:`CONTEXT` (``titles``,
-``tokenizer``, ``interactions``, ``seed``) plus its own knobs with defaults. :func:`get_corruption`,
+``authors``, ``catalogue``, ``tokenizer``, ``interactions``, ``seed``) plus its own knobs with
+defaults. A config that holds a corruption stores its registered name (and knobs), never a function. :func:`get_corruption`,
 :func:`corruption_for` (which loads the catalogue and interactions only for a factory that asks for
 them) and the ``recircuit circuit --corruption`` choices all read the registry.
 """
@@ -39,7 +47,7 @@ them) and the ``recircuit circuit --corruption`` choices all read the registry.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -48,13 +56,15 @@ import pandas as pd
 import torch
 from jaxtyping import Float
 
+from recircuit.data.domains import DomainSpec, Item
 from recircuit.data.prompts import Sample
+from recircuit.data.sources import Catalogue, DataSource
 from recircuit.errors import InputError
 
 Corruption = Callable[[Sequence[Sample]], list[Sample]]
 
 #: Keyword arguments :func:`corruption_for` can supply to a registered factory.
-CONTEXT = ("titles", "tokenizer", "interactions", "seed")
+CONTEXT = ("titles", "authors", "catalogue", "tokenizer", "interactions", "seed")
 
 
 @dataclass(frozen=True)
@@ -112,9 +122,10 @@ def _spec(name: str) -> CorruptionSpec:
 
 def _structured(s: Sample, name: str) -> Sample:
     if not s.structured:
-        raise InputError(f"The {name} corruption needs TALLRec movie prompts; sample {s.uid or '(no uid)'} has "
-                         f"input {s.input[:60]!r}..., which is not in that format", field="input",
-                         fix="use samples built by recircuit.data (MovieLens splits or TALLRec movie JSON)")
+        raise InputError(f"The {name} corruption needs TALLRec prompts of a registered domain (movie, book...); "
+                         f"sample {s.uid or '(no uid)'} has input {s.input[:60]!r}..., which is in none of their "
+                         "formats", field="input",
+                         fix="use samples built by recircuit.data (rating data, or TALLRec JSON of a registered domain)")
     return s
 
 
@@ -124,7 +135,7 @@ def label_flip(samples: Sequence[Sample]) -> list[Sample]:
     out = []
     for s in samples:
         s = _structured(s, "label_flip")
-        out.append(s.with_history(s.disliked, s.liked, s.disliked_ids, s.liked_ids))  # type: ignore[arg-type]
+        out.append(s.with_items(s.disliked_items, s.liked_items))
     return out
 
 
@@ -134,94 +145,141 @@ def _length_fn(tokenizer) -> Callable[[str], int]:
     return lambda t: len(tokenizer.encode(f'"{t}"', add_special_tokens=False))
 
 
-class _TitlePool:
-    """Titles bucketed by (token) length, for length-matched sampling."""
+def _item_length_fn(tokenizer, spec: DomainSpec) -> Callable[[Item], int]:
+    """Token length of an item as ``spec`` renders it (characters of the title without a tokenizer,
+    for a domain that renders ``"Title"``; else of the rendering)."""
+    if spec.render(Item("\x00", "\x01")) == '"\x00"':      # a "Title" domain: the title's length, as always
+        titled = _length_fn(tokenizer)
+        return lambda it: titled(it.title)
+    if tokenizer is None:
+        return lambda it: len(spec.render(it))
+    return lambda it: len(tokenizer.encode(spec.render(it), add_special_tokens=False))
 
-    def __init__(self, titles: dict[int, str], tokenizer=None) -> None:
-        self.length = _length_fn(tokenizer)
-        self.by_len: dict[int, list[str]] = {}
-        self.item_of = {t: i for i, t in titles.items()}
-        for t in titles.values():
-            self.by_len.setdefault(self.length(t), []).append(t)
 
-    def sample(self, like: str, rng: np.random.Generator, exclude: set[str]) -> str:
-        cands = [t for t in self.by_len.get(self.length(like), []) if t not in exclude and t != like]
+def _sort_key(key: tuple[str, str | None]) -> tuple[str, str]:
+    return (key[0], key[1] or "")
+
+
+class _ItemPool:
+    """Items bucketed by (token) length of their rendering, per domain, for length-matched sampling."""
+
+    def __init__(self, items: Iterable[Item], tokenizer=None) -> None:
+        self.items = list(items)
+        self.tokenizer = tokenizer
+        self._by: dict[str, tuple[Callable[[Item], int], dict[int, list[Item]]]] = {}
+
+    def _buckets(self, spec: DomainSpec) -> tuple[Callable[[Item], int], dict[int, list[Item]]]:
+        if spec.name not in self._by:
+            length = _item_length_fn(self.tokenizer, spec)
+            buckets: dict[int, list[Item]] = {}
+            for it in self.items:
+                buckets.setdefault(length(it), []).append(it)
+            self._by[spec.name] = (length, buckets)
+        return self._by[spec.name]
+
+    def sample(self, like: Item, spec: DomainSpec, rng: np.random.Generator, exclude: set) -> Item:
+        """A random item of ``like``'s length whose key is not in ``exclude`` (``like`` itself if none)."""
+        length, buckets = self._buckets(spec)
+        cands = [it for it in buckets.get(length(like), []) if it.key not in exclude and it.key != like.key]
         return cands[int(rng.integers(len(cands)))] if cands else like
 
 
-def _ids(titles: Sequence[str], id_of: Mapping[str, int | None]) -> tuple[int, ...] | None:
-    """Item ids of ``titles``; ``None`` when any is unknown."""
-    ids = [id_of.get(t) for t in titles]
-    return None if any(i is None for i in ids) else tuple(ids)  # type: ignore[misc]
+def _catalogue_items(titles: Mapping[int, str] | None, authors: Mapping[int, str | None] | None,
+                     catalogue: Catalogue | None) -> list[Item] | None:
+    """The candidate items: ``catalogue``'s, else built from ``titles`` (and ``authors``); ``None`` if neither."""
+    if catalogue is not None:
+        return list(catalogue.items)
+    if titles is None:
+        return None
+    return [Item(t, (authors or {}).get(i), i) for i, t in titles.items()]
 
 
-def _known_ids(samples: Sequence[Sample]) -> dict[str, int]:
-    """Title -> item id, from the samples' own structured fields."""
-    out: dict[str, int] = {}
+def _known_ids(samples: Sequence[Sample]) -> dict[tuple[str, str | None], int]:
+    """Item key -> item id, from the samples' own structured fields."""
+    out: dict[tuple[str, str | None], int] = {}
     for s in samples:
-        for titles, ids in ((s.liked, s.liked_ids), (s.disliked, s.disliked_ids)):
-            if titles is not None and ids is not None:
-                out.update(zip(titles, ids))
-        if s.target is not None and s.item_id is not None:
-            out[s.target] = s.item_id
+        for it in (*s.liked_items, *s.disliked_items, s.target_item):
+            if it.id is not None:
+                out[it.key] = it.id
     return out
 
 
 @register_corruption("target_swap")
-def target_swap(titles: dict[int, str], tokenizer=None, seed: int = 0) -> Corruption:
-    """Replace each target with a random other title of the same token length."""
-    pool = _TitlePool(titles, tokenizer)
+def target_swap(titles: Mapping[int, str] | None, tokenizer=None, seed: int = 0,
+                authors: Mapping[int, str | None] | None = None, catalogue: Catalogue | None = None) -> Corruption:
+    """Replace each target with a random other item of the data set of the same token length.
+
+    The candidates are ``catalogue``'s items (:meth:`recircuit.data.DataSource.catalogue`), else
+    ``titles`` (item id -> title) with ``authors`` where the domain shows them. ``titles`` is a
+    required argument (``None`` with a ``catalogue``), so the strategy is never built without
+    the data set's items (CURE's importance step refuses it).
+
+    Raises:
+        InputError: neither ``catalogue`` nor ``titles`` is given.
+    """
+    items = _catalogue_items(titles, authors, catalogue)
+    if items is None:
+        raise InputError("target_swap draws targets from the data set's items, and none were given", field="catalogue",
+                         fix="pass catalogue=DataSource(...).catalogue() or titles=..., or use corruption_for()")
+    pool = _ItemPool(items, tokenizer)
 
     def corrupt(samples: Sequence[Sample]) -> list[Sample]:
         rng = np.random.default_rng(seed)
         out = []
         for s in samples:
             s = _structured(s, "target_swap")
-            new = pool.sample(s.target, rng, set(s.liked) | set(s.disliked))  # type: ignore[arg-type]
-            out.append(s if new == s.target else s.with_target(new, pool.item_of.get(new)))
+            old = s.target_item
+            new = pool.sample(old, s.spec, rng, {it.key for it in (*s.liked_items, *s.disliked_items)})
+            out.append(s if new.key == old.key else s.with_target_item(new))
         return out
 
     return corrupt
 
 
 @register_corruption("history_resample")
-def history_resample(tokenizer=None, seed: int = 0, titles: dict[int, str] | None = None) -> Corruption:
-    """Replace history titles with titles from other users' samples (same slot, matched length).
+def history_resample(tokenizer=None, seed: int = 0, titles: Mapping[int, str] | None = None,
+                     authors: Mapping[int, str | None] | None = None, catalogue: Catalogue | None = None) -> Corruption:
+    """Replace history items with items from other users' samples (same slot, matched length).
 
-    A replacement never comes from the sample's own history or target, nor from a title that
-    only the same user has in the batch. With ``titles`` (the item catalogue, e.g.
-    ``load_movielens().titles``) the catalogue's titles are candidates too, which a batch of one
-    user's consecutive windows (TALLRec's split) needs.
+    A replacement never comes from the sample's own history or target, nor from an item that
+    only the same user has in the batch. With the data set's catalogue (``catalogue``, or
+    ``titles`` and ``authors``, e.g. ``load_movielens().titles``) its items are candidates too,
+    which a batch of one user's consecutive windows (TALLRec's split) needs.
 
     Raises:
-        InputError: when no history title of any sample could be replaced (the corrupted prompts
-            would equal the clean ones); the message says to pass ``titles``.
+        InputError: when no history item of any sample could be replaced (the corrupted prompts
+            would equal the clean ones); the message says to pass the catalogue.
     """
+    cat_items = _catalogue_items(titles, authors, catalogue) or []
 
     def corrupt(samples: Sequence[Sample]) -> list[Sample]:
         rng = np.random.default_rng(seed)
         samples = [_structured(s, "history_resample") for s in samples]
-        parsed = [(list(s.liked), list(s.disliked), s.target) for s in samples]  # type: ignore[arg-type]
-        id_of: dict[str, int | None] = {**_known_ids(samples), **{t: i for i, t in (titles or {}).items()}}
-        owners: dict[str, set] = {}
+        parsed = [(list(s.liked_items), list(s.disliked_items), s.target_item) for s in samples]
+        id_of: dict[tuple[str, str | None], int | None] = {
+            **_known_ids(samples), **{it.key: it.id for it in cat_items if it.id is not None}}
+        owners: dict[tuple[str, str | None], set] = {}
         for s, (lk, dk, _) in zip(samples, parsed):
-            for t in lk + dk:
-                owners.setdefault(t, set()).add(s.user_id if s.user_id is not None else s.uid)
-        candidates = sorted(set(owners) | set((titles or {}).values()))
-        pool = _TitlePool(dict(enumerate(candidates)), tokenizer)
+            for it in lk + dk:
+                owners.setdefault(it.key, set()).add(s.user_id if s.user_id is not None else s.uid)
+        candidates = sorted(set(owners) | {it.key for it in cat_items}, key=_sort_key)
+        pool = _ItemPool([Item(t, a, id_of.get((t, a))) for t, a in candidates], tokenizer)
         out, changed = [], 0
         for s, (liked, disliked, target) in zip(samples, parsed):
             me = s.user_id if s.user_id is not None else s.uid
-            own = set(liked) | set(disliked) | {target} | {t for t, o in owners.items() if o == {me}}
-            new_l = [pool.sample(t, rng, own) for t in liked]
-            new_d = [pool.sample(t, rng, own) for t in disliked]
-            changed += sum(a != b for a, b in zip(liked + disliked, new_l + new_d))
-            out.append(s.with_history(new_l, new_d, _ids(new_l, id_of), _ids(new_d, id_of)))
+            own = {it.key for it in liked + disliked} | {target.key} | {k for k, o in owners.items() if o == {me}}
+            spec = s.spec
+            new_l = [pool.sample(it, spec, rng, own) for it in liked]
+            new_d = [pool.sample(it, spec, rng, own) for it in disliked]
+            changed += sum(a.key != b.key for a, b in zip(liked + disliked, new_l + new_d))
+            out.append(s.with_items([Item(it.title, it.author, id_of.get(it.key)) for it in new_l],
+                                    [Item(it.title, it.author, id_of.get(it.key)) for it in new_d]))
         if samples and not changed and any(lk or dk for lk, dk, _ in parsed):
-            raise InputError("history_resample could not replace any history title: every candidate of matching "
+            raise InputError("history_resample could not replace any history item: every candidate of matching "
                              "length belongs to the sample's own user (e.g. a batch of one user's consecutive "
                              "TALLRec windows). Pass the item catalogue: get_corruption('history_resample', "
-                             "titles=load_movielens().titles, tokenizer=...), or use samples of several users.")
+                             "catalogue=DataSource(...).catalogue(), tokenizer=...) (or titles=load_movielens().titles), "
+                             "or use samples of several users.")
         return out
 
     return corrupt
@@ -269,21 +327,26 @@ def personalized_pagerank(
 
 
 @register_corruption("ppr")
-def ppr_replace(interactions: pd.DataFrame, titles: dict[int, str], tokenizer=None, seed: int = 0,
-                far_fraction: float = 0.2) -> Corruption:
-    """Replace history items with items far from the user in PPR (the lowest ``far_fraction``)."""
-    cache: dict[int, list[str]] = {}
-    length = _length_fn(tokenizer)
+def ppr_replace(interactions: pd.DataFrame | None, titles: Mapping[int, str], tokenizer=None, seed: int = 0,
+                far_fraction: float = 0.2, authors: Mapping[int, str | None] | None = None) -> Corruption:
+    """Replace history items with items far from the user in PPR (the lowest ``far_fraction``).
+
+    Raises:
+        InputError: no interaction table (TALLRec JSON has none).
+    """
+    if interactions is None:
+        raise InputError("The ppr corruption needs the data set's user-item interactions, and this data has none "
+                         "(TALLRec JSON)", field="corruption",
+                         fix="use a rating source (MovieLens, BookCrossing, CSV) or another corruption")
+    cache: dict[int, list[Item]] = {}
     graph = BipartiteGraph(interactions)
 
-    id_of = {t: i for i, t in titles.items()}
-
-    def far_titles(user: int) -> list[str]:
+    def far_items(user: int) -> list[Item]:
         if user not in cache:
             ppr = graph.ppr(user)
             ranked = sorted(ppr, key=ppr.get)
             k = max(1, int(len(ranked) * far_fraction))
-            cache[user] = [titles[i] for i in ranked[:k] if i in titles]
+            cache[user] = [Item(titles[i], (authors or {}).get(i), int(i)) for i in ranked[:k] if i in titles]
         return cache[user]
 
     def corrupt(samples: Sequence[Sample]) -> list[Sample]:
@@ -292,20 +355,19 @@ def ppr_replace(interactions: pd.DataFrame, titles: dict[int, str], tokenizer=No
         for s in samples:
             if s.user_id is None:
                 raise InputError("The ppr corruption needs samples with user ids", field="user_id",
-                                 fix="use MovieLens splits (recircuit data build), not bare TALLRec JSON")
+                                 fix="use splits built from rating data (recircuit data build), not bare TALLRec JSON")
             s = _structured(s, "ppr")
-            far = far_titles(s.user_id)
-            buckets: dict[int, list[str]] = {}
-            for t in far:
-                buckets.setdefault(length(t), []).append(t)
+            length = _item_length_fn(tokenizer, s.spec)
+            buckets: dict[int, list[Item]] = {}
+            for it in far_items(s.user_id):
+                buckets.setdefault(length(it), []).append(it)
 
-            def pick(t: str, buckets: dict[int, list[str]] = buckets) -> str:
-                c = buckets.get(length(t), [])
-                return c[int(rng.integers(len(c)))] if c else t
+            def pick(it: Item, buckets: dict[int, list[Item]] = buckets,
+                     length: Callable[[Item], int] = length) -> Item:
+                c = buckets.get(length(it), [])
+                return c[int(rng.integers(len(c)))] if c else it
 
-            new_l, new_d = [pick(t) for t in s.liked], [pick(t) for t in s.disliked]  # type: ignore[union-attr]
-            id_of_s = {**_known_ids([s]), **id_of}
-            out.append(s.with_history(new_l, new_d, _ids(new_l, id_of_s), _ids(new_d, id_of_s)))
+            out.append(s.with_items([pick(it) for it in s.liked_items], [pick(it) for it in s.disliked_items]))
         return out
 
     return corrupt
@@ -333,20 +395,22 @@ def get_corruption(name: str, **kwargs) -> Corruption:
     return spec.fn(**kw)
 
 
-def corruption_for(name: str, tokenizer=None, data_dir: str | None = None, seed: int = 0) -> Corruption:
-    """:func:`get_corruption` with what the strategy needs loaded from MovieLens-100K.
+def corruption_for(name: str, tokenizer=None, data_dir: str | None = None, seed: int = 0,
+                   source: DataSource | None = None) -> Corruption:
+    """:func:`get_corruption` with what the strategy needs loaded from the data set.
 
-    A factory that takes ``titles`` or ``interactions`` gets them from
-    :func:`recircuit.data.load_movielens` (``data_dir``, default the asset); MovieLens is read only
+    A factory that takes ``titles``, ``authors``, ``catalogue`` or ``interactions`` gets them from
+    ``source`` (:meth:`recircuit.data.DataSource.catalogue`: the same data set the samples come
+    from), else from MovieLens-100K (``data_dir``, default the asset); the data is read only
     then. ``tokenizer`` (length matching) and ``seed`` are passed to factories that take them.
     """
     spec = _spec(name)
     kw: dict = {"tokenizer": tokenizer, "seed": seed}
-    if {"titles", "interactions"} & set(spec.needs):
-        from recircuit.data import load_movielens
+    if {"titles", "authors", "catalogue", "interactions"} & set(spec.needs):
+        from recircuit.data import DataSource
 
-        ml = load_movielens(data_dir)
-        kw |= {"titles": ml.titles, "interactions": ml.interactions}
+        cat = (source or DataSource("movielens", path=data_dir)).catalogue()
+        kw |= {"titles": cat.titles, "authors": cat.authors, "catalogue": cat, "interactions": cat.interactions}
     return get_corruption(name, **kw)
 
 

@@ -15,6 +15,41 @@ This is EAP-IG's ``utils`` layer (hannamw/EAP-IG): the activation-difference buf
 (:func:`patched_metric`), and the memory budget (:func:`default_budget`, :func:`buffer_bytes`).
 The methods that use them live in :mod:`recircuit.circuits.attribute`; faithfulness in
 :mod:`recircuit.circuits.faithfulness`.
+
+**The writer-sum invariant.** Everything here rests on one identity: every reader's input is the
+sum of the writes of its upstream writers (embeddings, heads, MLPs). :func:`check_writer_sum`
+checks it once per model, on a fixed probe prompt (:data:`PROBE_PROMPT`), before any circuit
+work (:func:`~recircuit.circuits.attribute.attribute`, exact patching, faithfulness, CURE's
+module importance), and refuses a model that misses it by more than
+:data:`WRITER_SUM_TOLERANCE` (relative) with a :class:`WriterSumError` naming the family and the
+size of the miss. Scores are never computed on a model that fails it.
+
+**Post-block norms** (Gemma-2/3: ``Graph.post_norm``). Such a block adds ``N(A)`` to the
+residual, where ``A = sum_h r_h`` is the sum of the per-head results (``hook_result``, pre-norm;
+``ln1_post.hook_in``) and ``N`` the post-attention RMSNorm. ``N`` is not linear across heads, so
+the engine keeps each head's *pre-norm* result ``r_h`` in its writer buffers (the patchable
+activation) and handles the norm as follows:
+
+- *Exact* (no approximation): exact patching and faithfulness (:func:`patched_metric`). Patching
+  heads ``D`` of layer ``L`` into a reader replaces that reader's view of ``N(A)`` by the real
+  norm applied to the patched sum, ``N(A - sum_{h in D} (r_h - r_h^corr))``, with ``A`` from the
+  same run; the norm recomputes. So a patched head is what the model would add with that head's
+  result patched, and patching every edge gives the corrupted run.
+- *Exact first order*: EAP and EAP-IG contract ``J_N(A) (r_h^clean - r_h^corr)`` with the
+  reader gradients, where ``J_N(A)`` is the norm's full Jacobian (including the derivative of its
+  RMS scale) at the norm input ``A`` of the very run whose gradient is taken (clean run for
+  ``eap``, each interpolation point for EAP-IG), computed by forward-mode AD on the real norm
+  module. So ``eap`` is exactly the derivative of exact edge patching along
+  ``r_h -> r_h - eps (r_h - r_h^corr)``, as on families without post-norms.
+- *Linearised* (bookkeeping only): what one head "writes" for the writer-sum invariant is
+  ``w ⊙ r_h / s(A)``, the norm with its RMS denominator ``s(A)`` of the same run held constant
+  (TransformerLens's frozen LayerNorm scale; :func:`recircuit.models.families.post_norm_head_writes`).
+  These writes sum to ``N(A)`` exactly; they are not used for any score.
+
+The MLP's writer ``hook_mlp_out`` is taken after the post-MLP norm: the MLP is one writer, so its
+write is what it adds, exactly. Embeddings scaled by ``sqrt(d_model)`` are read after the scaling
+(``blocks.0.hook_resid_pre``), and Gemma-2's final logit soft-cap sits after the ``logits`` reader
+(``ln_final.hook_in``), inside the metric's differentiated function.
 """
 
 from __future__ import annotations
@@ -29,7 +64,26 @@ from jaxtyping import Bool, Float, Int
 from recircuit.circuits.graph import Graph
 from recircuit.circuits.metrics import Metric
 from recircuit.data.prompts import Sample
+from recircuit.errors import InputError
+from recircuit.models.families import family_of, post_attn_norm, post_norm_head_writes
 from recircuit.models.scoring import AnswerTokens, TokenizedBatch, tokenize_prompts
+
+#: Largest relative miss between a reader's input and the sum of its upstream writers' writes that
+#: :func:`check_writer_sum` accepts for float32/float64 weights: the worst absolute miss over the
+#: probe's positions and the reader's slots, divided by the largest absolute value of that
+#: reader's input. Exact float32 models measure 1e-7 to 1e-6; post-norm bookkeeping adds nothing.
+WRITER_SUM_TOLERANCE = 1e-4
+
+#: The tolerance for 16-bit weights (bfloat16's spacing is 7.8e-3; the residual adds in 16 bits).
+WRITER_SUM_TOLERANCE_16BIT = 3e-2
+
+#: The fixed prompt :func:`check_writer_sum` runs (a TALLRec-style question, a few dozen tokens).
+PROBE_PROMPT = ('User Preference: "Toy Story (1995)", "Heat (1995)". User Unpreference: "Jumanji (1995)". '
+                'Whether the user will like the target movie "Casino (1995)"? Answer: Yes.')
+
+
+class WriterSumError(InputError):
+    """The graph's writers do not sum to the residual stream: circuit scores would be wrong."""
 
 
 class CorruptionLengthError(ValueError):
@@ -149,7 +203,11 @@ def run_logits(model, batch: TokenizedBatch, last_only: bool = True) -> Float[to
 def collect_writer_outputs(
     model, graph: Graph, batch: TokenizedBatch, mask: Float[torch.Tensor, "batch pos"], last_only: bool = True
 ) -> tuple[Float[torch.Tensor, "batch pos n_forward d_model"], Float[torch.Tensor, "batch pos vocab"]]:
-    """Run ``batch`` and return every writer's output ``[b, p, n_forward, d]`` (masked) and the logits."""
+    """Run ``batch`` and return every writer's output ``[b, p, n_forward, d]`` (masked) and the logits.
+
+    The outputs are the writers' patchable activations: their residual writes, except for heads
+    under a post-block norm (``graph.post_norm``), whose slots hold the pre-norm results.
+    """
     b, p = batch.input_ids.shape
     out = torch.zeros(b, p, graph.n_forward, model.cfg.d_model, device=batch.input_ids.device)
 
@@ -167,14 +225,46 @@ def collect_writer_outputs(
     return out, logits
 
 
+def _post_norm_jvp(model, layer: int, norm_in: Float[torch.Tensor, "batch pos d_model"],
+                   tangent: Float[torch.Tensor, "batch pos n d_model"]) -> Float[torch.Tensor, "batch pos n d_model"]:
+    """``J_N(A) t`` for each slot of ``tangent``: the exact derivative of layer ``layer``'s real
+    post-attention norm at its input ``A`` (forward-mode AD on the module the model runs)."""
+    norm = post_attn_norm(model, layer)
+    a = norm_in.detach().to(tangent.dtype)[:, :, None, :].expand_as(tangent).contiguous()
+    with torch.enable_grad():
+        _, out = torch.func.jvp(norm, (a,), (tangent.contiguous(),))
+    return out.detach().float()
+
+
+def post_norm_diff(model, graph: Graph, raw: Float[torch.Tensor, "batch pos n_forward d_model"],
+                   norm_ins: dict[int, torch.Tensor],
+                   out: Float[torch.Tensor, "batch pos n_forward d_model"] | None = None,
+                   ) -> Float[torch.Tensor, "batch pos n_forward d_model"]:
+    """The activation difference readers contract, for a graph with post-block norms.
+
+    ``raw`` holds pre-norm per-head differences ``r_h - r_h'``; each post-norm layer's head slots
+    become ``J_N(A) (r_h - r_h')`` with ``A = norm_ins[layer]`` (the norm's input on the run whose
+    gradient is taken); every other slot is copied. Without post-norms ``raw`` is returned.
+    """
+    if not graph.post_norm:
+        return raw
+    out = torch.empty_like(raw) if out is None else out
+    out.copy_(raw)
+    for layer, _, idx in graph.post_norm_hooks():
+        sl = slice(idx[0], idx[-1] + 1)
+        out[:, :, sl] = _post_norm_jvp(model, layer, norm_ins[layer], raw[:, :, sl])
+    return out
+
+
 @torch.no_grad()
 def decomposition_error(model, graph: Graph, batch: TokenizedBatch) -> dict[str, float]:
-    """How far each reader's input is from the sum of its upstream writers, on real activations.
+    """How far each reader's input is from the sum of its upstream writers' writes, on real activations.
 
     The graph's decomposition says a reader hook's input (every slot of a per-head reader) equals
-    the sum of the outputs of forward nodes ``[:n_upstream]``. Returns, per reader hook, the
-    largest absolute miss over real positions divided by the largest absolute input there (0 for
-    a model the graph describes exactly; about 1e-7 in float32).
+    the sum of the writes of forward nodes ``[:n_upstream]`` (for heads under a post-block norm,
+    the frozen-scale writes of :func:`recircuit.models.families.post_norm_head_writes`). Returns,
+    per reader hook, the largest absolute miss over real positions divided by the largest absolute
+    input there (0 for a model the graph describes exactly; about 1e-7 in float32).
     """
     b, p = batch.input_ids.shape
     buf = torch.zeros(b, p, graph.n_forward, model.cfg.d_model, device=batch.input_ids.device)
@@ -188,6 +278,14 @@ def decomposition_error(model, graph: Graph, batch: TokenizedBatch) -> dict[str,
 
         return hook
 
+    def post_norm(layer: int, idx: tuple[int, ...]):
+        def hook(t, *, hook):  # the layer's heads are in buf (hook_result fired first): map them to writes
+            sl = slice(idx[0], idx[-1] + 1)
+            buf[:, :, sl] = post_norm_head_writes(model, layer, buf[:, :, sl], t)
+            return t
+
+        return hook
+
     def reader(name: str):
         def hook(t, *, hook):
             seen[name] = t.detach().float().clone()
@@ -196,7 +294,9 @@ def decomposition_error(model, graph: Graph, batch: TokenizedBatch) -> dict[str,
         return hook
 
     slots = graph.reader_slots()
-    hooks = [(name, writer(idx)) for name, idx in graph.forward_hooks()] + [(s.hook, reader(s.hook)) for s in slots]
+    hooks = [(name, writer(idx)) for name, idx in graph.forward_hooks()]
+    hooks += [(name, post_norm(layer, idx)) for layer, name, idx in graph.post_norm_hooks()]
+    hooks += [(s.hook, reader(s.hook)) for s in slots]
     with model.hooks(fwd_hooks=hooks):
         model(batch.input_ids, attention_mask=batch.attention_mask, return_type="logits")
     out = {}
@@ -208,6 +308,90 @@ def decomposition_error(model, graph: Graph, batch: TokenizedBatch) -> dict[str,
         scale = float((x * real).abs().max()) or 1.0
         out[s.hook] = float(((x - total) * real).abs().max()) / scale
     return out
+
+
+def _model_label(model) -> str:
+    """``"Gemma2ForCausalLM (family gemma2)"``: the architecture and, where the table knows it, its family."""
+    arch = getattr(model.cfg, "architecture", None) or getattr(model.cfg, "model_name", None) or "this model"
+    try:
+        fam = family_of(model).name
+    except (InputError, AttributeError, IndexError, TypeError):
+        return str(arch)
+    return f"{arch} (family {fam})" if fam != arch else str(arch)
+
+
+def _writer_sum_error(model, hook: str, err: float, tol: float, where: str) -> WriterSumError:
+    return WriterSumError(
+        f"{_model_label(model)}: the graph's writers (embeddings, per-head results, MLP outputs) miss the input of "
+        f"{hook} by a relative {err:.2g}{where} (tolerance {tol:g}), so this architecture's residual stream is not "
+        "the sum EAP assumes and edge scores would be wrong; refusing circuit work", field="model",
+        fix="use a supported family (Llama, Qwen2, Mistral, GPT-2, GPT-NeoX, Phi-3, Gemma-2/3 style), or add a "
+            "row to recircuit.models.families.FAMILIES that describes this one")
+
+
+def writer_sum_tolerance(model) -> float:
+    """:data:`WRITER_SUM_TOLERANCE` for float32/float64 weights, :data:`WRITER_SUM_TOLERANCE_16BIT` otherwise."""
+    dtype = next(model.parameters()).dtype
+    return WRITER_SUM_TOLERANCE if dtype in (torch.float32, torch.float64) else WRITER_SUM_TOLERANCE_16BIT
+
+
+def check_decomposition(model, graph: Graph, batch: TokenizedBatch, tol: float | None = None) -> float:
+    """Refuse a model whose writers do not sum to every reader's input on ``batch``.
+
+    Returns:
+        The worst relative miss over reader hooks (:func:`decomposition_error`).
+
+    Raises:
+        WriterSumError: naming the model's family, the worst reader hook and its relative miss.
+    """
+    tol = writer_sum_tolerance(model) if tol is None else tol
+    errs = decomposition_error(model, graph, batch)
+    hook, err = max(errs.items(), key=lambda kv: kv[1])
+    if not err <= tol:
+        raise _writer_sum_error(model, hook, err, tol, "")
+    return err
+
+
+def check_writer_sum(model, graph: Graph | None = None, tol: float | None = None) -> float:
+    """Check, once per model and graph, that the graph's writers sum to the residual stream.
+
+    Runs :data:`PROBE_PROMPT` and compares every reader's input (each head's q/k/v input, each
+    MLP's input and the final residual, ``ln_final.hook_in``) with the sum of its upstream
+    writers' writes (:func:`decomposition_error`). The tolerance is relative: the worst absolute
+    miss over positions and slots divided by the largest absolute value of that reader's input,
+    at most :data:`WRITER_SUM_TOLERANCE` (1e-4) for float32/float64 weights and
+    :data:`WRITER_SUM_TOLERANCE_16BIT` (3e-2) for 16-bit ones, unless ``tol`` is given. The
+    result is cached on the model (per graph shape and dtype), so later calls cost nothing.
+
+    Args:
+        model: a bridge with per-head hooks on.
+        graph: the graph to check (default: :meth:`Graph.from_model`).
+        tol: the relative tolerance (default: by dtype, as above).
+
+    Returns:
+        The worst relative miss (SmolLM2 and the tiny families: about 1e-7 to 1e-6).
+
+    Raises:
+        WriterSumError: the miss exceeds the tolerance (the message names the family and the miss).
+    """
+    graph = graph or Graph.from_model(model)
+    tol = writer_sum_tolerance(model) if tol is None else tol
+    key = (tuple(sorted(graph.to_dict().items())), str(next(model.parameters()).dtype))
+    cache = model.__dict__.setdefault("_recircuit_writer_sum", {})
+    if key not in cache:
+        device = next(model.parameters()).device
+        probe = tokenize_prompts(model.tokenizer, [PROBE_PROMPT], device)
+        was_training = model.training
+        model.eval()
+        try:
+            errs = decomposition_error(model, graph, probe)
+        finally:
+            model.train(was_training)
+        cache[key] = max(errs.items(), key=lambda kv: kv[1])
+    hook, err = cache[key]
+    if not err <= tol:
+        raise _writer_sum_error(model, hook, err, tol, " on the probe prompt")
+    return err
 
 
 def score_hooks(
@@ -280,9 +464,13 @@ def gradient_pass(
     ``input_override`` replaces the embeddings at real (``real_mask``) positions;
     ``writer_override(idx)`` gives the value ``[b, p, n, d]`` writers ``idx`` output (the gradient
     still flows through the writer). ``record`` fills ``diff`` from this run's writer outputs during
-    the forward, so it is ready when the backward hooks contract it.
+    the forward, so it is ready when the backward hooks contract it. With post-block norms
+    (``graph.post_norm``) ``diff`` holds pre-norm head differences and the readers contract
+    :func:`post_norm_diff` of it at this run's norm inputs (one extra buffer, for this pass).
     """
     hooks: list[tuple[str, Callable]] = []
+    norm_ins: dict[int, torch.Tensor] = {}
+    contracted = torch.empty_like(diff) if graph.post_norm else diff
     first_idx = graph.forward_hooks()[0][1]
 
     def input_hook(t, *, hook):
@@ -304,9 +492,17 @@ def gradient_pass(
                 return t + (tgt.to(t.dtype) - t).detach()
 
             hooks.append((name, wh))
-    hooks += score_hooks(graph, diff, scores, weight)
+    for layer, name, _ in graph.post_norm_hooks():
+        def nh(t, *, hook, layer=layer):
+            norm_ins[layer] = t.detach()
+            return t
+
+        hooks.append((name, nh))
+    hooks += score_hooks(graph, contracted, scores, weight)
     with torch.enable_grad(), model.hooks(fwd_hooks=hooks):
         m = metric(run_logits(model, batch, last_only), labels, answers)
+        if graph.post_norm:  # the whole forward (and every writer's record) is done; the backward is next
+            post_norm_diff(model, graph, diff, norm_ins, out=contracted)
         m.sum().backward()
     return m.detach()
 
@@ -320,7 +516,11 @@ def patched_metric(
     """Clean run in which every edge with ``keep == False`` carries its corrupted value.
 
     Each reader's input becomes ``input - sum_f (a_live_f - a_corrupt_f)`` over the patched
-    writers ``f``, where ``a_live`` are the writers' outputs in this same (patched) run.
+    writers ``f``, where ``a_live`` are the writers' outputs in this same (patched) run. Heads under
+    a post-block norm (``graph.post_norm``; their activations are pre-norm results) are patched
+    through the real norm instead: the reader's view of layer ``L``'s attention write ``N(A)``
+    becomes ``N(A - sum_h (r_live_h - r_corrupt_h))`` over the patched heads ``h`` of ``L``, with
+    ``A`` the norm's input in this run (exact; see the module docstring).
 
     ``keep`` of shape ``[n_forward, n_backward]`` gives the metric per sample ``[batch]``. A stack
     ``[k, n_forward, n_backward]`` runs ``k`` differently patched copies of the batch in one
@@ -342,6 +542,18 @@ def patched_metric(
             return t
 
         hooks.append((name, wh))
+    post = graph.post_norm_hooks()
+    norm_ins: dict[int, torch.Tensor] = {}
+    normed: dict[int, torch.Tensor] = {}  # N(A) per layer, computed once per run
+    linear = torch.ones(graph.n_forward, 1, device=drop.device)  # writers patched by plain subtraction
+    for layer, name, idx in post:
+        linear[idx[0] : idx[-1] + 1] = 0.0
+
+        def nh(t, *, hook, layer=layer):
+            norm_ins[layer] = t
+            return t
+
+        hooks.append((name, nh))
     for slot in graph.reader_slots():
         cols = list(slot.indices)
         nu = slot.n_upstream
@@ -352,7 +564,19 @@ def patched_metric(
             d_t = drop[:, :nu, cols].transpose(1, 2)[:, None]  # [k, 1, n, f]
             dm = live.shape[-1]
             gap = live[:, :, :nu].reshape(k, b * p, nu, dm) - corrupted_acts[:, :, :nu].reshape(1, b * p, nu, dm)
-            delta = torch.matmul(d_t, gap).reshape(k * b, p, len(cols), dm)  # sum over dropped writers
+            lin = d_t * linear[:nu, 0] if post else d_t
+            delta = torch.matmul(lin, gap)  # [k, b*p, n, dm]: sum over dropped (linear) writers
+            for layer, _, idx in post:
+                lo, hi = idx[0], idx[-1] + 1
+                if hi > nu or not bool(d_t[..., lo:hi].any()):
+                    continue
+                shift = torch.matmul(d_t[..., lo:hi], gap[:, :, lo:hi])  # [k, b*p, n, dm]
+                norm = post_attn_norm(model, layer)
+                if layer not in normed:
+                    normed[layer] = norm(norm_ins[layer]).float()
+                a = norm_ins[layer].float().reshape(k, b * p, 1, dm)
+                delta = delta + normed[layer].reshape(k, b * p, 1, dm) - norm((a - shift).to(norm_ins[layer].dtype)).float()
+            delta = delta.reshape(k * b, p, len(cols), dm)
             if not per_slot:
                 delta = delta[:, :, 0]
             return t - delta.to(t.dtype)
@@ -385,8 +609,16 @@ def input_index(graph: Graph) -> tuple[int, ...]:
 
 
 __all__ = [
+    "PROBE_PROMPT",
+    "WRITER_SUM_TOLERANCE",
+    "WRITER_SUM_TOLERANCE_16BIT",
     "CorruptionLengthError",
     "Frozen",
+    "WriterSumError",
+    "check_decomposition",
+    "check_writer_sum",
+    "post_norm_diff",
+    "writer_sum_tolerance",
     "PairBatch",
     "Record",
     "available_ram",

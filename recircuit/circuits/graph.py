@@ -31,10 +31,11 @@ Biases and learned position embeddings are inside those writers (``input`` is th
 plus positions, ``blocks.0.hook_resid_pre``). With parallel attention and MLP (GPT-NeoX, GPT-J:
 ``cfg.parallel_attn_mlp``) a layer's MLP reads the residual before that layer's heads, so those
 heads are not upstream of it. A model whose block renormalises the attention or MLP output
-before adding it (Gemma-2/3 "sandwich" norms, ``cfg.use_normalization_before_and_after``) breaks
-the sum and is refused with an :class:`~recircuit.errors.InputError`;
-:func:`recircuit.circuits.engine.decomposition_error` measures the sum on real activations and
-:func:`~recircuit.circuits.attribute.attribute` refuses any model where it fails.
+before adding it (Gemma-2/3 "sandwich" norms) has ``post_norm=True``: its head writers are hooked
+at the pre-norm ``hook_result`` and the engine maps them through the layer's post-attention norm
+(:mod:`recircuit.circuits.engine` says exactly how). Its MLP writer, ``hook_mlp_out``, is already
+taken after the post-MLP norm. :func:`recircuit.circuits.engine.check_writer_sum` measures the
+sum on a probe prompt and refuses any model where it fails, before any circuit work.
 
 Forward nodes are ordered by layer (input, heads of layer 0, m0, heads of layer 1, ...), so the
 writers upstream of any reader form a prefix ``[:n_upstream]``, which the attribution engine uses.
@@ -69,6 +70,7 @@ class Graph:
     n_heads: int
     n_kv_heads: int
     parallel_attn_mlp: bool = False
+    post_norm: bool = False
     forward_names: list[str] = field(default_factory=list)
     backward_names: list[str] = field(default_factory=list)
 
@@ -92,22 +94,26 @@ class Graph:
 
     @classmethod
     def from_model(cls, model) -> Graph:
-        """The graph of a bridge (reads ``n_layers``, ``n_heads``, ``n_key_value_heads``, ``parallel_attn_mlp``).
+        """The graph of a bridge (reads ``n_layers``, ``n_heads``, ``n_key_value_heads``,
+        ``parallel_attn_mlp`` and whether its blocks have a post-attention norm ``ln1_post``).
 
         Raises:
-            InputError: for a model whose blocks normalise their outputs again before the residual
-                (post-attention/post-MLP norms): its per-head results are not what it writes.
+            InputError: the blocks re-normalise their outputs before the residual but the bridge
+                shows no ``ln1_post`` on every block to map the per-head results through.
         """
         cfg = model.cfg
-        if getattr(cfg, "use_normalization_before_and_after", False):
-            arch = getattr(cfg, "architecture", None) or getattr(cfg, "model_name", "this model")
-            raise InputError(f"{arch} normalises each attention and MLP output again before adding it to the "
-                             "residual stream (post-block norms), so its per-head outputs do not sum to the residual "
-                             "and edge attribution would be wrong", field="model",
-                             fix="use a model without post-block norms (Llama, Qwen2, Mistral, GPT-2, GPT-NeoX, Phi-3 "
-                                 "style)")
+        blocks = getattr(model, "blocks", None)
+        post = blocks is not None and len(blocks) > 0 and hasattr(blocks[0], "ln1_post")
+        if getattr(cfg, "use_normalization_before_and_after", False) or post:
+            if blocks is None or not all(hasattr(b, "ln1_post") for b in blocks):
+                arch = getattr(cfg, "architecture", None) or getattr(cfg, "model_name", "this model")
+                raise InputError(f"{arch} normalises each attention output again before adding it to the residual "
+                                 "stream (post-block norms), but its bridge has no ln1_post on every block, so its "
+                                 "per-head outputs cannot be mapped to what they write", field="model",
+                                 fix="use a family in recircuit.models.families.FAMILIES (Gemma-2/3 are supported)")
+            post = True
         kv = getattr(cfg, "n_key_value_heads", None) or cfg.n_heads
-        return cls(cfg.n_layers, cfg.n_heads, kv, bool(getattr(cfg, "parallel_attn_mlp", False)))
+        return cls(cfg.n_layers, cfg.n_heads, kv, bool(getattr(cfg, "parallel_attn_mlp", False)), post)
 
     @property
     def n_forward(self) -> int:
@@ -136,6 +142,18 @@ class Graph:
             out.append((f"blocks.{layer}.attn.hook_result", tuple(range(s, s + self.n_heads))))
             out.append((f"blocks.{layer}.hook_mlp_out", (s + self.n_heads,)))
         return out
+
+    def post_norm_hooks(self) -> list[tuple[int, str, tuple[int, ...]]]:
+        """``(layer, hook on the post-attention norm's input, forward indices of its heads)`` per layer.
+
+        Empty unless ``post_norm``. The hook (``blocks.L.ln1_post.hook_in``) fires after the
+        layer's ``hook_result`` and before any reader downstream of it.
+        """
+        if not self.post_norm:
+            return []
+        return [(layer, f"blocks.{layer}.ln1_post.hook_in",
+                 tuple(range(self.layer_start(layer), self.layer_start(layer) + self.n_heads)))
+                for layer in range(self.n_layers)]
 
     def reader_slots(self) -> list[ReaderSlot]:
         """Every reader hook with its backward indices and upstream prefix."""
@@ -179,4 +197,5 @@ class Graph:
     def to_dict(self) -> dict:
         """JSON-able shape description."""
         d = {"n_layers": self.n_layers, "n_heads": self.n_heads, "n_kv_heads": self.n_kv_heads}
-        return d | ({"parallel_attn_mlp": True} if self.parallel_attn_mlp else {})
+        d |= {"parallel_attn_mlp": True} if self.parallel_attn_mlp else {}
+        return d | ({"post_norm": True} if self.post_norm else {})

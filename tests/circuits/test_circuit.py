@@ -23,7 +23,9 @@ def scored(pairs):
 
 def test_faithfulness_full_is_one_and_empty_is_zero(scored, pairs):
     m, res = scored
-    curve = faithfulness_curve(m, res, *pairs, progress=False)
+    # a random model: label_flip barely moves the metric, so the curve is drawn only when allowed (flagged);
+    # its endpoints are exact all the same
+    curve = faithfulness_curve(m, res, *pairs, progress=False, allow_unreliable=True)
     assert curve.sizes[0] == 0 and curve.sizes[-1] == 1.0
     assert curve.faithfulness[0] == pytest.approx(0.0, abs=1e-3)
     assert curve.faithfulness[-1] == pytest.approx(1.0, abs=1e-5)

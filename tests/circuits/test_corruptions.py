@@ -53,7 +53,7 @@ def test_label_flip_never_parses_text_so_quoted_titles_survive():
 def test_corruptions_refuse_samples_without_structure():
     s = Sample("instr", "Some book prompt", "Yes.", uid="x:0")
     assert not s.structured
-    with pytest.raises(ValueError, match="TALLRec movie prompts"):
+    with pytest.raises(ValueError, match="TALLRec prompts of a registered domain"):
         label_flip([s])
 
 
@@ -153,8 +153,8 @@ def test_registry_adding_a_corruption_is_one_function(monkeypatch):
     with pytest.raises(ValueError, match="already registered"):
         register_corruption("reverse_history")(reverse_history)
     with pytest.raises(ValueError, match="target_swap"):
-        get_corruption("target_swap", tokenizer=None)        # titles is required
-    assert CORRUPTIONS["ppr"].needs == ("titles", "tokenizer", "interactions", "seed")
+        get_corruption("target_swap", tokenizer=None)        # titles or catalogue is required
+    assert CORRUPTIONS["ppr"].needs == ("titles", "authors", "tokenizer", "interactions", "seed")
     assert CORRUPTIONS["label_flip"].needs == ()
 
 
