@@ -9,6 +9,9 @@ Usage::
     cfg = demo_config("tiny", data_dir="../shared/data/ml-100k", methods=("cure", "ga"))
     run_demo(cfg, "/tmp/demo")                                # a dry run in about a minute
 
+    from recircuit.data import DataSource                     # another data set (README: bring your own)
+    cfg = demo_config("tiny", source=DataSource("bookcrossing", path="data/bx", history_len=5))
+
     recircuit demo --out runs/demo                            # the same from the shell (= make demo)
 
 The protocol itself (data, Original, circuit, request, Retrain, every method, the report) is
@@ -31,6 +34,7 @@ from pathlib import Path
 import pandas as pd
 
 from recircuit._io import atomic_write_json
+from recircuit.data import DataSource
 from recircuit.pipeline import PipelineConfig, PipelineResult, preset_method, run_pipeline
 
 logger = logging.getLogger(__name__)
@@ -40,7 +44,7 @@ SUMMARY_COLUMNS = ("test_auc", "forget_auc", "forget_jsd", "test_jsd", "mia_auc"
 
 
 def demo_config(model: str = "smollm2-135m-instruct", *, device: str | None = None, data_dir: str | None = None,
-                n_train: int | None = None, forget_fraction: float | None = None, seed: int | None = None,
+                source: DataSource | None = None, n_train: int | None = None, forget_fraction: float | None = None, seed: int | None = None,
                 steps: int | None = None, methods: Sequence[str] | None = None,
                 faithfulness: bool | None = None) -> PipelineConfig:
     """The demo's preset: :class:`PipelineConfig` (SmolLM2) or :meth:`PipelineConfig.tiny`, with the
@@ -48,6 +52,9 @@ def demo_config(model: str = "smollm2-135m-instruct", *, device: str | None = No
 
     Args:
         model: ``"tiny"`` picks the tiny preset; any other name the full one with that base model.
+        data_dir: MovieLens-100K files (default: the asset).
+        source: another data set instead (:class:`recircuit.data.DataSource`: BookCrossing, a CSV,
+            TALLRec JSON); ``recircuit demo --data-format/--data-path/--data-json``.
         n_train: training pool size (the fine-tuning eval interval follows it).
         seed: seed of the request, the training and the unlearning loop.
         steps: the unlearning budget (loop steps) of every method.
@@ -56,10 +63,10 @@ def demo_config(model: str = "smollm2-135m-instruct", *, device: str | None = No
         faithfulness: run the faithfulness sweep.
     """
     tiny = model.lower() == "tiny"
-    cfg = PipelineConfig.tiny(data_dir=data_dir) if tiny else PipelineConfig(model=model)
+    cfg = PipelineConfig.tiny(data_dir=data_dir, source=source) if tiny else PipelineConfig(model=model)
     data, train, loop, circuit = cfg.data, cfg.train, cfg.loop, cfg.circuit
     if not tiny:
-        data = dataclasses.replace(data, data_dir=data_dir)
+        data = dataclasses.replace(data, data_dir=data_dir, source=source)
     if n_train is not None:
         data = dataclasses.replace(data, n_train=n_train)
         train = dataclasses.replace(train, eval_every=max(1, n_train // train.batch_size // 2))
@@ -77,6 +84,37 @@ def demo_config(model: str = "smollm2-135m-instruct", *, device: str | None = No
         chosen = {m: preset_method(cfg, m) for m in methods}
     return dataclasses.replace(cfg, device=device if device is not None else cfg.device, data=data, train=train,
                                loop=loop, circuit=circuit, methods=chosen)
+
+
+#: The notebooks' profiles (``PROFILE`` in each notebook, ``$RECIRCUIT_PROFILE``).
+NOTEBOOK_PROFILES = ("quick", "paper")
+
+
+def notebook_config(model: str = "smollm2-135m-instruct", *, profile: str = "quick", data_dir: str | None = None,
+                    source: DataSource | None = None) -> PipelineConfig:
+    """The notebooks' preset: the demo's, at interactive speed (``quick``) or at paper size (``paper``).
+
+    ``quick`` is :func:`demo_config` with CURE and one baseline (NPO): the recommender, the
+    circuit, Retrain, CURE and NPO are the demo's own cache entries, so after ``make demo`` every
+    notebook reuses them, and from an empty cache the notebooks train and compute only what they
+    show. ``paper`` adds GA and sizes the circuit like MIB: 32 prompts, 5 EAP-IG steps and MIB's
+    ten faithfulness sizes.
+
+    Raises:
+        InputError: an unknown profile.
+    """
+    from recircuit.circuits import MIB_SIZES
+    from recircuit.errors import InputError
+
+    if profile not in NOTEBOOK_PROFILES:
+        raise InputError(f"unknown notebook profile {profile!r}", field="PROFILE",
+                         fix=f"use one of {', '.join(NOTEBOOK_PROFILES)}")
+    if profile == "quick":
+        return demo_config(model, data_dir=data_dir, source=source, methods=("cure", "npo"))
+    cfg = demo_config(model, data_dir=data_dir, source=source, methods=("cure", "ga", "npo"))
+    attribution = dataclasses.replace(cfg.circuit.attribution, steps=5)
+    return dataclasses.replace(cfg, circuit=dataclasses.replace(
+        cfg.circuit, samples=32, faithfulness_sizes=tuple(MIB_SIZES), attribution=attribution))
 
 
 @dataclass

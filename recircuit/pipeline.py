@@ -53,7 +53,14 @@ import torch
 from recircuit._io import atomic_write, atomic_write_bytes, atomic_write_json, sha256_file
 from recircuit.cache import Cache
 from recircuit.circuits import AttributionConfig, corruption_names
-from recircuit.data import ForgetRetain, Split, SplitError, check_forget_args, sample_key
+from recircuit.data import (
+    DataSource,
+    ForgetRetain,
+    Split,
+    SplitError,
+    check_forget_args,
+    sample_key,
+)
 from recircuit.data.prompts import Sample
 from recircuit.errors import InputError
 from recircuit.nodes import top_heads
@@ -90,6 +97,9 @@ class DataConfig:
 
     Attributes:
         data_dir: a directory with GroupLens ``u.data``/``u.item``/``u.user`` (None: the asset).
+        source: another data set (:class:`recircuit.data.DataSource`: BookCrossing, a CSV, TALLRec
+            JSON...; a JSON object in :meth:`PipelineConfig.from_dict`) instead of ``data_dir``.
+            Left out of :meth:`to_dict` when ``None``, so MovieLens configs keep their form.
         n_train: training pool size (whole users, ``per_user`` windows each).
         per_user: training windows kept per user, so user-level forgetting has users to pick.
         n_valid: validation samples (start of the valid split) for early stopping of fine-tuning
@@ -110,6 +120,28 @@ class DataConfig:
     n_heldout: int = 32
     forget_fraction: float = 0.25
     seed: int = 0
+    source: DataSource | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.source, Mapping):
+            try:
+                self.source = DataSource.from_dict(self.source)
+            except InputError as err:
+                raise InputError(_message(err), field=_join("source", err.field) if err.field else "source",
+                                 fix=err.fix) from err
+        if self.source is not None and not isinstance(self.source, DataSource):
+            raise InputError(f"source must be a DataSource or a JSON object, got {type(self.source).__name__}",
+                             field="source", fix='e.g. {"format": "bookcrossing", "path": "data/bx"}')
+        if self.source is not None and self.data_dir is not None:
+            raise InputError("data_dir and source both name the data", field="data_dir",
+                             fix='leave data_dir out, or use source {"format": "movielens", "path": ...}')
+
+    def to_dict(self) -> dict:
+        """JSON-able form (``source`` as its own dict, left out when ``None``)."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "source"}
+        if self.source is not None:
+            d["source"] = self.source.to_dict()
+        return d
 
 
 @dataclass
@@ -208,10 +240,11 @@ class PipelineConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     @classmethod
-    def tiny(cls, data_dir: str | None = None, **overrides: Any) -> PipelineConfig:
-        """A dry run on the tiny random GQA model: every step in about a minute on CPU."""
+    def tiny(cls, data_dir: str | None = None, source: DataSource | None = None, **overrides: Any) -> PipelineConfig:
+        """A dry run on the tiny random GQA model: every step in about a minute on CPU (``source``:
+        another data set than MovieLens, see :class:`DataConfig`)."""
         cfg = cls(model="tiny", device="cpu",
-                  data=DataConfig(data_dir=data_dir, n_train=48, per_user=6, n_valid=16, n_stop=16, n_test=24,
+                  data=DataConfig(data_dir=data_dir, source=source, n_train=48, per_user=6, n_valid=16, n_stop=16, n_test=24,
                                   n_heldout=16),
                   train=TrainConfig(mode="full", lr=3e-3, epochs=2, batch_size=8, eval_every=3, patience=3),
                   circuit=CircuitConfig(samples=4, top_n=60, attribution=AttributionConfig(
@@ -223,7 +256,7 @@ class PipelineConfig:
 
     def to_dict(self) -> dict:
         """JSON-able form (nested dicts; methods as ``{name: settings}``)."""
-        return {"model": self.model, "device": self.device, "data": dataclasses.asdict(self.data),
+        return {"model": self.model, "device": self.device, "data": self.data.to_dict(),
                 "train": self.train.to_dict(), "circuit": self.circuit.to_dict(),
                 "methods": {name: cfg.to_dict() for name, cfg in self.methods.items()},
                 "loop": self.loop.to_dict(), "eval": dataclasses.asdict(self.eval)}
@@ -367,6 +400,7 @@ def validate(config: PipelineConfig, grid: GridConfig | None = None) -> None:
     _check_rate(d.forget_fraction, "data.forget_fraction")
     if not isinstance(d.seed, int) or d.seed < 0:
         raise InputError(f"must be a whole number >= 0, got {d.seed!r}", field="data.seed")
+    _recheck(d, "data")
     _recheck(cfg.train, "train")
     c = cfg.circuit
     if c.enabled:
@@ -439,7 +473,7 @@ def prepare_data(config: PipelineConfig) -> PipelineData:
     from recircuit.data import build_split, cap_per_user
 
     d = config.data
-    full = build_split("tallrec", data_dir=d.data_dir)
+    full = build_split("tallrec", data_dir=d.data_dir) if d.source is None else d.source.split("tallrec")
     if d.n_stop + d.n_heldout > len(full.valid):
         raise InputError(f"n_stop ({d.n_stop}) + n_heldout ({d.n_heldout}) exceed the {len(full.valid)} "
                          "validation samples, so the early-stop and MIA sets would overlap", field="data.n_heldout",
@@ -760,15 +794,19 @@ def circuit_step(config: PipelineConfig, data: PipelineData, out_dir: str | os.P
                  reused: list[str] | None = None) -> dict:
     """Original's recommendation circuit, faithfulness curve and top heads' attention (cached).
 
-    Writes :data:`CIRCUIT_FILES` into ``out_dir`` and returns the summary it saves.
+    Writes :data:`CIRCUIT_FILES` into ``out_dir`` and returns the summary it saves. When the
+    corruption does not move the metric beyond its spread over the samples
+    (:func:`~recircuit.circuits.faithfulness.check_corruption`), the faithfulness sweep is skipped:
+    no ``faithfulness.json``, and the summary's ``faithfulness_note`` says why and what to do.
     """
     ctx = ctx or Context()
     c, out = config.circuit, Path(out_dir)
     orig_path = original_checkpoint(config, data, ctx)
     clean = data.test[: c.samples]
     cache = ctx.results()
+    source = {} if config.data.source is None else {"source": config.data.source.to_dict()}
     key = cache.key(step="circuit", original=_checkpoint_id(orig_path), model=config.model,
-                    data_dir=config.data.data_dir, samples=_uids(clean), circuit=c.to_dict())
+                    data_dir=config.data.data_dir, samples=_uids(clean), circuit=c.to_dict(), **source)
     entry = cache.lookup("circuit", key, parse=_circuit_summary)
     if entry is not None:
         for rel in CIRCUIT_FILES:      # the entry's files, and none left over from an earlier run
@@ -783,7 +821,8 @@ def circuit_step(config: PipelineConfig, data: PipelineData, out_dir: str | os.P
     from recircuit.circuits.corruptions import corruption_for
 
     original = _load(orig_path, config.device)
-    corrupted = corruption_for(c.corruption, original.tokenizer, config.data.data_dir)(list(clean))
+    corrupted = corruption_for(c.corruption, original.tokenizer, config.data.data_dir,
+                               source=config.data.source)(list(clean))
     acfg = dataclasses.replace(c.attribution, progress=ctx.progress)
     res = attribute(original, clean, corrupted, acfg)
     circuit = Circuit.from_attribution(res, top_n=min(c.top_n, res.graph.n_edges),
@@ -794,21 +833,24 @@ def circuit_step(config: PipelineConfig, data: PipelineData, out_dir: str | os.P
     summary = {"n_edges_total": res.graph.n_edges, "n_edges_kept": circuit.n_edges,
                "clean_metric": res.clean_metric, "corrupted_metric": res.corrupted_metric, "metric_gap": metric_gap,
                "top_modules": sorted(circuit.module_importance().items(), key=lambda kv: -kv[1])[:10]}
-    if c.faithfulness:
+    # a corruption that does not move the metric beyond its spread makes f meaningless: no sweep, a note
+    note = corruption_effect(res.clean_metric, res.corrupted_metric, c.corruption,
+                             clean_per_sample=res.clean_per_sample, corrupted_per_sample=res.corrupted_per_sample)
+    if note:
+        summary["faithfulness_note"] = note
+        logger.warning("faithfulness sweep skipped: %s", note)
+    if c.faithfulness and not note:
         curve = faithfulness_curve(original, res, clean, corrupted, sizes=c.faithfulness_sizes,
-                                   batch_size=acfg.batch_size, align=acfg.align, progress=ctx.progress)
+                                   batch_size=acfg.batch_size, align=acfg.align, progress=ctx.progress,
+                                   corruption=c.corruption)
         atomic_write_json(out / "faithfulness.json", {c.corruption: curve.to_dict()})
         summary.update({"cpr": curve.cpr, "cmd": curve.cmd, "edges_to_f80": curve.edges_to_reach(0.8)})
-        note = corruption_effect(res.clean_metric, res.corrupted_metric, c.corruption)
-        if note:
-            summary["faithfulness_note"] = note
-            logger.warning("faithfulness: %s", summary["faithfulness_note"])
     heads = top_heads(circuit.module_importance(), c.attention_heads)
     if heads:
         _save_attention(original, clean[0].prompt, heads, out / "attention")
     atomic_write_json(out / "circuit_summary.json", summary)
     written = {"circuit.json", "circuit.safetensors", "circuit_summary.json"}
-    written |= {"faithfulness.json"} if c.faithfulness else set()
+    written |= {"faithfulness.json"} if c.faithfulness and not note else set()
     written |= {"attention.json", "attention.safetensors"} if heads else set()
     for rel in set(CIRCUIT_FILES) - written:     # an earlier run's file must not be cached as this run's
         (out / rel).unlink(missing_ok=True)
@@ -881,7 +923,7 @@ _DATA: dict[str, PipelineData] = {}
 
 def _data(config: PipelineConfig) -> PipelineData:
     """:func:`prepare_data`, built once per process and data config (building the split takes seconds)."""
-    k = json.dumps(dataclasses.asdict(config.data), sort_keys=True)
+    k = json.dumps(config.data.to_dict(), sort_keys=True)
     if k not in _DATA:
         _DATA.clear()
         _DATA[k] = prepare_data(config)
@@ -926,10 +968,10 @@ def run_pipeline(config: PipelineConfig | None = None, out_dir: str | os.PathLik
     with timer.step("assets"):
         validate(cfg)
         tiny = cfg.model.lower() == "tiny"
-        if not (tiny and cfg.data.data_dir):
+        if not (tiny and (cfg.data.data_dir or cfg.data.source)):
             from recircuit.assets import fetch_asset
 
-            if cfg.data.data_dir is None:
+            if cfg.data.data_dir is None and (cfg.data.source is None or cfg.data.source.path is None):
                 fetch_asset("movielens-100k")
             if cfg.model.lower() == "smollm2-135m-instruct":
                 fetch_asset("smollm2-135m-instruct")
@@ -965,6 +1007,8 @@ def run_pipeline(config: PipelineConfig | None = None, out_dir: str | os.PathLik
         report.meta.update({"n_forget": len(request.forget), "n_retain": len(request.retain), "n_test": len(data.test),
                             "n_heldout": len(data.heldout), "timings": timer.times, "reused_from_cache": reused,
                             "memorization": refs.memorization, "circuit": summary})
+        if summary and summary.get("faithfulness_note"):
+            report.meta["notes"] = [f"Faithfulness: {summary['faithfulness_note']}."]
         report.save(out / "report")
     return PipelineResult(out, cfg, report, _table(report), timer.times, summary, refs.memorization, runs, reused)
 

@@ -177,8 +177,9 @@ def test_a_damaged_entry_is_recomputed_and_repaired(damage, demo_run, demo_cache
         expect = ["evaluate_references"]
     else:                                    # an altered circuit file: its sha256 no longer matches
         cfg = dataclasses.replace(cfg, circuit=demo_run["config"].circuit)
-        path = _entry(demo_cache, "circuit", "faithfulness.json") / "files" / "circuit.json"
-        path.write_text(path.read_text() + " ")          # still valid JSON, but not the bytes recorded
+        for entry in (demo_cache / "results").glob("circuit-*"):     # the demo's (and any other run's)
+            path = entry / "files" / "circuit.json"
+            path.write_text(path.read_text() + " ")      # still valid JSON, but not the bytes recorded
         expect = ["evaluate_references", "unlearn_ga"]
     res = run_pipeline(cfg, tmp_path / "out", progress=False)
     assert res.reused == expect
@@ -411,7 +412,7 @@ def test_the_circuit_step_leaves_no_stale_file(demo_run, demo_cache, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     for rel in CIRCUIT_FILES:                               # an earlier run's outputs in the same folder
-        (out / rel).write_bytes((demo_run["out"] / rel).read_bytes())
+        (out / rel).write_bytes((demo_run["out"] / rel).read_bytes() if (demo_run["out"] / rel).exists() else b"{}")
     data = prepare_data(cfg)
     before = set((demo_cache / "results").glob("circuit-*"))      # other tests may have left circuit entries
     circuit_step(cfg, data, out, Context())
@@ -421,10 +422,37 @@ def test_the_circuit_step_leaves_no_stale_file(demo_run, demo_cache, tmp_path):
                                                                    "circuit_summary.json"]
     again = tmp_path / "again"                              # a cache hit into a folder with old files
     again.mkdir()
-    (again / "faithfulness.json").write_bytes((demo_run["out"] / "faithfulness.json").read_bytes())
+    (again / "faithfulness.json").write_text('{"label_flip": "an earlier run\'s curve"}')
     reused = []
     circuit_step(cfg, data, again, Context(), reused)
     assert reused == ["circuit"] and not (again / "faithfulness.json").exists()
+
+
+def test_the_circuit_step_sweeps_faithfulness_only_for_a_corruption_that_moves_the_metric(
+        demo_run, demo_cache, tmp_path, monkeypatch):
+    """The demo's label_flip does not move the tiny model's metric: note, no sweep (tests/test_demo.py).
+    With the check made to pass, the same step sweeps and writes a real curve."""
+    from recircuit.circuits import faithfulness
+    from recircuit.pipeline import Context, circuit_step, prepare_data
+
+    cfg = demo_run["config"]
+    cfg = dataclasses.replace(cfg, circuit=dataclasses.replace(cfg.circuit, attention_heads=0))
+    data = prepare_data(cfg)
+    flagged = circuit_step(cfg, data, tmp_path / "flagged", Context())
+    assert "faithfulness_note" in flagged and not (tmp_path / "flagged" / "faithfulness.json").exists()
+    check = faithfulness.check_corruption
+
+    def passing(*args, **kwargs):                     # the same numbers, judged sound
+        return dataclasses.replace(check(*args, **kwargs), note=None)
+
+    monkeypatch.setattr(faithfulness, "check_corruption", passing)
+    cfg = dataclasses.replace(cfg, circuit=dataclasses.replace(cfg.circuit, samples=cfg.circuit.samples - 1))
+    summary = circuit_step(cfg, data, tmp_path / "passing", Context())     # fewer samples: not a cache hit
+    assert "faithfulness_note" not in summary
+    curve = json.loads((tmp_path / "passing" / "faithfulness.json").read_text())[cfg.circuit.corruption]
+    assert "flag" not in curve and summary["cpr"] == pytest.approx(curve["cpr"])
+    assert curve["faithfulness"][0] == pytest.approx(0.0, abs=1e-4)      # empty circuit
+    assert curve["faithfulness"][-1] == pytest.approx(1.0, abs=1e-4)     # the whole graph
 
 
 def test_benchmark_compares_cure_grouping_across_corruptions(demo_run, demo_cache):

@@ -4,8 +4,11 @@ Usage::
 
     recircuit assets fetch                 # download + verify the model and MovieLens-100K
     recircuit data build --preset tallrec --out data/movie
+    recircuit data build --data-format bookcrossing --data-path data/bx --history-len 5 --out data/book
+    recircuit score --model tiny --data-json data/book/test.json
     recircuit score --model smollm2-135m-instruct --part test --limit 200
     recircuit demo                         # the main job, end to end
+    recircuit models convert M.gguf OUT    # a GGUF file as a Hugging Face directory
 
 Every command prints a readable table; ``--json`` prints JSON instead, for scripts.
 """
@@ -42,10 +45,11 @@ def cmd_assets(args: argparse.Namespace) -> int:
 
 def cmd_data(args: argparse.Namespace) -> int:
     """``recircuit data``: build a split and report each part's size and Yes rate (``--out``: write it as TALLRec JSON)."""
-    from recircuit.data import build_split
+    from recircuit.cli.common import data_source_from_args
 
-    kwargs = {"seed": args.seed, "history_len": args.history_len} if args.preset == "random" else {}
-    split = build_split(args.preset, data_dir=args.data_dir, **kwargs)
+    source = data_source_from_args(args)
+    kwargs = {"seed": args.seed} if args.preset == "random" else {}
+    split = source.split(args.preset, **kwargs)
     rows = [{"part": p, "samples": len(getattr(split, p)),
              "yes_rate": round(sum(s.label for s in getattr(split, p)) / max(1, len(getattr(split, p))), 4)}
             for p in ("train", "valid", "test")]
@@ -86,9 +90,14 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """The whole mission end to end (see :mod:`recircuit.demo`), then a short results table."""
+    from recircuit.cli.common import data_source_from_args
     from recircuit.demo import SUMMARY_COLUMNS, demo_config, run_demo
 
-    cfg = demo_config(args.model, device=args.device, data_dir=args.data_dir, n_train=args.n_train,
+    source = data_source_from_args(args)
+    # plain MovieLens stays data.data_dir, so the demo's config (and its cache keys) are those of before
+    plain = source.format == "movielens" and set(source.to_dict()) <= {"format", "path"}
+    data_dir, source = (source.path, None) if plain else (None, source)
+    cfg = demo_config(args.model, device=args.device, data_dir=data_dir, source=source, n_train=args.n_train,
                       forget_fraction=args.forget_fraction, seed=args.seed, steps=args.steps,
                       methods=args.methods or None, faithfulness=False if args.no_faithfulness else None)
     res = run_demo(cfg, args.out, progress=not args.json, fresh=args.fresh)
@@ -101,8 +110,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
                            f"{cfg.data.n_train} training samples (seed {cfg.data.seed})")
     c = res.circuit_summary
     if c:
-        print(f"circuit: {c['n_edges_total']} edges; CPR {c.get('cpr', float('nan')):.3f}, CMD {c.get('cmd', float('nan')):.3f}, "
-              f"f >= 0.8 from {c.get('edges_to_f80')} edges; top modules: "
+        faith = (f"CPR {c['cpr']:.3f}, CMD {c['cmd']:.3f}, f >= 0.8 from {c.get('edges_to_f80')} edges"
+                 if "cpr" in c else "no faithfulness curve")
+        print(f"circuit: {c['n_edges_total']} edges; {faith}; top modules: "
               + ", ".join(n for n, _ in c["top_modules"][:5]))
     if c.get("faithfulness_note"):
         print(f"note: {c['faithfulness_note']}")
@@ -126,9 +136,10 @@ def cmd_figures(args: argparse.Namespace) -> int:
 
 
 def _add_data_args(p: argparse.ArgumentParser, part: str = "test") -> None:
+    from recircuit.cli.common import add_data_source_args
+
     p.add_argument("--preset", default="tallrec", choices=["tallrec", "random"], help="split preset")
-    p.add_argument("--data-dir", default=None, help="directory with GroupLens u.* (or recbole) files")
-    p.add_argument("--data-json", default=None, help="a TALLRec-format JSON file instead of a preset")
+    add_data_source_args(p)
     p.add_argument("--part", default=part, choices=["train", "valid", "test"])
     p.add_argument("--limit", type=int, default=None, help="use only the first N samples")
 
@@ -148,9 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
     pd_ = sub.add_parser("data", help="build a split and write TALLRec JSON")
     pd_.add_argument("action", choices=["build"])
     pd_.add_argument("--preset", default="tallrec", choices=["tallrec", "random"])
-    pd_.add_argument("--data-dir", default=None)
     pd_.add_argument("--seed", type=int, default=0)
-    pd_.add_argument("--history-len", type=int, default=10)
+    from recircuit.cli.common import add_data_source_args
+
+    add_data_source_args(pd_)
     pd_.add_argument("--out", default=None, help="directory for train/valid/test.json")
     pd_.add_argument("--json", action="store_true")
     pd_.set_defaults(func=cmd_data)
@@ -168,7 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the main job: fine-tune, circuit, CURE vs Retrain and baselines, report, figures")
     p.add_argument("--model", default="smollm2-135m-instruct", help="'tiny' for a one-minute dry run")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--data-dir", default=None, help="directory with GroupLens u.* (or recbole) files")
+    from recircuit.cli.common import add_data_source_args
+
+    add_data_source_args(p)
     p.add_argument("--n-train", type=int, default=None, help="training pool size (whole users)")
     p.add_argument("--forget-fraction", type=float, default=None, help="share of the pool's users to forget")
     p.add_argument("--seed", type=int, default=None)
@@ -191,10 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_figures)
 
     from recircuit.cli.circuit import add_circuit_parser
+    from recircuit.cli.models import add_models_parser
     from recircuit.cli.train import add_train_parser
     from recircuit.cli.unlearn import add_unlearn_parser
 
-    for add in (add_train_parser, add_circuit_parser, add_unlearn_parser):
+    for add in (add_train_parser, add_circuit_parser, add_unlearn_parser, add_models_parser):
         add(sub)
     return parser
 

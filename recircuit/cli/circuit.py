@@ -4,11 +4,18 @@ Usage::
 
     recircuit circuit --model smollm2-135m-instruct --n-samples 16 --method eap-ig-inputs \\
         --corruption label_flip --top-n 300 --out runs/circuit
+    recircuit circuit --model tiny --data-json data/book --corruption target_swap --out runs/book_circuit
+
+When the corruption does not move the metric beyond its spread over the samples
+(:func:`recircuit.circuits.check_corruption`), one ``note:`` line on stderr says so (and the JSON
+summary carries it as ``faithfulness_note``); ``--faithfulness`` then skips the curve, unless
+``--allow-unreliable`` draws it flagged.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Callable, Iterator
 
@@ -55,7 +62,9 @@ def add_circuit_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=None, help="fine-tuned checkpoint to load first")
     p.add_argument("--device", default=None)
     p.add_argument("--preset", default="tallrec", choices=["tallrec", "random"])
-    p.add_argument("--data-dir", default=None)
+    from recircuit.cli.common import add_data_source_args
+
+    add_data_source_args(p)
     p.add_argument("--part", default="test", choices=["train", "valid", "test"])
     p.add_argument("--n-samples", type=int, default=16)
     p.add_argument("--method", default="eap-ig-inputs", choices=RegistryChoices(_method_names))
@@ -67,6 +76,9 @@ def add_circuit_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--top-n", type=int, default=300)
     p.add_argument("--faithfulness", action="store_true", help="also compute the MIB faithfulness curve")
+    p.add_argument("--allow-unreliable", action="store_true",
+                   help="compute the faithfulness curve even when the corruption does not move the metric "
+                        "beyond its spread over the samples (the curve is then flagged)")
     p.add_argument("--out", default="runs/circuit", help="output stem: <out>.json + <out>.safetensors")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_circuit)
@@ -79,11 +91,11 @@ def cmd_circuit(args: argparse.Namespace) -> int:
         AttributionConfig,
         Circuit,
         attribute,
+        check_corruption,
         faithfulness_curve,
     )
     from recircuit.circuits.corruptions import corruption_for
-    from recircuit.cli.common import emit
-    from recircuit.data import build_split
+    from recircuit.cli.common import data_source_from_args, emit
     from recircuit.models import load_model
 
     model = load_model(args.model, device=args.device)
@@ -91,21 +103,35 @@ def cmd_circuit(args: argparse.Namespace) -> int:
         from recircuit.train import load_checkpoint
 
         load_checkpoint(model, args.checkpoint)
-    samples = getattr(build_split(args.preset, data_dir=args.data_dir), args.part)[: args.n_samples]
-    corrupted = corruption_for(args.corruption, model.tokenizer, args.data_dir)(samples)
+    source = data_source_from_args(args)
+    samples = source.samples(args.part, args.preset)[: args.n_samples]
+    corrupted = corruption_for(args.corruption, model.tokenizer, seed=0, source=source)(samples)
     cfg = AttributionConfig(method=args.method, steps=args.steps, metric=args.metric, batch_size=args.batch_size, align="left")
     t = time.perf_counter()
     res = attribute(model, samples, corrupted, cfg)
     secs = time.perf_counter() - t
-    meta = {"model": args.model, "checkpoint": args.checkpoint, "data": {"preset": args.preset, "part": args.part, "n": len(samples)},
+    meta = {"model": args.model, "checkpoint": args.checkpoint,
+            "data": {"preset": args.preset, "part": args.part, "n": len(samples), "source": source.to_dict()},
             "method": args.method, "corruption": args.corruption, "metric": args.metric}
     circ = Circuit.from_attribution(res, top_n=args.top_n, metadata=meta)
     summary = {"edges_total": res.graph.n_edges, "edges_in_circuit": circ.n_edges, "seconds": round(secs, 1),
                "clean_metric": round(res.clean_metric, 4), "corrupted_metric": round(res.corrupted_metric, 4)}
-    if args.faithfulness:
-        curve = faithfulness_curve(model, res, samples, corrupted, batch_size=args.batch_size, align="left")
+    check = check_corruption(res.clean_metric, res.corrupted_metric, args.corruption,
+                             res.clean_per_sample, res.corrupted_per_sample)
+    if not check.ok:
+        circ.metadata["faithfulness_note"] = check.note
+        if args.json:                # the text table stays narrow; the note is its own stderr line
+            summary["faithfulness_note"] = check.note
+        skipped = " (faithfulness curve skipped; --allow-unreliable draws it flagged)" if (
+            args.faithfulness and not args.allow_unreliable) else ""
+        print(f"note: {check.note}{skipped}", file=sys.stderr)
+    if args.faithfulness and (check.ok or args.allow_unreliable):
+        curve = faithfulness_curve(model, res, samples, corrupted, batch_size=args.batch_size, align="left",
+                                   allow_unreliable=args.allow_unreliable, corruption=args.corruption)
         circ.metadata["faithfulness"] = curve.to_dict()
         summary.update({"CPR": round(curve.cpr, 4), "CMD": round(curve.cmd, 4)})
+        if curve.flag:
+            summary["faithfulness_flag"] = curve.flag
     js, _ = circ.save(args.out)
     summary["file"] = str(js)
     top = sorted(circ.module_importance().items(), key=lambda kv: -kv[1])[:10]

@@ -32,16 +32,94 @@ def peak_memory_mb() -> float:
     return mb
 
 
+def add_data_source_args(p: argparse.ArgumentParser, history_len: bool = True) -> None:
+    """Add the data-source flags every data-reading subcommand shares (see :func:`data_source_from_args`).
+
+    ``--data-dir`` (MovieLens), ``--data-json`` (TALLRec JSON file or folder), or ``--data-format``
+    with ``--data-path`` (and ``--items-csv``, ``--columns``, ``--domain``, ``--like-threshold``,
+    ``--rating-scale``, ``--history-len``) for BookCrossing and generic CSV ratings.
+    """
+    from recircuit.data.sources import FORMATS
+
+    g = p.add_argument_group("data (default: MovieLens-100K from the asset cache)")
+    g.add_argument("--data-dir", default=None, help="directory with GroupLens u.* (or recbole) MovieLens files")
+    g.add_argument("--data-json", default=None,
+                   help="TALLRec-format JSON: a file, or a folder with train.json/valid.json/test.json")
+    g.add_argument("--data-format", default=None, choices=FORMATS, help="the reader of --data-path")
+    g.add_argument("--data-path", default=None,
+                   help="bookcrossing: folder with BX-Book-Ratings.csv and BX-Books.csv; csv: the interactions CSV")
+    g.add_argument("--items-csv", default=None, help="csv: the items CSV (id, title[, author]); bookcrossing: BX-Books.csv")
+    g.add_argument("--columns", nargs="+", default=None, metavar="NAME=HEADER",
+                   help="csv column names, e.g. user=player item=game_id rating=stars timestamp=time title=name")
+    g.add_argument("--domain", default=None, help="csv: the item domain (movie, book, game...)")
+    g.add_argument("--like-threshold", type=float, default=None, help="ratings strictly above it are liked")
+    g.add_argument("--rating-scale", default=None, help="1-5 (liked > 3) or 1-10 (liked >= 7), when no threshold")
+    if history_len:
+        g.add_argument("--history-len", type=int, default=10, help="history items per prompt (rating data)")
+
+
+def _columns(pairs: list[str] | None) -> dict[str, str] | None:
+    from recircuit.errors import InputError
+
+    if pairs is None:
+        return None
+    out = {}
+    for pair in pairs:
+        name, sep, header = pair.partition("=")
+        if not sep or not name or not header:
+            raise InputError(f"{pair!r} is not NAME=HEADER", field="--columns", fix="e.g. --columns user=player rating=stars")
+        out[name.strip()] = header.strip()
+    return out
+
+
+def data_source_from_args(args: argparse.Namespace):
+    """The :class:`recircuit.data.DataSource` the data flags name (MovieLens from the asset when none).
+
+    Raises:
+        InputError: flags that contradict each other (``--data-dir`` with ``--data-json``...), a
+            missing path, or a bad setting (the flag named).
+    """
+    from recircuit.data import DataSource
+    from recircuit.errors import InputError
+
+    fmt, path = getattr(args, "data_format", None), getattr(args, "data_path", None)
+    for flag, value, implied in (("--data-json", getattr(args, "data_json", None), "tallrec-json"),
+                                 ("--data-dir", getattr(args, "data_dir", None), "movielens")):
+        if value is None:
+            continue
+        if path is not None or fmt not in (None, implied):
+            raise InputError(f"{flag} reads {implied} data, and --data-format/--data-path name other data",
+                             field=flag, fix=f"use {flag} alone, or --data-format with --data-path")
+        if implied == "tallrec-json" and getattr(args, "data_dir", None) is not None:
+            raise InputError("--data-json and --data-dir name two data sets", field="--data-json", fix="pass one of them")
+        fmt, path = implied, value
+    if fmt is None and path is not None:
+        raise InputError("--data-path needs --data-format", field="--data-format",
+                         fix="e.g. --data-format bookcrossing --data-path data/bx")
+    settings = {"items": getattr(args, "items_csv", None), "domain": getattr(args, "domain", None),
+                "columns": _columns(getattr(args, "columns", None)),
+                "like_threshold": getattr(args, "like_threshold", None),
+                "rating_scale": getattr(args, "rating_scale", None)}
+    history = getattr(args, "history_len", 10)
+    kw = {k: v for k, v in settings.items() if v is not None}
+    if (fmt or "movielens") != "tallrec-json" and history != 10:
+        kw["history_len"] = history
+    try:
+        return DataSource(fmt or "movielens", path, **kw)
+    except InputError as err:
+        flag = {"path": "--data-path", "items": "--items-csv", "columns": "--columns", "domain": "--domain",
+                "like_threshold": "--like-threshold", "rating_scale": "--rating-scale",
+                "history_len": "--history-len", "format": "--data-format"}.get(err.field or "", err.field)
+        raise InputError(str(err).split(": ", 1)[-1] if err.field else str(err), field=flag) from err
+
+
 def load_samples(args: argparse.Namespace):
-    """Samples selected by ``--preset/--data-dir/--part/--limit`` or ``--json-file``."""
-    if getattr(args, "data_json", None):
-        from recircuit.data import load_tallrec_json
+    """Samples selected by the data flags (:func:`add_data_source_args`), ``--preset``, ``--part`` and ``--limit``.
 
-        samples = load_tallrec_json(args.data_json)
-    else:
-        from recircuit.data import build_split
-
-        samples = getattr(build_split(args.preset, data_dir=args.data_dir), args.part)
+    A single ``--data-json`` file is used whole (whatever ``--part``); a folder gives its part's file.
+    """
+    source = data_source_from_args(args)
+    samples = source.samples(args.part, getattr(args, "preset", "tallrec"))
     return samples[: args.limit] if args.limit else samples
 
 

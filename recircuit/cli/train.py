@@ -5,6 +5,10 @@ Usage::
     recircuit train --mode full --n-train 512 --lr 5e-5 --epochs 1 --out runs/ft_full
     recircuit train --mode lora --n-train 512 --lr 3e-4 --out runs/ft_lora --test
     recircuit train --mode full --lr 5e-5 --cache     # reuse / fill $RECIRCUIT_CACHE/models
+    recircuit train --mode lora --data-format bookcrossing --data-path data/bx --out runs/ft_books
+    recircuit train --mode lora --data-json data/tallrec_book --out runs/ft_tallrec_book
+
+The data flags are those of ``score``, ``circuit`` and ``unlearn`` (:func:`recircuit.cli.common.add_data_source_args`).
 
 A failed run (non-finite loss, divergence, a model collapsed to chance level, a broken --init
 checkpoint) exits with status 2 and one line, and leaves the checkpoint already in --out untouched.
@@ -21,7 +25,9 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--model", default="smollm2-135m-instruct")
     p.add_argument("--device", default=None)
     p.add_argument("--preset", default="tallrec", choices=["tallrec", "random"])
-    p.add_argument("--data-dir", default=None)
+    from recircuit.cli.common import add_data_source_args
+
+    add_data_source_args(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mode", default="lora", choices=["lora", "full"])
     p.add_argument("--n-train", type=int, default=512, help="first N training samples (0 = all)")
@@ -68,7 +74,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     """
     from pathlib import Path
 
-    from recircuit.cli.common import emit, score_report
+    from recircuit.cli.common import data_source_from_args, emit, score_report
     from recircuit.data import build_split
     from recircuit.errors import InputError
     from recircuit.models import load_model, score
@@ -96,7 +102,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                       cpu_bf16=args.cpu_bf16, loss=args.loss,
                       lora=LoraConfig(rank=args.lora_rank, alpha=alpha, targets=tuple(args.lora_targets)))
     kw = {"seed": args.seed} if args.preset == "random" else {}
-    split = build_split(args.preset, data_dir=args.data_dir, **kw)
+    source = data_source_from_args(args)
+    # plain MovieLens stays data_dir, so its split (and the recommender cache's keys) are those of before
+    plain = source.format == "movielens" and set(source.to_dict()) <= {"format", "path"}
+    split = (build_split(args.preset, data_dir=source.path, **kw) if plain
+             else build_split(args.preset, source=source, **kw))
     n_train = args.n_train or None
     tr = split.train[args.train_offset:]
     tr = tr[:n_train] if n_train else tr

@@ -73,7 +73,9 @@ def add_unlearn_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--model", default="smollm2-135m-instruct")
     p.add_argument("--checkpoint", default=None, help="fine-tuned checkpoint (the model to unlearn from)")
     p.add_argument("--device", default=None)
-    p.add_argument("--data-dir", default=None)
+    from recircuit.cli.common import add_data_source_args
+
+    add_data_source_args(p)
     p.add_argument("--n-train", type=int, default=512, help="training samples the checkpoint saw")
     p.add_argument("--per-user", type=int, default=16, help="at most this many training samples per user")
     p.add_argument("--forget-fraction", type=float, default=0.1, help="share of the pool's users to forget, in (0, 1)")
@@ -141,8 +143,8 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from recircuit._io import atomic_write_json
-    from recircuit.cli.common import emit
-    from recircuit.data import build_split, cap_per_user, forget_retain_split
+    from recircuit.cli.common import data_source_from_args, emit
+    from recircuit.data import cap_per_user, forget_retain_split
     from recircuit.errors import RunFailed
     from recircuit.evaluate import audit_record, model_hash
     from recircuit.metrics import classification_metrics
@@ -153,7 +155,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     loop, cfg = check_args(args)
     # the failure is reported once, as the RunFailed line below: drop the library's own warning of it
     logging.getLogger("recircuit.unlearn.base").addFilter(_drop_status_warnings)
-    split = build_split("tallrec", data_dir=args.data_dir)
+    split = data_source_from_args(args).split("tallrec")
     pool = cap_per_user(split.train, args.per_user, args.n_train)
     sub = type(split)(split.name, pool, split.valid, split.test, split.params)
     req = forget_retain_split(sub, level="user", fraction=args.forget_fraction, seed=args.seed, user_ids=args.forget_users)

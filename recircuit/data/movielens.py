@@ -28,15 +28,9 @@ from pathlib import Path
 import pandas as pd
 
 from recircuit._io import decode_text
-from recircuit.errors import InputError
+from recircuit.data.ratings import DataFileMissing, DataFormatError, RatingData
 
-
-class DataFormatError(InputError):
-    """A data file is malformed; the message names the file and line, and the fix."""
-
-
-class DataFileMissing(DataFormatError, FileNotFoundError):
-    """A data file or folder is missing (also a :class:`FileNotFoundError`)."""
+__all__ = ["DataFileMissing", "DataFormatError", "MovieLens", "load_movielens", "read_grouplens", "read_recbole"]
 
 
 #: Bytes that are never text in Latin-1 (tab allowed): C0 controls, DEL and the C1 range.
@@ -48,8 +42,9 @@ _TEXT_BAD = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\ufffd]")
 
 
 @dataclass
-class MovieLens:
-    """Interactions plus item titles.
+class MovieLens(RatingData):
+    """Interactions plus item titles: a :class:`~recircuit.data.ratings.RatingData` in the movie
+    domain, liked when ``rating > 3``, ordered by timestamp.
 
     Attributes:
         interactions: columns ``user, item, rating, timestamp, title``, in file order.
@@ -57,11 +52,6 @@ class MovieLens:
         source: ``"grouplens"`` or ``"recbole"``.
         path: the directory read.
     """
-
-    interactions: pd.DataFrame
-    titles: dict[int, str]
-    source: str
-    path: Path
 
 
 def _int(value: str, path: Path, lineno: int, what: str) -> int:

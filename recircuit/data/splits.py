@@ -27,8 +27,9 @@ import numpy as np
 import pandas as pd
 
 from recircuit._io import atomic_write_text
-from recircuit.data.movielens import MovieLens, load_movielens
+from recircuit.data.movielens import load_movielens
 from recircuit.data.prompts import Sample, make_sample
+from recircuit.data.ratings import RatingData
 from recircuit.data.requests import RequestError, check_request
 
 
@@ -78,14 +79,7 @@ def write_tallrec_json(samples: Sequence[Sample], path: str | Path) -> Path:
     return atomic_write_text(path, json.dumps([s.to_tallrec() for s in samples], indent=4))
 
 
-def _user_sequences(ml: MovieLens) -> Iterable[tuple[int, pd.DataFrame]]:
-    df = ml.interactions
-    for user in pd.unique(df["user"]):  # order of first appearance
-        rows = df[df["user"] == user]
-        yield int(user), rows.sort_values("timestamp", kind="stable")
-
-
-def _windows(user: int, rows: pd.DataFrame, history_len: int) -> list[Sample]:
+def _windows(user: int, rows: pd.DataFrame, history_len: int, data: RatingData | None = None) -> list[Sample]:
     items = rows["item"].tolist()
     titles = rows["title"].tolist()
     ratings = rows["rating"].tolist()
@@ -93,7 +87,20 @@ def _windows(user: int, rows: pd.DataFrame, history_len: int) -> list[Sample]:
     out = []
     for t in range(history_len, len(items)):
         hist = list(zip(items[t - history_len : t], titles[t - history_len : t], ratings[t - history_len : t]))
-        out.append(make_sample(user, hist, (items[t], titles[t], ratings[t]), timestamp=stamps[t]))
+        target = (items[t], titles[t], ratings[t])
+        if data is None or data.default_prompts and not data.user_keys and not data.item_keys:
+            out.append(make_sample(user, hist, target, timestamp=stamps[t]))
+        else:
+            out.append(make_sample(user, hist, target, domain=data.domain, like_threshold=data.like_threshold,
+                                   authors=data.authors, uid=data.uid(user, items[t], stamps[t])))
+    return out
+
+
+def _params(ml: RatingData, **params: object) -> dict:
+    """A split's parameters: ``params`` plus the source, and the domain and threshold where not TALLRec's movie ones."""
+    out = {**params, "source": ml.source}
+    if not ml.default_prompts:
+        out |= {"domain": ml.domain, "like_threshold": ml.like_threshold}
     return out
 
 
@@ -140,7 +147,7 @@ def _check_random_args(seed: int = 0, history_len: int = 10, samples_per_user: i
                          field="valid_frac/test_frac", fix="keep their sum below 1")
 
 
-def tallrec_split(ml: MovieLens, history_len: int = 10, n_windows: int = 10_000) -> Split:
+def tallrec_split(ml: RatingData, history_len: int = 10, n_windows: int = 10_000) -> Split:
     """TALLRec's movie split: last ``n_windows`` sliding windows, cut 80/10/10 in order.
 
     Raises:
@@ -150,18 +157,18 @@ def tallrec_split(ml: MovieLens, history_len: int = 10, n_windows: int = 10_000)
     _check_tallrec_args(history_len, n_windows)
     windows: list[Sample] = []
     for user, rows in _group_by_user(ml.interactions).items():
-        windows.extend(_windows(user, rows, history_len))
+        windows.extend(_windows(user, rows, history_len, ml))
     if not windows:
         raise SplitError(f"No user has more than {history_len} interactions; nothing to build.")
     windows = windows[-n_windows:]
     n = len(windows)
     a, b = int(n * 0.8), int(n * 0.9)
     return Split("tallrec", windows[:a], windows[a:b], windows[b:],
-                 {"history_len": history_len, "n_windows": n_windows, "source": ml.source})
+                 _params(ml, history_len=history_len, n_windows=n_windows))
 
 
 def random_split(
-    ml: MovieLens,
+    ml: RatingData,
     seed: int = 0,
     history_len: int = 10,
     samples_per_user: int | None = None,
@@ -184,7 +191,7 @@ def random_split(
     train, valid, test = [], [], []
     too_short = 0
     for user, rows in _group_by_user(ml.interactions).items():
-        w = _windows(user, rows, history_len)
+        w = _windows(user, rows, history_len, ml)
         if len(w) < 3:
             too_short += 1
             continue
@@ -202,21 +209,22 @@ def random_split(
             f"No user has at least {history_len + 3} interactions ({too_short} users too short); "
             "lower history_len."
         )
-    return Split("random", train, valid, test, {"seed": seed, "history_len": history_len,
-                 "samples_per_user": samples_per_user, "valid_frac": valid_frac,
-                 "test_frac": test_frac, "source": ml.source})
+    return Split("random", train, valid, test, _params(ml, seed=seed, history_len=history_len,
+                 samples_per_user=samples_per_user, valid_frac=valid_frac, test_frac=test_frac))
 
 
 PRESETS = ("tallrec", "random")
 _PRESET_CHECKS = {"tallrec": _check_tallrec_args, "random": _check_random_args}
 
 
-def build_split(preset: str = "tallrec", data_dir: str | Path | None = None, **kwargs) -> Split:
-    """Build a named split preset from MovieLens-100K (``data_dir`` or the asset cache).
+def build_split(preset: str = "tallrec", data_dir: str | Path | None = None, source=None, **kwargs) -> Split:
+    """Build a named split preset from MovieLens-100K (``data_dir`` or the asset cache) or ``source``.
 
     Args:
         preset: ``"tallrec"`` or ``"random"``.
         data_dir: GroupLens or recbole directory; default: the cached asset.
+        source: a :class:`recircuit.data.sources.DataSource` (BookCrossing, CSV, TALLRec JSON...)
+            instead of ``data_dir``; see :meth:`~recircuit.data.sources.DataSource.split`.
         **kwargs: preset parameters (see :func:`tallrec_split`, :func:`random_split`).
 
     Raises:
@@ -233,6 +241,10 @@ def build_split(preset: str = "tallrec", data_dir: str | Path | None = None, **k
         raise SplitError(f"preset {preset!r} takes no parameter {unknown[0]!r}", field=unknown[0],
                          fix=f"its parameters are {', '.join(allowed)}")
     check(**kwargs)
+    if source is not None:
+        if data_dir is not None:
+            raise SplitError("both data_dir and source are given", field="data_dir", fix="pass one of them")
+        return source.split(preset, **kwargs)
     ml = load_movielens(data_dir)
     return tallrec_split(ml, **kwargs) if preset == "tallrec" else random_split(ml, **kwargs)
 

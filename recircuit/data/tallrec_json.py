@@ -6,8 +6,10 @@ Usage::
     test = load_tallrec_json("TALLRec/data/movie/test.json")   # list[Sample]
 
 A TALLRec file is a UTF-8 JSON list of ``{"instruction", "input", "output"}`` records: the first
-two are strings, ``output`` is ``"Yes."`` or ``"No."``; other keys are ignored. Samples loaded
-this way carry no user or item ids; their uid is ``"<file stem>:<index>"``. A file that breaks
+two are strings, ``output`` is ``"Yes."`` or ``"No."``; an optional integer ``"user_id"`` names the
+record's user; other keys are ignored. Samples loaded this way carry no item ids; their uid is
+``"<file stem>:<index>"``. Their items (titles, and authors for books) are parsed from the input
+and the domain (movie, book...) detected from it (:mod:`recircuit.data.domains`). A file that breaks
 these rules is refused with one line naming the file, the line or record and field, and the fix.
 """
 
@@ -17,8 +19,8 @@ import json
 from pathlib import Path
 
 from recircuit._io import read_text
-from recircuit.data.movielens import DataFileMissing, DataFormatError
 from recircuit.data.prompts import Sample
+from recircuit.data.ratings import DataFileMissing, DataFormatError
 from recircuit.errors import InputError
 
 #: The answers a TALLRec record may hold.
@@ -84,5 +86,9 @@ def load_tallrec_json(path: str | Path) -> list[Sample]:
             shown = f"{_type_name(output)} {json.dumps(output)}" if not isinstance(output, str) else repr(output)
             raise DataFormatError(f"record {i}: output is {shown}", path=p, field=f"[{i}].output",
                                   fix='allowed values are the strings "Yes." and "No."')
-        out.append(Sample(r["instruction"], r["input"], output.strip(), uid=f"{p.stem}:{i}"))
+        user = r.get("user_id")
+        if user is not None and (isinstance(user, bool) or not isinstance(user, int)):
+            raise DataFormatError(f"record {i}: user_id is {_type_name(user)} {json.dumps(user)}", path=p,
+                                  field=f"[{i}].user_id", fix="write the user id as a JSON integer, or leave it out")
+        out.append(Sample(r["instruction"], r["input"], output.strip(), user_id=user, uid=f"{p.stem}:{i}"))
     return out

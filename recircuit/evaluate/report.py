@@ -5,7 +5,8 @@ Usage::
     from recircuit.evaluate.report import UnlearningReport, audit_record
     rep = UnlearningReport(meta={"model": "smollm2-135m-instruct", "rate": 0.1})
     rep.add("cure", seed=0, metrics={"forget_jsd": 0.01, "test_auc": 0.71, "seconds": 30})
-    rep.save("runs/report")            # report.json + report.md (atomic)
+    rep.meta["notes"] = ["faithfulness: the label_flip corruption moves the metric by only ..."]
+    rep.save("runs/report")            # report.json + report.md (atomic; the notes follow the table)
     audit = audit_record(forget, model_before_hash, model_after_hash, config, "cure", seconds, status=res.status)
 """
 
@@ -107,13 +108,18 @@ class UnlearningReport:
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
         return "\n".join(lines) + "\n"
 
+    def notes_markdown(self) -> str:
+        """``meta["notes"]`` (sentences a reader must see, e.g. why there is no faithfulness curve) as a list."""
+        notes = [str(n) for n in self.meta.get("notes") or []]
+        return "\n## Notes\n\n" + "".join(f"- {n}\n" for n in notes) if notes else ""
+
     def save(self, stem: str | Path) -> tuple[Path, Path]:
-        """Write ``<stem>.json`` and ``<stem>.md`` atomically."""
+        """Write ``<stem>.json`` and ``<stem>.md`` (the table, then ``meta["notes"]``) atomically."""
         stem = Path(stem)
         js = atomic_write_json(stem.with_name(stem.name + ".json"),
                                {"format": "recircuit.report/1", "meta": self.meta, "rows": self.rows,
                                 "summary": {m: {k: list(v) for k, v in d.items()} for m, d in self.summary().items()}})
-        md = atomic_write_text(stem.with_name(stem.name + ".md"), self.to_markdown())
+        md = atomic_write_text(stem.with_name(stem.name + ".md"), self.to_markdown() + self.notes_markdown())
         return js, md
 
     @classmethod

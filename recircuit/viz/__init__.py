@@ -19,6 +19,7 @@ Modules are named ``a{L}.h{H}`` (attention heads) and ``m{L}`` (MLPs).
 - :func:`pareto_plot` - JSD to Retrain against test AUC, with error bars over seeds
 - :func:`weight_change_map` - per-module norm of the unlearning update
 - :func:`attention_patterns_html` - circuitsvis attention patterns, self-contained HTML
+- :func:`attention_figure` - the same patterns as plotly heatmaps (readable without JavaScript)
 - :func:`save_figure`, :func:`save_html`, :func:`static_export_session` - export
 
 Static export (SVG/PDF/PNG) needs ``kaleido>=1`` and a Chromium (``apt-get install chromium``);
@@ -27,6 +28,8 @@ see :mod:`recircuit.viz.export`.
 
 from recircuit.viz.attention import (
     OfflineHTML,
+    attention_figure,
+    attention_patterns,
     attention_patterns_from_arrays,
     attention_patterns_html,
 )
@@ -47,7 +50,8 @@ from recircuit.viz.style import GROUP_COLORS, GROUP_LABELS, PALETTE, apply_paper
 
 __all__ = [
     "GROUP_COLORS", "GROUP_LABELS", "PALETTE", "OfflineHTML", "StaticExportUnavailable",
-    "apply_paper_style", "attention_patterns_from_arrays", "attention_patterns_html",
+    "apply_paper_style", "attention_figure", "attention_patterns", "attention_patterns_from_arrays",
+    "attention_patterns_html",
     "circuit_comparison", "circuit_diagram", "faithfulness_curves", "figure_to_html", "figure_to_image",
     "group_scatter", "importance_heatmap", "node_edges", "pareto_front", "pareto_plot", "save_figure",
     "save_html", "static_export_available", "static_export_session", "weight_change_map",

@@ -12,7 +12,10 @@ The results directory is what :func:`recircuit.demo.run_demo` writes: ``report.j
 (methods x seeds), ``grouping.json`` (CURE's module groups), ``circuit.{json,safetensors}``,
 ``faithfulness.json``, ``updates.json`` (per-module update norms per method) and
 ``attention.{json,safetensors}``. A figure whose input file is missing is skipped with a log
-line, so partial results still give the figures they can.
+line, so partial results still give the figures they can. When the circuit step judged the
+corruption too weak for a faithfulness curve (``faithfulness_note`` in ``circuit_summary.json``,
+or a curve saved with ``flag``), the ``faithfulness`` figure states that note in words instead of
+plotting f.
 """
 
 from __future__ import annotations
@@ -45,13 +48,49 @@ def pareto_table(report: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def note_figure(title: str, notes: list[str], width: int = 60) -> Any:
+    """A figure with no axes that states ``notes`` in words (where a plot would mislead)."""
+    import textwrap
+
+    import plotly.graph_objects as go
+
+    from recircuit.viz.style import apply_paper_style
+
+    text = "<br><br>".join("<br>".join(textwrap.wrap(n, width)) for n in notes)
+    fig = go.Figure()
+    fig.add_annotation(text=text, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False, align="left")
+    fig.update_layout(title={"text": title}, meta={"notes": list(notes)})
+    apply_paper_style(fig, "single")
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return fig
+
+
+def faithfulness_notes(results_dir: str | Path) -> list[str]:
+    """Why ``results_dir``'s faithfulness curve must not be plotted (empty when it may be).
+
+    Reads ``circuit_summary.json``'s ``faithfulness_note`` and the ``note`` of every curve in
+    ``faithfulness.json`` saved with a ``flag``.
+    """
+    d = Path(results_dir)
+    notes = []
+    summary = _read(d / "circuit_summary.json") or {}
+    if summary.get("faithfulness_note"):
+        notes.append(str(summary["faithfulness_note"]))
+    for label, curve in (_read(d / "faithfulness.json") or {}).items():
+        if isinstance(curve, dict) and curve.get("flag") and curve.get("note") not in notes:
+            notes.append(f"{label}: {curve.get('note') or curve['flag']}")
+    return notes
+
+
 def build_figures(results_dir: str | Path, top_n: int = 50) -> dict[str, Any]:
     """Draw every figure the files in ``results_dir`` allow.
 
     Returns:
         ``{name: figure}``: plotly figures for ``importance_heatmap``, ``group_scatter``,
         ``circuit``, ``circuit_groups``, ``faithfulness``, ``pareto``, ``weight_change_<method>``,
-        and circuitsvis HTML for ``attention``.
+        ``attention_heatmaps`` (plotly, readable without JavaScript), and circuitsvis HTML for
+        ``attention``.
     """
     from recircuit import viz
 
@@ -78,8 +117,11 @@ def build_figures(results_dir: str | Path, top_n: int = 50) -> dict[str, Any]:
             figs["circuit_groups"] = viz.circuit_diagram(
                 circuit, top_n=top_n, groups=grouping["groups"],
                 title=f"The recommendation circuit's {top_n} strongest edges, nodes coloured by CURE group")
+    notes = faithfulness_notes(d)
     curves = _read(d / "faithfulness.json")
-    if curves:
+    if notes:
+        figs["faithfulness"] = note_figure("No faithfulness curve: the corruption does not move the metric", notes)
+    elif curves:
         figs["faithfulness"] = viz.faithfulness_curves(curves)
     report = _read(d / "report.json")
     if report:
@@ -98,6 +140,8 @@ def build_figures(results_dir: str | Path, top_n: int = 50) -> dict[str, Any]:
         pats = load_file(str(d / "attention.safetensors"))["patterns"]
         figs["attention"] = viz.attention_patterns_from_arrays(
             att["tokens"], pats, att["heads"], title="Attention patterns of the circuit's top heads")
+        figs["attention_heatmaps"] = viz.attention_figure(
+            att["tokens"], pats, att["heads"], title="Attention of the circuit's top heads (last positions)")
     return figs
 
 

@@ -63,6 +63,16 @@ def test_report_and_audit_roundtrip(tmp_path):
     assert model_hash(tiny_model(0)) == model_hash(m)
 
 
+def test_report_markdown_states_its_notes_after_the_table(tmp_path):
+    rep = UnlearningReport(meta={"notes": ["Faithfulness: the label_flip corruption moves the metric by only 0.004."]})
+    rep.add("cure", 0, {"forget_jsd": 0.1})
+    _, md = rep.save(tmp_path / "report")
+    text = md.read_text()
+    assert text.index("| cure |") < text.index("## Notes") < text.index("- Faithfulness: the label_flip corruption")
+    _, md = UnlearningReport(rows=rep.rows).save(tmp_path / "plain")
+    assert "Notes" not in md.read_text()
+
+
 def _samples(n: int, offset: int = 0):
     titles = ["Alpha (1990)", "Delta (1992)", "Iota (1995)", "Theta (1994)", "Kappa (1989)"]
     return [make_sample(u, [(i, titles[(u * 7 + i) % 5], 1 + (u * 3 + i) % 5) for i in range(1 + u % 4)],

@@ -25,12 +25,28 @@ def test_from_arrays_is_offline():
     assert "CircuitsVis.render" in html and '"a0.h1"' in html and "AttentionHeads" in html
     with pytest.raises(ValueError, match="patterns must be"):
         attention_patterns_from_arrays(["a", "b"], pats)
+    assert len(repr(html)) < 200 and "OfflineHTML" in repr(html)    # notebooks store no second copy as text
+
+
+def test_attention_figure_keeps_the_last_positions():
+    from recircuit.viz import attention_figure
+
+    rng = np.random.default_rng(0)
+    pats = rng.random((2, 5, 5)).astype(np.float32)
+    fig = attention_figure(list("abcde"), pats, ["a0.h1", "a1.h0"], max_tokens=3)
+    assert [t.name for t in fig.data] == ["a0.h1", "a1.h0"]
+    assert np.allclose(np.asarray(fig.data[1].z), pats[1, -3:, -3:])
+    assert list(fig.data[0].x) == ["2:c", "3:d", "4:e"]           # absolute positions in the labels
+    with pytest.raises(ValueError, match="head names"):
+        attention_figure(list("abcde"), pats, ["only one"])
 
 
 def test_model_heads(tiny, tmp_path):
     html = attention_patterns_html(tiny, "User likes Alpha. Will they like Beta?", heads=[(0, 1), (1, 3)])
     assert '"a0.h1"' in html and '"a1.h3"' in html and "Attention patterns of circuit heads" in html
-    tokens = [str(t) for t in tiny.to_str_tokens("User likes Alpha. Will they like Beta?")]
+    from recircuit.models.tokenize import encode_prompt
+
+    tokens = encode_prompt(tiny.tokenizer, "User likes Alpha. Will they like Beta?")  # as scoring tokenizes it
     m = re.search(r'"tokens": (\[.*?\])', html)
     assert m is not None and len(__import__("json").loads(m.group(1))) == len(tokens)
     path = save_html(html, tmp_path / "attention.html")
