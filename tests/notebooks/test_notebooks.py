@@ -23,10 +23,15 @@ def test_committed_outputs_come_from_a_recorded_real_run():
     for path in NOTEBOOKS:
         nb = nbformat.read(path, as_version=4)
         code = [c for c in nb.cells if c.cell_type == "code"]
+        top = next(c.source for c in nb.cells if c.cell_type == "markdown")
         if not any(c.outputs or c.execution_count for c in code):
+            assert "*Outputs: none committed yet" in top, f"{path.name}: the top cell must say its outputs' run"
             continue
         run = nb.metadata.get("recircuit")
         assert run, f"{path.name} carries outputs but no metadata.recircuit: clear them, or execute it with scripts/execute_notebooks.py --write"
+        assert run.get("commit") and f"recircuit {run['commit']}" in top and "*Outputs: made by" in top, (
+            f"{path.name}: the top cell must name the run that made the outputs")
+        assert path.stat().st_size < 3_000_000, f"{path.name}: {path.stat().st_size} bytes of outputs; keep figures small"
         assert "tiny" not in str(run.get("model", "")), f"{path.name}: committed outputs must come from the real model"
         assert all(c.execution_count for c in code), f"{path.name}: not every cell was executed"
         assert not [o for c in code for o in c.outputs if o.output_type == "error"], f"{path.name} has an error output"
@@ -63,6 +68,7 @@ def test_notebook_02_runs_the_pipeline_not_its_own_protocol():
     (path,) = [p for p in NOTEBOOKS if p.stem.startswith("02")]
     source = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
     assert "recircuit.pipeline" in source
-    for own_protocol in ("recircuit.demo", "forget_retain_split", "load_recommender", "evaluate_unlearning",
+    assert "notebook_config" in source                  # the notebooks' preset of the pipeline config
+    for own_protocol in ("run_demo", "demo_config", "forget_retain_split", "load_recommender", "evaluate_unlearning",
                          "get_method", '{"summary"'):
         assert own_protocol not in source, own_protocol
