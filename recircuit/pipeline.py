@@ -836,9 +836,9 @@ def circuit_step(config: PipelineConfig, data: PipelineData, out_dir: str | os.P
     # a corruption that does not move the metric beyond its spread makes f meaningless: no sweep, a note
     note = corruption_effect(res.clean_metric, res.corrupted_metric, c.corruption,
                              clean_per_sample=res.clean_per_sample, corrupted_per_sample=res.corrupted_per_sample)
-    if note:
+    if note:      # kept even without a sweep: the circuit itself is scored against this corruption
         summary["faithfulness_note"] = note
-        logger.warning("faithfulness sweep skipped: %s", note)
+        logger.warning("%s%s", "faithfulness sweep skipped: " if c.faithfulness else "corruption: ", note)
     if c.faithfulness and not note:
         curve = faithfulness_curve(original, res, clean, corrupted, sizes=c.faithfulness_sizes,
                                    batch_size=acfg.batch_size, align=acfg.align, progress=ctx.progress,

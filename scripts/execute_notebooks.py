@@ -45,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     os.environ.setdefault("RECIRCUIT_PROFILE", "quick")
     os.environ["RECIRCUIT_STATIC_FIGURES"] = "1"      # plotly figures also as PNG (renders without JavaScript)
+    if args.out:     # notebook 03's figures beside the executed copies, not over the committed figures/
+        os.environ.setdefault("RECIRCUIT_FIGURES_DIR", str((Path(args.out) / "figures").resolve()))
     rows = []
     for path in NOTEBOOKS:
         if args.only and not any(path.name.startswith(p) for p in args.only):

@@ -304,9 +304,14 @@ def check_corruption(
     else:
         spread = ""
         need = f"clean - corrupted >= {min_gap:g}"
-    note = (f"the {corruption} corruption {how}{spread}, so a faithfulness curve f = (circuit - corrupted) / "
+    note = (f"{_named(corruption)} {how}{spread}, so a faithfulness curve f = (circuit - corrupted) / "
             f"(clean - corrupted) is not meaningful (it needs {need}); {_suggestion(corruption)}")
     return CorruptionCheck(gap, se, threshold, n, note)
+
+
+def _named(corruption: str) -> str:
+    """``"the label_flip corruption"``, or ``"the corruption"`` when no name was given."""
+    return "the corruption" if corruption in ("", "the") else f"the {corruption} corruption"
 
 
 def corruption_effect(clean_metric: float, corrupted_metric: float, corruption: str = "the",

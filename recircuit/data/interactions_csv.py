@@ -140,12 +140,16 @@ def _time(value: str, table: Table, line: int, column: str) -> float:
 
 
 class _Ids:
-    """External ids -> integers: kept when every id is an integer, else numbered in order."""
+    """External ids -> integers: kept when every id is an integer written canonically (no sign, no
+    leading zero, so ``"007"`` and ``"7"`` never merge and ISBNs keep their digits), else numbered
+    in order with the original ids kept."""
 
     def __init__(self, raw: Sequence[str]) -> None:
         keys = list(dict.fromkeys(r.strip() for r in raw))
         try:
             ints = [int(k) for k in keys]
+            if any(str(i) != k or i < 0 for i, k in zip(ints, keys)):
+                raise ValueError("not canonical integers")
             self.to_int = dict(zip(keys, ints))
             self.keys: dict[int, str] | None = None
         except ValueError:

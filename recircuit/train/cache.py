@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from recircuit._io import temp_prefix
+from recircuit._io import sha256_file, temp_prefix
 from recircuit.cache import Cache, cache_key
 from recircuit.models.loading import OFFLINE_MODELS, TINY_MODEL_NAME, default_device, tiny_family
 from recircuit.train.checkpoint import load_trained, read_meta
@@ -49,8 +49,18 @@ CACHE_VERSION = 1
 TRAIN_CODE = ("train", "models", "data", "_io.py")
 
 
+#: Files of a local model directory whose bytes identify the model.
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".json", ".model", ".txt")
+
+
 def model_identity(model_name: str) -> dict:
-    """What identifies a base model by name, without loading it (asset sha256 where pinned)."""
+    """What identifies a base model by name, without loading it.
+
+    A pinned asset is identified by its sha256, a local file (a GGUF) by its sha256, and a local
+    directory by the sha256 of each of its weight, config and tokenizer files, so replacing the
+    files behind the same path never reuses a recommender trained from the old ones. A hub name
+    is identified by the name alone.
+    """
     key = model_name.lower()
     if key in ("tiny", TINY_MODEL_NAME):
         return {"name": TINY_MODEL_NAME, "seed": 0}
@@ -58,6 +68,12 @@ def model_identity(model_name: str) -> dict:
         from recircuit.assets import asset_sha256
 
         return {"name": key, "asset_sha256": asset_sha256(OFFLINE_MODELS[key]["asset"])}
+    path = Path(model_name).expanduser()
+    if path.is_file():
+        return {"name": model_name, "sha256": sha256_file(path)}
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in _WEIGHT_SUFFIXES)
+        return {"name": model_name, "files": {str(p.relative_to(path)): sha256_file(p) for p in files}}
     return {"name": model_name}
 
 

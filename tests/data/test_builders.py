@@ -114,3 +114,14 @@ def test_tallrec_json_source_splits_a_folder_or_one_file_and_gives_users(tmp_pat
     assert len(one.samples("valid")) == 24                       # one file is scored whole
     cat = src.catalogue()
     assert cat.domain == "book" and all(i.author and i.id is None for i in cat.items) and cat.interactions is None
+
+
+def test_ids_that_are_not_canonical_integers_are_kept_apart():
+    """``"007"`` and ``"7"`` are two items, and an ISBN keeps its leading zero."""
+    from recircuit.data.interactions_csv import _Ids
+
+    ids = _Ids(["007", "7", "0345339703"])
+    assert len(set(ids.to_int.values())) == 3 and ids.keys is not None
+    assert set(ids.keys.values()) == {"007", "7", "0345339703"}
+    plain = _Ids(["3", "12", "3"])
+    assert plain.to_int == {"3": 3, "12": 12} and plain.keys is None

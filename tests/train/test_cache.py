@@ -137,3 +137,22 @@ def test_training_stages_in_a_pid_tagged_folder_that_a_later_cache_removes(split
     (dead / "sub").mkdir(parents=True)
     cache._models_cache(tmp_path)
     assert not dead.exists()
+
+
+def test_a_local_model_is_identified_by_its_bytes(tmp_path):
+    """Replacing the files behind the same path must not reuse a recommender trained from the old ones."""
+    from recircuit.train.cache import model_identity
+
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF one")
+    first = model_identity(str(gguf))
+    gguf.write_bytes(b"GGUF two")
+    assert model_identity(str(gguf)) != first
+    d = tmp_path / "hf"
+    d.mkdir()
+    (d / "config.json").write_text("{}")
+    (d / "model.safetensors").write_bytes(b"a")
+    before = model_identity(str(d))
+    (d / "model.safetensors").write_bytes(b"b")
+    assert model_identity(str(d)) != before and set(before["files"]) == {"config.json", "model.safetensors"}
+    assert model_identity("some-org/some-model") == {"name": "some-org/some-model"}
