@@ -145,15 +145,17 @@ def _length_fn(tokenizer) -> Callable[[str], int]:
     return lambda t: len(tokenizer.encode(f'"{t}"', add_special_tokens=False))
 
 
-def _item_length_fn(tokenizer, spec: DomainSpec) -> Callable[[Item], int]:
+def _item_length_fn(tokenizer, spec: DomainSpec, target: bool = False) -> Callable[[Item], int]:
     """Token length of an item as ``spec`` renders it (characters of the title without a tokenizer,
-    for a domain that renders ``"Title"``; else of the rendering)."""
-    if spec.render(Item("\x00", "\x01")) == '"\x00"':      # a "Title" domain: the title's length, as always
+    for a domain that renders ``"Title"``; else of the rendering); ``target``: as the target is
+    rendered (``spec.render_target`` where the domain has one)."""
+    render = (spec.render_target or spec.render) if target else spec.render
+    if render(Item("\x00", "\x01")) == '"\x00"':      # a "Title" domain: the title's length, as always
         titled = _length_fn(tokenizer)
         return lambda it: titled(it.title)
     if tokenizer is None:
-        return lambda it: len(spec.render(it))
-    return lambda it: len(tokenizer.encode(spec.render(it), add_special_tokens=False))
+        return lambda it: len(render(it))
+    return lambda it: len(tokenizer.encode(render(it), add_special_tokens=False))
 
 
 def _sort_key(key: tuple[str, str | None]) -> tuple[str, str]:
@@ -166,20 +168,22 @@ class _ItemPool:
     def __init__(self, items: Iterable[Item], tokenizer=None) -> None:
         self.items = list(items)
         self.tokenizer = tokenizer
-        self._by: dict[str, tuple[Callable[[Item], int], dict[int, list[Item]]]] = {}
+        self._by: dict[tuple[str, bool], tuple[Callable[[Item], int], dict[int, list[Item]]]] = {}
 
-    def _buckets(self, spec: DomainSpec) -> tuple[Callable[[Item], int], dict[int, list[Item]]]:
-        if spec.name not in self._by:
-            length = _item_length_fn(self.tokenizer, spec)
+    def _buckets(self, spec: DomainSpec, target: bool) -> tuple[Callable[[Item], int], dict[int, list[Item]]]:
+        if (spec.name, target) not in self._by:
+            length = _item_length_fn(self.tokenizer, spec, target)
             buckets: dict[int, list[Item]] = {}
             for it in self.items:
                 buckets.setdefault(length(it), []).append(it)
-            self._by[spec.name] = (length, buckets)
-        return self._by[spec.name]
+            self._by[spec.name, target] = (length, buckets)
+        return self._by[spec.name, target]
 
-    def sample(self, like: Item, spec: DomainSpec, rng: np.random.Generator, exclude: set) -> Item:
-        """A random item of ``like``'s length whose key is not in ``exclude`` (``like`` itself if none)."""
-        length, buckets = self._buckets(spec)
+    def sample(self, like: Item, spec: DomainSpec, rng: np.random.Generator, exclude: set,
+               target: bool = False) -> Item:
+        """A random item of ``like``'s length whose key is not in ``exclude`` (``like`` itself if none);
+        ``target``: lengths as the domain renders its target."""
+        length, buckets = self._buckets(spec, target)
         cands = [it for it in buckets.get(length(like), []) if it.key not in exclude and it.key != like.key]
         return cands[int(rng.integers(len(cands)))] if cands else like
 
@@ -229,7 +233,7 @@ def target_swap(titles: Mapping[int, str] | None, tokenizer=None, seed: int = 0,
         for s in samples:
             s = _structured(s, "target_swap")
             old = s.target_item
-            new = pool.sample(old, s.spec, rng, {it.key for it in (*s.liked_items, *s.disliked_items)})
+            new = pool.sample(old, s.spec, rng, {it.key for it in (*s.liked_items, *s.disliked_items)}, target=True)
             out.append(s if new.key == old.key else s.with_target_item(new))
         return out
 

@@ -63,3 +63,21 @@ def test_target_swap_draws_book_and_author_together_from_the_catalogue():
     assert swapped
     for b in swapped:
         assert by_title[b.target].author == b.target_author and by_title[b.target].id == b.item_id
+
+
+def test_target_swap_on_samples_in_tallrec_published_book_format():
+    """TALLRec's published book data quotes the target once more: such samples are read as that
+    domain, swapped from the data set's catalogue, and keep their token count."""
+    from recircuit.data.domains import get_domain
+
+    spec = get_domain("book-tallrec")
+    tok = tiny_tokenizer()
+    published = []
+    for s in BX.split().train[:10]:
+        text = spec.input_text(s.liked_items, s.disliked_items, s.target_item)
+        published.append(Sample(spec.instruction, text, s.output))
+    assert all(p.domain == "book-tallrec" for p in published)
+    out = corruption_for("target_swap", tok, source=BX)(published)
+    assert sum(a.target_item.key != b.target_item.key for a, b in zip(published, out)) >= 1
+    for a, b in zip(published, out):
+        assert len(tok(b.prompt)["input_ids"]) == len(tok(a.prompt)["input_ids"])
