@@ -53,6 +53,7 @@ import torch
 from recircuit._io import atomic_write, atomic_write_bytes, atomic_write_json, sha256_file
 from recircuit.cache import Cache
 from recircuit.circuits import AttributionConfig, corruption_names
+from recircuit.circuits.corruptions import check_corruption_args
 from recircuit.data import (
     DataSource,
     ForgetRetain,
@@ -152,6 +153,10 @@ class CircuitConfig:
         enabled: extract the circuit at all.
         samples: test prompts to attribute on.
         corruption: the corruption of the clean prompts (``label_flip``, ...).
+        corruption_args: the corruption's own arguments (JSON scalars, e.g. ``{"seed": 1}`` or
+            ``{"far_fraction": 0.1}`` for ``ppr``; see
+            :func:`recircuit.circuits.corruptions.corruption_arg_names`); the data set's titles,
+            catalogue and interactions are not among them. Left out of :meth:`to_dict` when empty.
         top_n: edges kept in the saved circuit and drawn in the diagram.
         faithfulness: run the faithfulness sweep (one patched forward per size and batch).
         faithfulness_sizes: circuit sizes of the sweep (fractions of all edges).
@@ -162,6 +167,7 @@ class CircuitConfig:
     enabled: bool = True
     samples: int = 8
     corruption: str = "label_flip"
+    corruption_args: dict = field(default_factory=dict)
     top_n: int = 200
     faithfulness: bool = True
     faithfulness_sizes: tuple[float, ...] = (0.001, 0.01, 0.05, 0.2, 0.5, 1.0)
@@ -171,10 +177,19 @@ class CircuitConfig:
 
     def __post_init__(self) -> None:
         self.faithfulness_sizes = tuple(float(f) for f in self.faithfulness_sizes)
+        if isinstance(self.corruption, str) and self.corruption in corruption_names():
+            self.corruption_args = check_corruption_args(self.corruption, self.corruption_args)
+        elif not isinstance(self.corruption_args, Mapping):     # an unknown name: validate() names it
+            raise InputError(f"must be a JSON object, got {type(self.corruption_args).__name__}",
+                             field="corruption_args", fix='e.g. {"seed": 1}')
 
     def to_dict(self) -> dict:
-        """JSON-able form."""
+        """JSON-able form (``corruption_args`` left out when empty, so older configs keep their form)."""
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        if self.corruption_args:
+            d["corruption_args"] = dict(self.corruption_args)
+        else:
+            del d["corruption_args"]
         d["faithfulness_sizes"] = list(self.faithfulness_sizes)
         d["attribution"] = {k: v for k, v in self.attribution.to_dict().items() if k != "progress"}
         return d
@@ -415,6 +430,7 @@ def validate(config: PipelineConfig, grid: GridConfig | None = None) -> None:
         if c.corruption not in corruption_names():
             raise InputError(f"unknown corruption {c.corruption!r}", field="circuit.corruption",
                              fix=f"choose among {', '.join(corruption_names())}")
+        _recheck(c, "circuit")      # corruption_args against the corruption (either may be set after construction)
         _recheck(c.attribution, "circuit.attribution")
     if not cfg.methods:
         raise InputError("no unlearning method to run", field="methods", fix="name at least one, e.g. cure")
@@ -717,6 +733,21 @@ class MethodRun:
                    d["audit"], updates, d["grouping"], dict(d.get("result") or {}))
 
 
+def data_source(config: PipelineConfig) -> DataSource:
+    """The data set of a run as a :class:`~recircuit.data.DataSource` (MovieLens at ``data.data_dir``
+    when the config names no ``source``)."""
+    return config.data.source or DataSource("movielens", path=config.data.data_dir)
+
+
+def method_kwargs(config: PipelineConfig, mcfg: MethodConfig) -> dict[str, Any]:
+    """What the run gives a method's constructor besides its config: CURE (and its variants) gets
+    the run's :func:`data_source`, so its importance step can build catalogue-based corruptions
+    (``target_swap``, ``history_resample``, ``ppr``) from the samples' own data set."""
+    from recircuit.unlearn.methods.cure import CUREConfig
+
+    return {"data_source": data_source(config)} if isinstance(mcfg, CUREConfig) else {}
+
+
 def run_method(config: PipelineConfig, name: str, data: PipelineData, refs: References,
                ctx: Context | None = None, reused: list[str] | None = None,
                request: ForgetRetain | None = None) -> MethodRun:
@@ -745,8 +776,8 @@ def run_method(config: PipelineConfig, name: str, data: PipelineData, refs: Refe
     original = _load(original_checkpoint(config, data, ctx), config.device)
     model = copy_model(original)   # not copy.deepcopy: TL 4.3 hook closures would point at the original
     t = time.perf_counter()
-    res = get_method(name, mcfg).run(model, request.forget, request.retain, loop, reference=original,
-                                     heldout=data.stop, progress=ctx.progress)
+    res = get_method(name, mcfg, **method_kwargs(config, mcfg)).run(
+        model, request.forget, request.retain, loop, reference=original, heldout=data.stop, progress=ctx.progress)
     secs = time.perf_counter() - t
     rcache = {who: dict(o) for who, o in refs.outputs.items()}
     row = evaluate_unlearning(model, None, request.forget, data.test, data.heldout, config.eval.batch_size, rcache,
@@ -822,12 +853,14 @@ def circuit_step(config: PipelineConfig, data: PipelineData, out_dir: str | os.P
 
     original = _load(orig_path, config.device)
     corrupted = corruption_for(c.corruption, original.tokenizer, config.data.data_dir,
-                               source=config.data.source)(list(clean))
+                               source=config.data.source, args=c.corruption_args)(list(clean))
     acfg = dataclasses.replace(c.attribution, progress=ctx.progress)
     res = attribute(original, clean, corrupted, acfg)
     circuit = Circuit.from_attribution(res, top_n=min(c.top_n, res.graph.n_edges),
                                        metadata={"model": config.model, "data": "tallrec test",
-                                                 "corruption": c.corruption, "n_samples": len(clean)})
+                                                 "corruption": c.corruption, "n_samples": len(clean),
+                                                 **({"corruption_args": c.corruption_args}
+                                                    if c.corruption_args else {})})
     circuit.save(out / "circuit")
     metric_gap = res.clean_metric - res.corrupted_metric
     summary = {"n_edges_total": res.graph.n_edges, "n_edges_kept": circuit.n_edges,

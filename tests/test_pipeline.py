@@ -9,6 +9,7 @@ import shutil
 
 import pytest
 
+from recircuit.data import DataSource
 from recircuit.errors import InputError
 from recircuit.pipeline import (
     DataConfig,
@@ -39,14 +40,59 @@ def test_config_round_trips_through_json():
     ({"methods": {"retrain": {}}}, "methods"),
     ({"oops": 1}, "oops"),
     ({"circuit": {"attribution": {"metric": "auc"}}}, "circuit.attribution.metric"),
-    # CURE's importance step cannot load the titles target_swap and ppr need: refused up front
-    ({"methods": {"cure": {"corruption": "target_swap"}}}, "methods.cure.corruption"),
-    ({"methods": {"cure": {"corruption": "ppr"}}}, "methods.cure.corruption"),
+    # a corruption's arguments are its factory's own knobs, never the data set's resources
+    ({"circuit": {"corruption": "ppr", "corruption_args": {"far": 0.1}}}, "circuit.corruption_args.far"),
+    ({"circuit": {"corruption_args": {"seed": 1}}}, "circuit.corruption_args.seed"),      # label_flip takes none
+    ({"methods": {"cure": {"corruption": "ppr", "corruption_args": {"titles": {}}}}},
+     "methods.cure.corruption_args.titles"),
+    ({"methods": {"cure": {"corruption": "nope"}}}, "methods.cure.corruption"),
 ])
 def test_from_dict_names_the_bad_field(d, field):
     with pytest.raises(InputError) as err:
         PipelineConfig.from_dict(d)
     assert err.value.field == field and str(err.value).count("field '") == 1     # one line, the field once
+
+
+def test_corruption_args_round_trip_and_default_configs_keep_their_form():
+    from recircuit.pipeline import CircuitConfig
+
+    for cfg in (PipelineConfig(), PipelineConfig.tiny()):
+        d = cfg.to_dict()
+        assert "corruption_args" not in d["circuit"] and "corruption_args" not in d["methods"]["cure"]
+    cfg = dataclasses.replace(
+        PipelineConfig.tiny(data_dir="d"),
+        circuit=CircuitConfig(corruption="ppr", corruption_args={"far_fraction": 0.1, "seed": 1}),
+        methods={"cure": method_config("cure", corruption="target_swap", corruption_args={"seed": 3})})
+    d = json.loads(json.dumps(cfg.to_dict()))
+    assert d["circuit"]["corruption_args"] == {"far_fraction": 0.1, "seed": 1}
+    assert d["methods"]["cure"]["corruption_args"] == {"seed": 3}
+    back = PipelineConfig.from_dict(d)
+    assert back == cfg and back.to_dict() == cfg.to_dict()
+    validate(back)      # a catalogue corruption is fine for CURE here: the pipeline gives it the data source
+
+
+def test_validate_rechecks_corruption_args_set_after_construction():
+    cfg = PipelineConfig.tiny()
+    cfg.circuit.corruption_args = {"far_fraction": 0.1}        # label_flip's: none
+    with pytest.raises(InputError) as err:
+        validate(cfg)
+    assert err.value.field == "circuit.corruption_args.far_fraction" and str(err.value).count("field '") == 1
+    cfg.circuit.corruption = "ppr"
+    validate(cfg)
+
+
+def test_cure_gets_the_runs_data_source_and_other_methods_none():
+    from recircuit.pipeline import method_kwargs
+    from recircuit.unlearn import get_method
+
+    cure = method_config("cure", corruption="ppr", corruption_args={"far_fraction": 0.1})
+    ml = PipelineConfig.tiny(data_dir="d")
+    assert method_kwargs(ml, cure) == {"data_source": DataSource("movielens", path="d")}
+    assert method_kwargs(ml, method_config("cure-random"))["data_source"] == DataSource("movielens", path="d")
+    bx = DataSource("bookcrossing", path="bx")
+    assert method_kwargs(PipelineConfig.tiny(source=bx), cure) == {"data_source": bx}
+    assert method_kwargs(ml, method_config("ga")) == {}
+    assert get_method("cure", cure, **method_kwargs(ml, cure)).data_source.path == "d"
 
 
 def test_from_dict_names_a_bad_method_setting():

@@ -10,6 +10,7 @@ Usage::
     corrupt = get_corruption("ppr", interactions=ml.interactions, titles=ml.titles, tokenizer=tok)
     corrupt = corruption_for("ppr", tokenizer=tok, data_dir=None, seed=0)   # loads what it needs
     corrupt = corruption_for("target_swap", tok, source=DataSource("bookcrossing", path="data/bx"))
+    corrupt = corruption_for("ppr", tok, args={"far_fraction": 0.1, "seed": 3})   # a config's corruption_args
     corruption_names()                                # ('label_flip', 'target_swap', ...)
 
 Strategies (each gives a callable ``list[Sample] -> list[Sample]``, seeded):
@@ -65,6 +66,9 @@ Corruption = Callable[[Sequence[Sample]], list[Sample]]
 
 #: Keyword arguments :func:`corruption_for` can supply to a registered factory.
 CONTEXT = ("titles", "authors", "catalogue", "tokenizer", "interactions", "seed")
+
+#: The :data:`CONTEXT` keys taken from the model and the data set (never a user's argument).
+RESOURCES = ("titles", "authors", "catalogue", "tokenizer", "interactions")
 
 
 @dataclass(frozen=True)
@@ -399,25 +403,73 @@ def get_corruption(name: str, **kwargs) -> Corruption:
     return spec.fn(**kw)
 
 
+def corruption_arg_names(name: str) -> tuple[str, ...]:
+    """The arguments a user may give corruption ``name`` (a config's ``corruption_args``).
+
+    Its factory's keyword parameters (``seed``, ``far_fraction``...) less the :data:`RESOURCES`
+    injected from the model and data set; empty for a plain corruption (``label_flip``).
+
+    Raises:
+        InputError: unknown name.
+    """
+    spec = _spec(name)
+    if not spec.factory:
+        return ()
+    params = inspect.signature(spec.fn).parameters.values()
+    return tuple(p.name for p in params if p.name not in RESOURCES
+                 and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+
+
+def check_corruption_args(name: str, args: object, field: str = "corruption_args") -> dict:
+    """``args`` checked for corruption ``name``: a JSON object of scalars keyed by
+    :func:`corruption_arg_names`; returns it as a plain dict.
+
+    Raises:
+        InputError: not an object, an unknown or injected key (``field.<key>``, the allowed keys
+            listed), or a value that is not a JSON scalar (string, number, boolean, null).
+    """
+    if not isinstance(args, Mapping):
+        raise InputError(f"must be a JSON object of the corruption's arguments, got {type(args).__name__}",
+                         field=field, fix='e.g. {"seed": 1}')
+    allowed = corruption_arg_names(name)
+    for key, value in args.items():
+        if key not in allowed:
+            injected = f" ({key!r} comes from the model or data set)" if key in RESOURCES else ""
+            raise InputError(f"corruption {name!r} takes no argument {key!r}{injected}", field=f"{field}.{key}",
+                             fix=f"its arguments: {', '.join(allowed)}" if allowed else f"{name} takes no arguments")
+        if not (value is None or isinstance(value, str | bool | int)
+                or (isinstance(value, float) and np.isfinite(value))):
+            raise InputError(f"must be a JSON scalar (string, finite number, boolean or null), got {value!r}",
+                             field=f"{field}.{key}")
+    return dict(args)
+
+
 def corruption_for(name: str, tokenizer=None, data_dir: str | None = None, seed: int = 0,
-                   source: DataSource | None = None) -> Corruption:
+                   source: DataSource | None = None, args: Mapping[str, object] | None = None) -> Corruption:
     """:func:`get_corruption` with what the strategy needs loaded from the data set.
 
     A factory that takes ``titles``, ``authors``, ``catalogue`` or ``interactions`` gets them from
     ``source`` (:meth:`recircuit.data.DataSource.catalogue`: the same data set the samples come
     from), else from MovieLens-100K (``data_dir``, default the asset); the data is read only
     then. ``tokenizer`` (length matching) and ``seed`` are passed to factories that take them.
+    ``args`` are the user's arguments (a config's ``corruption_args``, checked with
+    :func:`check_corruption_args`); a ``seed`` among them wins over ``seed``.
+
+    Raises:
+        InputError: unknown name, or a bad argument (see :func:`check_corruption_args`).
     """
     spec = _spec(name)
+    user = check_corruption_args(name, args or {})
     kw: dict = {"tokenizer": tokenizer, "seed": seed}
     if {"titles", "authors", "catalogue", "interactions"} & set(spec.needs):
         from recircuit.data import DataSource
 
         cat = (source or DataSource("movielens", path=data_dir)).catalogue()
         kw |= {"titles": cat.titles, "authors": cat.authors, "catalogue": cat, "interactions": cat.interactions}
-    return get_corruption(name, **kw)
+    return get_corruption(name, **(kw | user))
 
 
-__all__ = ["CONTEXT", "CORRUPTIONS", "BipartiteGraph", "Corruption", "CorruptionSpec", "corruption_for",
-           "corruption_names", "get_corruption", "history_resample", "label_flip", "personalized_pagerank",
-           "ppr_replace", "register_corruption", "target_swap"]
+__all__ = ["CONTEXT", "CORRUPTIONS", "RESOURCES", "BipartiteGraph", "Corruption", "CorruptionSpec",
+           "check_corruption_args", "corruption_arg_names", "corruption_for", "corruption_names",
+           "get_corruption", "history_resample", "label_flip", "personalized_pagerank", "ppr_replace",
+           "register_corruption", "target_swap"]

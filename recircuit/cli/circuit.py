@@ -5,6 +5,7 @@ Usage::
     recircuit circuit --model smollm2-135m-instruct --n-samples 16 --method eap-ig-inputs \\
         --corruption label_flip --top-n 300 --out runs/circuit
     recircuit circuit --model tiny --data-json data/book --corruption target_swap --out runs/book_circuit
+    recircuit circuit --model tiny --corruption ppr --corruption-arg far_fraction=0.1 --corruption-arg seed=1
 
 When the corruption does not move the metric beyond its spread over the samples
 (:func:`recircuit.circuits.check_corruption`), one ``note:`` line on stderr says so (and the JSON
@@ -73,6 +74,8 @@ def add_circuit_parser(subparsers) -> argparse.ArgumentParser:
                    help="the metric attribution differentiates (recircuit.circuits.metrics.METRICS)")
     p.add_argument("--corruption", default="label_flip", choices=RegistryChoices(_corruption_names),
                    help="a registered corruption (recircuit.circuits.corruptions.register_corruption)")
+    p.add_argument("--corruption-arg", action="append", default=None, metavar="KEY=VALUE",
+                   help="an argument of the corruption (repeatable), e.g. seed=1 or far_fraction=0.1 for ppr")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--top-n", type=int, default=300)
     p.add_argument("--faithfulness", action="store_true", help="also compute the MIB faithfulness curve")
@@ -83,6 +86,26 @@ def add_circuit_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_circuit)
     return p
+
+
+def corruption_args(args: argparse.Namespace, name: str | None = None) -> dict:
+    """The ``--corruption-arg KEY=VALUE`` flags, checked against corruption ``name`` (default
+    ``args.corruption``) before any model is loaded.
+
+    Raises:
+        InputError: a malformed pair, or an argument the corruption does not take (the flag named,
+            the corruption's arguments listed).
+    """
+    from recircuit.circuits.corruptions import check_corruption_args
+    from recircuit.cli.common import corruption_args_from
+    from recircuit.errors import InputError
+
+    flag = "--corruption-arg"
+    cargs = corruption_args_from(getattr(args, "corruption_arg", None), flag)
+    try:
+        return check_corruption_args(name or args.corruption, cargs, field=flag)
+    except InputError as err:
+        raise InputError(str(err).split(": ", 1)[-1], field=flag) from err
 
 
 def cmd_circuit(args: argparse.Namespace) -> int:
@@ -98,6 +121,7 @@ def cmd_circuit(args: argparse.Namespace) -> int:
     from recircuit.cli.common import data_source_from_args, emit
     from recircuit.models import load_model
 
+    cargs = corruption_args(args)
     model = load_model(args.model, device=args.device)
     if args.checkpoint:
         from recircuit.train import load_checkpoint
@@ -105,14 +129,15 @@ def cmd_circuit(args: argparse.Namespace) -> int:
         load_checkpoint(model, args.checkpoint)
     source = data_source_from_args(args)
     samples = source.samples(args.part, args.preset)[: args.n_samples]
-    corrupted = corruption_for(args.corruption, model.tokenizer, seed=0, source=source)(samples)
+    corrupted = corruption_for(args.corruption, model.tokenizer, seed=0, source=source, args=cargs)(samples)
     cfg = AttributionConfig(method=args.method, steps=args.steps, metric=args.metric, batch_size=args.batch_size, align="left")
     t = time.perf_counter()
     res = attribute(model, samples, corrupted, cfg)
     secs = time.perf_counter() - t
     meta = {"model": args.model, "checkpoint": args.checkpoint,
             "data": {"preset": args.preset, "part": args.part, "n": len(samples), "source": source.to_dict()},
-            "method": args.method, "corruption": args.corruption, "metric": args.metric}
+            "method": args.method, "corruption": args.corruption, "metric": args.metric,
+            **({"corruption_args": cargs} if cargs else {})}
     circ = Circuit.from_attribution(res, top_n=args.top_n, metadata=meta)
     summary = {"edges_total": res.graph.n_edges, "edges_in_circuit": circ.n_edges, "seconds": round(secs, 1),
                "clean_metric": round(res.clean_metric, 4), "corrupted_metric": round(res.corrupted_metric, 4)}

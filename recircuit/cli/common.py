@@ -142,3 +142,28 @@ def score_report(samples, p_yes, scores_out: str | None = None) -> dict:
              "p_yes": [round(float(x), 6) for x in p_yes]}))
         m["scores"] = str(scores_out)
     return m
+
+
+def corruption_args_from(pairs: list[str] | None, flag: str = "--corruption-arg") -> dict:
+    """``KEY=VALUE`` flags as a corruption's arguments: each value read as JSON when it is a JSON
+    scalar (``3``, ``0.1``, ``true``, ``null``), else kept as the string.
+
+    Raises:
+        InputError: a pair without ``=`` or a key given twice (the flag named).
+    """
+    from recircuit.errors import InputError
+
+    out: dict = {}
+    for pair in pairs or []:
+        key, sep, text = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise InputError(f"{pair!r} is not KEY=VALUE", field=flag, fix=f"e.g. {flag} seed=1")
+        if key in out:
+            raise InputError(f"{key!r} is given twice", field=flag, fix="give each argument once")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = text
+        out[key] = value if value is None or isinstance(value, str | int | float | bool) else text
+    return out

@@ -5,10 +5,14 @@ Usage::
     recircuit unlearn --method cure --checkpoint runs/ft/model --forget-fraction 0.1 --out runs/unlearn
     recircuit unlearn --method cure --forget-rule ga --ga-bound 3 --grouping-top-k 0.3 ...
     recircuit unlearn --method npo --npo-beta 0.2 ...
+    recircuit unlearn --method cure --corruption ppr --corruption-arg far_fraction=0.1 --data-dir data/ml-100k ...
 
 The loop flags (``--steps``, ``--lr``, ``--batch-size``, ``--seed``) are shared; every other
 method flag comes from the chosen method's config dataclass (``recircuit unlearn --help`` lists
 them with the methods they apply to). A flag the chosen method does not have is refused.
+``--corruption-arg KEY=VALUE`` (repeatable) sets CURE's ``corruption_args``. CURE gets the data
+set the data flags name (MovieLens from the asset by default), so its importance step can use a
+corruption drawn from that data set's catalogue (``target_swap``, ``history_resample``, ``ppr``).
 
 **Outputs, and when nothing is written.** A run that can be trusted (status ``ok`` or
 ``early_stop``) writes ``OUT/model.{safetensors,json}``, ``OUT/audit.json`` (with the status) and,
@@ -27,6 +31,7 @@ the base weights before unlearning, and the unlearned model is saved as a full c
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import math
 import time
@@ -64,6 +69,14 @@ def _method_flags() -> dict[str, dict]:
     return flags
 
 
+def _corruption_methods() -> list[str]:
+    """The registered methods whose config has ``corruption_args`` (CURE and its variants)."""
+    from recircuit.unlearn import available_methods, config_class
+
+    return [n for n in available_methods()
+            if "corruption_args" in {f.name for f in dataclasses.fields(config_class(n))}]
+
+
 def add_unlearn_parser(subparsers) -> argparse.ArgumentParser:
     """Register the ``unlearn`` subcommand (method flags from the registered configs)."""
     from recircuit.unlearn import available_methods
@@ -96,6 +109,9 @@ def add_unlearn_parser(subparsers) -> argparse.ArgumentParser:
         else:
             g.add_argument(f.flag, type=_optional(f.type) if f.optional else f.type,
                            metavar=f.type.__name__.upper(), **kw)
+    g.add_argument("--corruption-arg", action="append", default=None, metavar="KEY=VALUE",
+                   help="an argument of --corruption (repeatable), e.g. seed=1 or far_fraction=0.1 for ppr "
+                        f"[{', '.join(_corruption_methods())}]")
     p.set_defaults(func=cmd_unlearn)
     return p
 
@@ -135,6 +151,13 @@ def check_args(args: argparse.Namespace):
     except InputError as err:
         bad = next((f for f in own.values() if err.field in (f.path[-1], f.dest)), None)
         raise InputError(str(err).split(": ", 1)[-1], field=bad.flag if bad else "--method") from err
+    if getattr(args, "corruption_arg", None):
+        if args.method not in _corruption_methods():
+            raise InputError(f"does not apply to --method {args.method} (it is a setting of "
+                             f"{', '.join(_corruption_methods())})", field="--corruption-arg")
+        from recircuit.cli.circuit import corruption_args
+
+        cfg = dataclasses.replace(cfg, corruption_args=corruption_args(args, cfg.corruption))
     return loop, cfg
 
 
@@ -155,7 +178,10 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     loop, cfg = check_args(args)
     # the failure is reported once, as the RunFailed line below: drop the library's own warning of it
     logging.getLogger("recircuit.unlearn.base").addFilter(_drop_status_warnings)
-    split = data_source_from_args(args).split("tallrec")
+    source = data_source_from_args(args)
+    # CURE's importance step draws catalogue-based corruptions from the data set the samples come from
+    method = get_method(args.method, cfg, **({"data_source": source} if args.method in _corruption_methods() else {}))
+    split = source.split("tallrec")
     pool = cap_per_user(split.train, args.per_user, args.n_train)
     sub = type(split)(split.name, pool, split.valid, split.test, split.params)
     req = forget_retain_split(sub, level="user", fraction=args.forget_fraction, seed=args.seed, user_ids=args.forget_users)
@@ -168,7 +194,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
             merge_lora(model)
     before = model_hash(model)
     t = time.perf_counter()
-    res = get_method(args.method, cfg).run(model, req.forget, req.retain, loop, heldout=split.valid[:64])
+    res = method.run(model, req.forget, req.retain, loop, heldout=split.valid[:64])
     secs = time.perf_counter() - t
     out = Path(args.out)
     config = {"loop": loop.to_dict(), "method": cfg.to_dict()}

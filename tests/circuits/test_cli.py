@@ -59,3 +59,22 @@ def test_circuit_metric_choices_are_the_registered_metrics(monkeypatch):
     assert parser.parse_args(["circuit", "--metric", "my_metric"]).metric == "my_metric"
     with pytest.raises(SystemExit):
         parser.parse_args(["circuit", "--metric", "nope"])
+
+
+def test_circuit_command_passes_corruption_args_and_refuses_a_bad_one_before_any_model(tmp_path, capsys,
+                                                                                        monkeypatch):
+    from pathlib import Path
+
+    bx = ["--data-format", "bookcrossing", "--data-path",
+          str(Path(__file__).resolve().parents[1] / "fixtures" / "bookcrossing"), "--history-len", "3"]
+    base = ["circuit", "--model", "tiny", *bx, "--n-samples", "2", "--method", "eap", "--top-n", "10",
+            "--corruption", "ppr"]
+    assert main([*base, "--corruption-arg", "far_fraction=0.5", "--corruption-arg", "seed=1",
+                 "--out", str(tmp_path / "c"), "--json"]) == 0
+    meta = Circuit.load(tmp_path / "c").metadata
+    assert meta["corruption"] == "ppr" and meta["corruption_args"] == {"far_fraction": 0.5, "seed": 1}
+    capsys.readouterr()
+    monkeypatch.setattr("recircuit.models.load_model", lambda *a, **k: pytest.fail("model loaded"))
+    assert main([*base, "--corruption-arg", "titles=x", "--out", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    assert "--corruption-arg" in err and "'titles'" in err and "seed, far_fraction" in err

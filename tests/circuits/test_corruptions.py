@@ -184,3 +184,68 @@ def test_user_facing_corruption_errors_are_one_line_input_errors():
     with pytest.raises(InputError, match="user ids"):
         get_corruption("ppr", interactions=pd.DataFrame({"user": [1], "item": [2]}), titles={2: "A (1990)"})(
             [Sample("i", build_input(["A (1990)"], [], "A (1990)"), "Yes.")])
+
+
+# ---------------------------------------------------------------------------------------------
+# user arguments (a config's corruption_args)
+
+def _bx():
+    from pathlib import Path
+
+    from recircuit.data import DataSource
+
+    fixtures = Path(__file__).resolve().parents[1] / "fixtures"
+    return DataSource("bookcrossing", path=str(fixtures / "bookcrossing"), history_len=3)
+
+
+def test_corruption_args_are_the_factorys_own_knobs_never_the_data():
+    import math
+
+    from recircuit.circuits.corruptions import (
+        RESOURCES,
+        check_corruption_args,
+        corruption_arg_names,
+    )
+    from recircuit.errors import InputError
+
+    assert corruption_arg_names("ppr") == ("seed", "far_fraction")
+    assert corruption_arg_names("target_swap") == ("seed",) == corruption_arg_names("history_resample")
+    assert corruption_arg_names("label_flip") == ()
+    assert not set(RESOURCES) & {a for n in corruption_names() for a in corruption_arg_names(n)}
+    assert check_corruption_args("ppr", {"far_fraction": 0.1, "seed": 2}) == {"far_fraction": 0.1, "seed": 2}
+    for bad, key in (({"titles": {}}, "titles"), ({"farfraction": 0.1}, "farfraction")):
+        with pytest.raises(InputError) as err:
+            check_corruption_args("ppr", bad)
+        assert err.value.field == f"corruption_args.{key}" and "seed, far_fraction" in str(err.value)
+    for value in ([1], {"a": 1}, math.nan):
+        with pytest.raises(InputError) as err:
+            check_corruption_args("ppr", {"seed": value})
+        assert err.value.field == "corruption_args.seed" and "JSON scalar" in str(err.value)
+    with pytest.raises(InputError, match="takes no argument 'seed'"):
+        check_corruption_args("label_flip", {"seed": 1})
+
+
+def test_corruption_for_passes_the_users_args_to_the_factory():
+    src, tok = _bx(), tiny_tokenizer()
+    samples = src.split().train[:8]
+
+    def inputs(name, **kw):
+        return [s.input for s in corruption_for(name, tok, source=src, **kw)(samples)]
+
+    # a seed among the args is the factory's seed (and wins over the seed parameter), deterministically
+    assert inputs("target_swap", args={"seed": 3}) == inputs("target_swap", seed=3) \
+        == inputs("target_swap", seed=0, args={"seed": 3})
+    assert inputs("target_swap", args={"seed": 3}) != inputs("target_swap")
+    # far_fraction bounds where ppr draws from: the lowest-PPR share of each user's items
+    cat = src.catalogue()
+    for ff in (0.05, 1.0):
+        out = corruption_for("ppr", tok, source=src, args={"far_fraction": ff})(samples)
+        for a, b in zip(samples, out):
+            ppr = personalized_pagerank(cat.interactions, a.user_id)
+            far = set(sorted(ppr, key=ppr.get)[: max(1, int(len(ppr) * ff))])
+            old = set(a.liked_ids + a.disliked_ids)
+            assert {i for i in b.liked_ids + b.disliked_ids if i not in old} <= far
+    assert inputs("ppr", args={"far_fraction": 0.05}) != inputs("ppr", args={"far_fraction": 1.0})
+    with pytest.raises(ValueError, match="far_fraction") as err:
+        corruption_for("ppr", tok, source=src, args={"far": 0.1})
+    assert err.value.field == "corruption_args.far"

@@ -7,6 +7,10 @@ Usage::
     res = get_method("cure", cfg).run(model, forget, retain, LoopConfig(steps=30), heldout=valid[:64])
     res.extra["grouping"]          # modules, scores, thresholds, group and reason per module
 
+    # importance under a catalogue-based corruption, drawn from the samples' own data set
+    cfg = method_config("cure", corruption="ppr", corruption_args={"far_fraction": 0.1})
+    get_method("cure", cfg, data_source=DataSource("bookcrossing", path="data/bx")).run(...)
+
 Steps: (1) module importance I_f, I_r with the EAP engine (EAP-IG by default) on forget and
 retain samples, computed on the original model; (2) grouping (:func:`group_modules`); (3) one
 update per step in which each group follows its own rule, on its own parameter slices
@@ -29,7 +33,14 @@ from dataclasses import dataclass, field
 import torch
 
 from recircuit.circuits import METHODS, corruption_names
-from recircuit.circuits.corruptions import CORRUPTIONS
+from recircuit.circuits.corruptions import (
+    CORRUPTIONS,
+    Corruption,
+    check_corruption_args,
+    corruption_for,
+    get_corruption,
+)
+from recircuit.data import DataSource
 from recircuit.errors import InputError
 from recircuit.models.families import projection_params
 from recircuit.unlearn.base import UnlearnMethod
@@ -48,10 +59,11 @@ from recircuit.unlearn.registry import register
 
 
 def self_contained_corruptions() -> tuple[str, ...]:
-    """Corruptions buildable from their name alone (no required MovieLens context such as titles).
+    """Corruptions buildable from their name alone (no required data-set context such as titles).
 
-    CURE's importance step builds its corruption with ``get_corruption(name)``, so a corruption
-    whose factory requires ``titles`` or ``interactions`` (``target_swap``, ``ppr``) would fail there.
+    Without a data source (``CURE(config)``), CURE's importance step builds its corruption with
+    ``get_corruption(name, **corruption_args)``, so a corruption whose factory requires ``titles``
+    or ``interactions`` (``target_swap``, ``ppr``) needs ``CURE(config, data_source=...)``.
     """
     def ok(name: str) -> bool:
         spec = CORRUPTIONS[name]
@@ -71,7 +83,12 @@ class CUREConfig(ForgetRuleConfig):
         importance_method: the EAP method that scores modules.
         importance_steps: its integrated-gradient steps.
         importance_samples: forget and retain samples it scores on (each).
-        corruption: the corruption strategy of the EAP run (one of :func:`self_contained_corruptions`).
+        corruption: the corruption strategy of the EAP run (a registered name; one that needs the
+            data set's catalogue, such as ``target_swap`` or ``ppr``, needs the method built with
+            ``data_source=``, as the pipeline and ``recircuit unlearn`` do).
+        corruption_args: the corruption's own arguments (JSON scalars, e.g. ``{"seed": 1}``; see
+            :func:`recircuit.circuits.corruptions.corruption_arg_names`). Left out of
+            :meth:`to_dict` when empty.
     """
 
     grouping: GroupingConfig = field(default_factory=GroupingConfig)
@@ -79,21 +96,28 @@ class CUREConfig(ForgetRuleConfig):
     importance_steps: int = 3
     importance_samples: int = 16
     corruption: str = "label_flip"
+    corruption_args: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.importance_method not in METHODS:
             raise InputError(f"unknown attribution method {self.importance_method!r}", field="importance_method",
                              fix=f"choose one of {', '.join(METHODS)}")
-        if self.corruption not in self_contained_corruptions():
-            known = self.corruption in corruption_names()
-            raise InputError(f"{'corruption' if known else 'unknown corruption'} {self.corruption!r}"
-                             + (" needs MovieLens context (titles, interactions) that CURE's importance step "
-                                "does not load" if known else ""), field="corruption",
-                             fix=f"choose one of {', '.join(self_contained_corruptions())}")
+        if self.corruption not in corruption_names():
+            raise InputError(f"unknown corruption {self.corruption!r}", field="corruption",
+                             fix=f"choose one of {', '.join(corruption_names())}")
+        self.corruption_args = check_corruption_args(self.corruption, self.corruption_args)
         for name in ("importance_steps", "importance_samples"):
             if getattr(self, name) < 1:
                 raise InputError(f"must be >= 1, got {getattr(self, name)}", field=name)
+
+    def to_dict(self) -> dict:
+        """JSON-able form; ``corruption_args`` left out when empty (so cache keys of configs
+        without it keep their form)."""
+        d = super().to_dict()
+        if not self.corruption_args:
+            del d["corruption_args"]
+        return d
 
 
 @register("cure", CUREConfig)
@@ -105,16 +129,41 @@ class CURE(UnlearnMethod):
     and retain samples of the original model, and counts toward the method's wall time.
     """
 
-    def __init__(self, config: CUREConfig | None = None, grouping: Grouping | None = None) -> None:
+    def __init__(self, config: CUREConfig | None = None, grouping: Grouping | None = None,
+                 data_source: DataSource | None = None) -> None:
+        """``data_source``: the data set the forget and retain samples come from, for a corruption
+        that draws from its catalogue (without one, only :func:`self_contained_corruptions`).
+
+        Raises:
+            InputError: the corruption needs the data set's catalogue, no ``data_source`` is given
+                and no ``grouping`` either (so the importance step would need it).
+        """
         super().__init__(config)
         self.grouping = grouping
         self.given = grouping is not None
+        self.data_source = data_source
+        name = self.config.corruption
+        if data_source is None and not self.given and name not in self_contained_corruptions():
+            raise InputError(f"corruption {name!r} draws from the data set's catalogue (titles, interactions), "
+                             "and CURE was given no data source", field="corruption",
+                             fix="pass data_source=DataSource(...) (the pipeline and `recircuit unlearn` do), "
+                                 f"or choose one of {', '.join(self_contained_corruptions())}")
+
+    def corruption(self, tokenizer=None) -> Corruption:
+        """The importance step's corruption: with :attr:`data_source` through
+        :func:`~recircuit.circuits.corruptions.corruption_for` (catalogue, ``tokenizer`` for length
+        matching), else ``get_corruption(name, **corruption_args)``."""
+        cfg = self.config
+        if self.data_source is None:
+            return get_corruption(cfg.corruption, **cfg.corruption_args)
+        return corruption_for(cfg.corruption, tokenizer, source=self.data_source, args=cfg.corruption_args)
 
     def make_grouping(self, model, forget, retain) -> Grouping:
         """Importance on forget and retain samples, then the configured split."""
         cfg = self.config
         n = cfg.importance_samples
-        kw = dict(method=cfg.importance_method, steps=cfg.importance_steps, corruption=cfg.corruption,
+        kw = dict(method=cfg.importance_method, steps=cfg.importance_steps,
+                  corruption=self.corruption(getattr(model, "tokenizer", None)),
                   batch_size=self.loop.batch_size, progress=False)
         i_f = module_importance(model, list(forget)[:n], **kw)
         i_r = module_importance(model, list(retain)[:n], **kw)
