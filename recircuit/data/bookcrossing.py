@@ -82,4 +82,5 @@ def load_bookcrossing(path: str | Path, books: str | Path | None = None, like_th
                     implicit, unknown, books_path.name)
     table.rows = kept_rows
     return assemble(table, users, items, values, None, catalogue, source="bookcrossing", path=ratings_path,
-                    domain="book", like_threshold=like_threshold, rating_scale=rating_scale, uid_tag="n")
+                    domain="book", like_threshold=like_threshold,
+                    rating_scale=rating_scale if rating_scale or like_threshold is not None else "1-10", uid_tag="n")

@@ -24,6 +24,7 @@ the largest rating (at most 1, 5 or 10); larger ratings need an explicit thresho
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ import pandas as pd
 from recircuit.errors import InputError
 
 __all__ = ["RATING_SCALES", "DataFileMissing", "DataFormatError", "RatingData", "like_threshold_for"]
+
+logger = logging.getLogger(__name__)
 
 
 class DataFormatError(InputError):
@@ -72,6 +75,9 @@ def like_threshold_for(ratings: Iterable[float], threshold: float | None = None,
     top = max((float(r) for r in ratings), default=5.0)
     for limit, name in ((1, "0-1"), (5, "1-5"), (10, "1-10")):
         if top <= limit:
+            logger.warning("no like threshold or rating scale given: the largest rating is %g, so the %s scale is "
+                           "assumed (liked: rating > %g); pass like_threshold or rating_scale to choose",
+                           top, name, RATING_SCALES[name])
             return RATING_SCALES[name]
     raise InputError(f"ratings go up to {top:g}, which is no known scale", field="like_threshold",
                      fix="pass like_threshold (ratings strictly above it are liked) or rating_scale")

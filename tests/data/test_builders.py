@@ -125,3 +125,18 @@ def test_ids_that_are_not_canonical_integers_are_kept_apart():
     assert set(ids.keys.values()) == {"007", "7", "0345339703"}
     plain = _Ids(["3", "12", "3"])
     assert plain.to_int == {"3": 3, "12": 12} and plain.keys is None
+
+
+def test_an_inferred_rating_scale_is_said_out_loud(caplog):
+    """Without a threshold or scale the scale is guessed from the largest rating, and a warning says which."""
+    import logging
+
+    from recircuit.data.ratings import like_threshold_for
+
+    with caplog.at_level(logging.WARNING, logger="recircuit.data.ratings"):
+        assert like_threshold_for([2, 4, 5]) == 3.0
+    assert "1-5 scale is assumed" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="recircuit.data.ratings"):
+        assert like_threshold_for([2, 4, 5], scale="1-10") == 6.0
+    assert caplog.text == ""
