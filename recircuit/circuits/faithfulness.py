@@ -255,7 +255,7 @@ class UnreliableFaithfulness(InputError):
 def _suggestion(corruption: str) -> str:
     other = "label_flip" if corruption == "target_swap" else "target_swap"
     return (f"use a corruption that moves the metric (e.g. --corruption {other}), more samples, "
-            "or a fine-tuned recommender")
+            "or a model that has learned the task (a zero-shot model is no recommender)")
 
 
 def check_corruption(
