@@ -62,7 +62,7 @@ def tiny():
 #: Llama-style GQA, GPT-2-style (fused qkv, Conv1D, plain MLP, learned positions), GPT-NeoX
 #: (interleaved fused qkv, parallel attention/MLP), Phi-3 (fused qkv and gate/up, GQA) and Gemma-2
 #: (post-block "sandwich" norms, GQA, logit soft-capping).
-TINY_FAMILIES = ("llama", "gpt2", "neox", "phi3", "gemma2")
+TINY_FAMILIES = ("llama", "gpt2", "neox", "phi3", "gemma2", "gemma3")
 
 
 @pytest.fixture(params=TINY_FAMILIES)
