@@ -114,7 +114,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                  if "cpr" in c else "no faithfulness curve")
         print(f"circuit: {c['n_edges_total']} edges; {faith}; top modules: "
               + ", ".join(n for n, _ in c["top_modules"][:5]))
-    if c.get("faithfulness_note"):
+    if c and c.get("faithfulness_note"):
         print(f"note: {c['faithfulness_note']}")
     print("steps (s): " + ", ".join(f"{k} {v:.0f}" for k, v in res.timings.items()))
     if res.reused:

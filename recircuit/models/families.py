@@ -132,24 +132,24 @@ def _tiny_phi3(vocab: int, n_layers: int, n_heads: int, n_kv: int, d_model: int,
                       tie_word_embeddings=False)
 
 
-def _tiny_gemma2(vocab: int, n_layers: int, n_heads: int, n_kv: int, d_model: int, pad: int, eos: int):
-    from transformers import Gemma2Config
+def _tiny_gemma(version: int, vocab: int, n_layers: int, n_heads: int, n_kv: int, d_model: int, pad: int, eos: int):
+    """A tiny Gemma-2 (``version=2``) or Gemma-3 text (``version=3``) config: the same sizes, post-block norms."""
+    import transformers
 
-    return Gemma2Config(vocab_size=vocab, hidden_size=d_model, intermediate_size=2 * d_model,
-                        num_hidden_layers=n_layers, num_attention_heads=n_heads, num_key_value_heads=n_kv,
-                        head_dim=d_model // n_heads, max_position_embeddings=1024, pad_token_id=pad,
-                        bos_token_id=None, eos_token_id=eos, tie_word_embeddings=False,
-                        architectures=["Gemma2ForCausalLM"])
+    config_cls = transformers.Gemma2Config if version == 2 else transformers.Gemma3TextConfig
+    return config_cls(vocab_size=vocab, hidden_size=d_model, intermediate_size=2 * d_model,
+                      num_hidden_layers=n_layers, num_attention_heads=n_heads, num_key_value_heads=n_kv,
+                      head_dim=d_model // n_heads, max_position_embeddings=1024, pad_token_id=pad,
+                      bos_token_id=None, eos_token_id=eos, tie_word_embeddings=False,
+                      architectures=[f"Gemma{version}ForCausalLM"])
+
+
+def _tiny_gemma2(vocab: int, n_layers: int, n_heads: int, n_kv: int, d_model: int, pad: int, eos: int):
+    return _tiny_gemma(2, vocab, n_layers, n_heads, n_kv, d_model, pad, eos)
 
 
 def _tiny_gemma3(vocab: int, n_layers: int, n_heads: int, n_kv: int, d_model: int, pad: int, eos: int):
-    from transformers import Gemma3TextConfig
-
-    return Gemma3TextConfig(vocab_size=vocab, hidden_size=d_model, intermediate_size=2 * d_model,
-                            num_hidden_layers=n_layers, num_attention_heads=n_heads, num_key_value_heads=n_kv,
-                            head_dim=d_model // n_heads, max_position_embeddings=1024, pad_token_id=pad,
-                            bos_token_id=None, eos_token_id=eos, tie_word_embeddings=False,
-                            architectures=["Gemma3ForCausalLM"])
+    return _tiny_gemma(3, vocab, n_layers, n_heads, n_kv, d_model, pad, eos)
 
 
 @dataclass(frozen=True)
