@@ -11,6 +11,7 @@ Usage::
     corrupt = corruption_for("ppr", tokenizer=tok, data_dir=None, seed=0)   # loads what it needs
     corrupt = corruption_for("target_swap", tok, source=DataSource("bookcrossing", path="data/bx"))
     corrupt = corruption_for("ppr", tok, args={"far_fraction": 0.1, "seed": 3})   # a config's corruption_args
+    corrupt = get_corruption("user_swap", donors=split.train, seed=1)   # another user's history, same target
     corruption_names()                                # ('label_flip', 'target_swap', ...)
 
 Strategies (each gives a callable ``list[Sample] -> list[Sample]``, seeded):
@@ -25,29 +26,37 @@ Strategies (each gives a callable ``list[Sample] -> list[Sample]``, seeded):
 4. ``ppr``: the CURE-style graph corruption. Personalized PageRank from the user on the
    user-item bipartite graph; history items are replaced by items the user's PPR ranks lowest
    (far from the user), each with matched token length where possible.
+5. ``user_swap``: replace the whole history (both lists) with that of a sample of another user
+   of the same domain (from ``donors``, by default the data set's TALLRec training split; else
+   the batch), keeping the target: the pair differs only in *whose* data the prompt shows, so
+   the circuit isolates the paths that carry the user's data (circuit-aware unlearning). Not
+   length-matched: attribute with ``AttributionConfig(align="left")``.
 
 Every strategy works on every domain (:mod:`recircuit.data.domains`: movies, books with their
 authors, games...): it edits the samples' structured items (:meth:`Sample.with_items`,
 :meth:`Sample.with_target_item`: title, author, item id) and lets the sample re-render its prompt
 through its domain; none parses prompt text. Lengths are those of the rendered item
 (``"Title" written by Author`` for books). Catalogue-based strategies (``target_swap``,
-``history_resample``, ``ppr``) draw from the data set the samples come from
-(:func:`corruption_for` with ``source``), never from another. Where no length-matched replacement
-exists the original item is kept, so the pair stays aligned;
-:func:`recircuit.circuits.attribute.make_pair_batch` still checks lengths.
+``history_resample``, ``ppr``) and ``user_swap``'s donors draw from the data set the samples
+come from (:func:`corruption_for` with ``source``), never from another. Where no length-matched
+replacement exists the original item is kept, so the pair stays aligned;
+:func:`recircuit.circuits.attribute.make_pair_batch` still checks lengths (``user_swap`` alone is
+not length-matched).
 
 **Adding a corruption** is one function decorated with :func:`register_corruption`. Either the
 function is itself the corruption (``samples -> samples``, registered with ``factory=False``), or
 it is a factory whose keyword parameters name what it needs from :data:`CONTEXT` (``titles``,
-``authors``, ``catalogue``, ``tokenizer``, ``interactions``, ``seed``) plus its own knobs with
-defaults. A config that holds a corruption stores its registered name (and knobs), never a function. :func:`get_corruption`,
-:func:`corruption_for` (which loads the catalogue and interactions only for a factory that asks for
+``authors``, ``catalogue``, ``tokenizer``, ``interactions``, ``donors``, ``seed``) plus its own
+knobs with defaults. A config that holds a corruption stores its registered name (and knobs),
+never a function. :func:`get_corruption`, :func:`corruption_for` (which loads the catalogue and
+interactions, or the training split's samples as ``donors``, only for a factory that asks for
 them) and the ``recircuit circuit --corruption`` choices all read the registry.
 """
 
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -62,13 +71,16 @@ from recircuit.data.prompts import Sample
 from recircuit.data.sources import Catalogue, DataSource
 from recircuit.errors import InputError
 
+logger = logging.getLogger(__name__)
+
 Corruption = Callable[[Sequence[Sample]], list[Sample]]
 
-#: Keyword arguments :func:`corruption_for` can supply to a registered factory.
-CONTEXT = ("titles", "authors", "catalogue", "tokenizer", "interactions", "seed")
+#: Keyword arguments :func:`corruption_for` can supply to a registered factory (``donors``: the
+#: data set's TALLRec training samples).
+CONTEXT = ("titles", "authors", "catalogue", "tokenizer", "interactions", "donors", "seed")
 
 #: The :data:`CONTEXT` keys taken from the model and the data set (never a user's argument).
-RESOURCES = ("titles", "authors", "catalogue", "tokenizer", "interactions")
+RESOURCES = ("titles", "authors", "catalogue", "tokenizer", "interactions", "donors")
 
 
 @dataclass(frozen=True)
@@ -381,6 +393,78 @@ def ppr_replace(interactions: pd.DataFrame | None, titles: Mapping[int, str], to
     return corrupt
 
 
+def _user_of(s: Sample) -> object:
+    """Whose data a sample shows: its ``user_id``, else its ``uid``."""
+    return s.user_id if s.user_id is not None else s.uid
+
+
+@register_corruption("user_swap")
+def user_swap(donors: Sequence[Sample] | None = None, seed: int = 0) -> Corruption:
+    """Replace each sample's history with that of another user's sample (same target).
+
+    For every sample a donor is drawn (seeded, deterministic for a given ``seed``, batch and
+    ``donors``) among the structured samples of ``donors`` (default: the other samples of the
+    batch being corrupted) whose user differs (``user_id``, else ``uid``) and whose domain is the
+    sample's; the corrupted sample shows the donor's liked and disliked items (titles, authors,
+    ids) and keeps its own target, label, ``uid``, ``user_id`` and ``history``. The clean/corrupted
+    pair thus differs only in whose data it shows, isolating the paths that carry the user's data.
+
+    Donor histories may differ in token length (other titles, another like/dislike split), so the
+    pair is **not** length-matched: attribute with ``AttributionConfig(align="left")`` (the
+    pipeline's and CURE's importance step's setting), which left-pads both sides to a common
+    length. A sample for which no donor exists keeps its history (logged).
+
+    ``donors`` is data-set context like ``titles``, not a user argument:
+    :func:`corruption_for` passes the data set's TALLRec training samples, and a config's
+    ``corruption_args`` take only ``seed``.
+
+    Raises:
+        InputError: (when corrupting) no sample of the batch has a donor of another user of its
+            domain, e.g. a batch of one user's samples and no ``donors``.
+    """
+    pool = None if donors is None else [d for d in donors if d.structured]
+
+    def bucket(ds: Sequence[Sample]) -> dict[str, list[Sample]]:
+        out: dict[str, list[Sample]] = {}
+        for d in ds:
+            out.setdefault(d.spec.name, []).append(d)
+        return out
+
+    given = None if pool is None else bucket(pool)
+
+    def corrupt(samples: Sequence[Sample]) -> list[Sample]:
+        rng = np.random.default_rng(seed)
+        samples = [_structured(s, "user_swap") for s in samples]
+        by_domain = bucket(samples) if given is None else given
+        cands: dict[tuple[str, object], list[Sample]] = {}
+        out, missing = [], 0
+        for s in samples:
+            key = (s.spec.name, _user_of(s))
+            if key not in cands:
+                cands[key] = [d for d in by_domain.get(key[0], []) if _user_of(d) != key[1]]
+            c = cands[key]
+            if not c:
+                missing += 1
+                out.append(s)
+                continue
+            donor = c[int(rng.integers(len(c)))]
+            out.append(s.with_items(donor.liked_items, donor.disliked_items))
+        if samples and missing == len(samples):
+            where = "the batch" if pool is None else f"the {len(pool)} donors"
+            raise InputError(f"user_swap found no donor of another user in {where} for any of the "
+                             f"{len(samples)} samples (users {sorted({str(_user_of(s)) for s in samples})[:5]}, "
+                             f"domains {sorted({s.spec.name for s in samples})})", field="donors",
+                             fix="pass donors=<samples of other users of the same domain> (e.g. "
+                                 "DataSource(...).split().train), use corruption_for('user_swap', tok, "
+                                 "source=...), or corrupt a batch of several users")
+        if missing:
+            logger.warning("user_swap: %d of %d samples have no donor of another user of their domain and keep "
+                           "their history", missing, len(samples))
+        return out
+
+    return corrupt
+
+
 def get_corruption(name: str, **kwargs) -> Corruption:
     """A registered corruption by name.
 
@@ -450,8 +534,10 @@ def corruption_for(name: str, tokenizer=None, data_dir: str | None = None, seed:
 
     A factory that takes ``titles``, ``authors``, ``catalogue`` or ``interactions`` gets them from
     ``source`` (:meth:`recircuit.data.DataSource.catalogue`: the same data set the samples come
-    from), else from MovieLens-100K (``data_dir``, default the asset); the data is read only
-    then. ``tokenizer`` (length matching) and ``seed`` are passed to factories that take them.
+    from), else from MovieLens-100K (``data_dir``, default the asset); one that takes ``donors``
+    (``user_swap``) gets the training samples of that data set's TALLRec split
+    (:meth:`recircuit.data.DataSource.split`); the data is read only then. ``tokenizer`` (length
+    matching) and ``seed`` are passed to factories that take them.
     ``args`` are the user's arguments (a config's ``corruption_args``, checked with
     :func:`check_corruption_args`); a ``seed`` among them wins over ``seed``.
 
@@ -466,10 +552,12 @@ def corruption_for(name: str, tokenizer=None, data_dir: str | None = None, seed:
 
         cat = (source or DataSource("movielens", path=data_dir)).catalogue()
         kw |= {"titles": cat.titles, "authors": cat.authors, "catalogue": cat, "interactions": cat.interactions}
+    if "donors" in spec.needs:
+        kw["donors"] = list((source or DataSource("movielens", path=data_dir)).split().train)
     return get_corruption(name, **(kw | user))
 
 
 __all__ = ["CONTEXT", "CORRUPTIONS", "RESOURCES", "BipartiteGraph", "Corruption", "CorruptionSpec",
            "check_corruption_args", "corruption_arg_names", "corruption_for", "corruption_names",
            "get_corruption", "history_resample", "label_flip", "personalized_pagerank", "ppr_replace",
-           "register_corruption", "target_swap"]
+           "register_corruption", "target_swap", "user_swap"]
