@@ -145,6 +145,41 @@ class DataConfig:
         return d
 
 
+def _base_train() -> TrainConfig:
+    return TrainConfig(mode="full", lr=5e-5, epochs=1, batch_size=8, warmup_ratio=0.1, schedule="constant",
+                       eval_every=16, patience=3, loss="yes_no")
+
+
+@dataclass
+class BaseConfig:
+    """The base recommender that Original and Retrain both continue (the two-stage protocol).
+
+    A recommender has to be a real one before anything about forgetting can be measured, and
+    a few dozen pool samples do not make one. So a base recommender is first fine-tuned on users
+    **outside** the unlearning pool (no forget user is in it, so it is part of the gold standard
+    too), then Original continues it on the whole pool and Retrain on the retain users only,
+    with the same config and seed. The base is trained once per data set and shared.
+
+    Attributes:
+        n_train: base training samples: the split's training samples of users not in the pool,
+            at most ``per_user`` windows each, the first ``n_train``.
+        per_user: windows kept per base user (more users, fewer windows each, generalize better).
+        n_valid: validation samples for its early stopping (the start of the valid split; must
+            not reach the MIA non-members at its end).
+        train: its fine-tuning (:class:`recircuit.train.TrainConfig`; ``mode`` must be ``full``).
+    """
+
+    n_train: int = 512
+    per_user: int = 100
+    n_valid: int = 200
+    train: TrainConfig = field(default_factory=_base_train)
+
+    def to_dict(self) -> dict:
+        """JSON-able form."""
+        return {"n_train": self.n_train, "per_user": self.per_user, "n_valid": self.n_valid,
+                "train": self.train.to_dict()}
+
+
 @dataclass
 class CircuitConfig:
     """The recommendation circuit of Original (single runs only; the grid skips it).
@@ -241,6 +276,8 @@ class PipelineConfig:
         loop: the budget every method gets (:class:`recircuit.unlearn.LoopConfig`); its ``seed``
             is replaced by each request's seed.
         eval: evaluation settings (:class:`EvalConfig`).
+        base: the base recommender Original and Retrain continue (:class:`BaseConfig`; None:
+            both start from the base model itself). Left out of :meth:`to_dict` when None.
     """
 
     model: str = "smollm2-135m-instruct"
@@ -253,6 +290,7 @@ class PipelineConfig:
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(steps=6, lr=2e-5, batch_size=4, eval_every=5,
                                                                 eval_samples=32))
     eval: EvalConfig = field(default_factory=EvalConfig)
+    base: BaseConfig | None = None
 
     @classmethod
     def tiny(cls, data_dir: str | None = None, source: DataSource | None = None, **overrides: Any) -> PipelineConfig:
@@ -271,10 +309,13 @@ class PipelineConfig:
 
     def to_dict(self) -> dict:
         """JSON-able form (nested dicts; methods as ``{name: settings}``)."""
-        return {"model": self.model, "device": self.device, "data": self.data.to_dict(),
-                "train": self.train.to_dict(), "circuit": self.circuit.to_dict(),
-                "methods": {name: cfg.to_dict() for name, cfg in self.methods.items()},
-                "loop": self.loop.to_dict(), "eval": dataclasses.asdict(self.eval)}
+        d = {"model": self.model, "device": self.device, "data": self.data.to_dict(),
+             "train": self.train.to_dict(), "circuit": self.circuit.to_dict(),
+             "methods": {name: cfg.to_dict() for name, cfg in self.methods.items()},
+             "loop": self.loop.to_dict(), "eval": dataclasses.asdict(self.eval)}
+        if self.base is not None:
+            d["base"] = self.base.to_dict()
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> PipelineConfig:
@@ -294,6 +335,8 @@ class PipelineConfig:
             d["loop"] = _build(LoopConfig, d["loop"], "loop")
         if "eval" in d:
             d["eval"] = _build(EvalConfig, d["eval"], "eval")
+        if d.get("base") is not None:
+            d["base"] = _build(BaseConfig, d["base"], "base")
         return dataclasses.replace(default, **d)
 
 
@@ -348,6 +391,8 @@ def _build(cls: type, d: Any, prefix: str):
     kw = dict(_known(cls, d, prefix))
     if cls is CircuitConfig and isinstance(kw.get("attribution"), Mapping):
         kw["attribution"] = _build(AttributionConfig, kw["attribution"], _join(prefix, "attribution"))
+    if cls is BaseConfig and isinstance(kw.get("train"), Mapping):
+        kw["train"] = _build(TrainConfig, kw["train"], _join(prefix, "train"))
     try:
         return cls(**kw)
     except InputError as err:
@@ -441,6 +486,15 @@ def validate(config: PipelineConfig, grid: GridConfig | None = None) -> None:
                              field=f"methods.{name}", fix=f"use recircuit.unlearn.method_config({name!r}, ...)")
     if cfg.eval.batch_size < 1:
         raise InputError(f"must be >= 1, got {cfg.eval.batch_size}", field="eval.batch_size")
+    if cfg.base is not None:
+        for name in ("n_train", "per_user", "n_valid"):
+            v = getattr(cfg.base, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise InputError(f"must be a whole number >= 1, got {v!r}", field=f"base.{name}")
+        if cfg.base.train.mode != "full":
+            raise InputError(f"the base recommender must be a full fine-tune, got mode {cfg.base.train.mode!r}",
+                             field="base.train.mode", fix="set base.train.mode to 'full'")
+        _recheck(cfg.base.train, "base.train")
     if grid is not None:
         for name in grid.methods or ():
             if name not in cfg.methods:
@@ -469,6 +523,8 @@ class PipelineData:
     stop: list[Sample]      # early stopping while unlearning (never trained on)
     heldout: list[Sample]   # never trained on: the MIA non-members
     test: list[Sample]
+    base: list[Sample] = field(default_factory=list)        # base recommender's users (none in the pool)
+    base_valid: list[Sample] = field(default_factory=list)  # its early stopping
 
     def ids(self) -> dict[str, list[str]]:
         """Sample ids of the evaluation sets (part of every result's cache key)."""
@@ -497,8 +553,23 @@ def prepare_data(config: PipelineConfig) -> PipelineData:
     pool = cap_per_user(full.train, d.per_user, d.n_train)
     valid = full.valid[: d.n_valid]
     params = {**full.params, "pool": {"per_user": d.per_user, "n_train": d.n_train}}
+    base, base_valid = [], []
+    if config.base is not None:
+        b = config.base
+        if b.n_valid + d.n_heldout > len(full.valid):
+            raise InputError(f"base.n_valid ({b.n_valid}) + data.n_heldout ({d.n_heldout}) exceed the "
+                             f"{len(full.valid)} validation samples, so the base recommender would be selected "
+                             "on MIA non-members", field="base.n_valid", fix="lower base.n_valid or data.n_heldout")
+        users = {s.user_id for s in pool}
+        outside = [s for s in full.train if s.user_id not in users]
+        base = cap_per_user(outside, b.per_user, b.n_train) if outside else []
+        if not base:
+            raise InputError(f"no training user is left outside the pool of {len(users)} users for the base "
+                             "recommender", field="base.n_train", fix="lower data.n_train or data.per_user")
+        base_valid = full.valid[: b.n_valid]
     return PipelineData(Split(full.name, pool, valid, full.test[: d.n_test], params), valid,
-                        full.valid[: d.n_stop], full.valid[len(full.valid) - d.n_heldout:], full.test[: d.n_test])
+                        full.valid[: d.n_stop], full.valid[len(full.valid) - d.n_heldout:], full.test[: d.n_test],
+                        base, base_valid)
 
 
 def make_request(data: PipelineData, rate: float, seed: int, field_name: str = "data.forget_fraction"
@@ -560,23 +631,39 @@ def _fresh_context(cache_root: str | os.PathLike | None, fresh: bool, progress: 
     return Context(None if root is None else str(root), fresh, time.time() if fresh else None, progress)
 
 
+def base_checkpoint(config: PipelineConfig, data: PipelineData, ctx: Context | None = None) -> Path | None:
+    """The base recommender (:class:`BaseConfig`) Original and Retrain continue; None without one."""
+    from recircuit.train import cached_recommender
+
+    if config.base is None:
+        return None
+    ctx = ctx or Context()
+    b = config.base
+    split = Split(data.split.name, list(data.base), list(data.base_valid), [],
+                  {**data.split.params, "base": {"n_train": b.n_train, "per_user": b.per_user, "outside_pool": True}})
+    return cached_recommender(config.model, split, b.train, None, b.n_valid, config.device,
+                              cache_root=ctx.cache_root, progress=ctx.progress)
+
+
 def original_checkpoint(config: PipelineConfig, data: PipelineData, ctx: Context | None = None) -> Path:
-    """Original: fine-tuned on the whole pool (reused from the cache when intact)."""
+    """Original: fine-tuned on the whole pool, from the base recommender when there is one (cached)."""
     from recircuit.train import cached_recommender
 
     ctx = ctx or Context()
+    init = base_checkpoint(config, data, ctx)
     return cached_recommender(config.model, data.split, config.train, None, config.data.n_valid, config.device,
-                              cache_root=ctx.cache_root, progress=ctx.progress)
+                              cache_root=ctx.cache_root, progress=ctx.progress, init=init)
 
 
 def retrain_checkpoint(config: PipelineConfig, data: PipelineData, request: ForgetRetain,
                        ctx: Context | None = None) -> Path:
-    """Retrain: the same training on the retain users only (reused from the cache when intact)."""
+    """Retrain: the same training on the retain users only, from the same base (cached)."""
     from recircuit.train import cached_recommender
 
     ctx = ctx or Context()
+    init = base_checkpoint(config, data, ctx)
     return cached_recommender(config.model, retain_split(data, request), config.train, None, config.data.n_valid,
-                              config.device, cache_root=ctx.cache_root, progress=ctx.progress)
+                              config.device, cache_root=ctx.cache_root, progress=ctx.progress, init=init)
 
 
 def _sidecar(path: str | os.PathLike) -> Path:

@@ -92,17 +92,28 @@ def precision(config: TrainConfig, device: str | torch.device) -> str:
     return "bf16" if (config.bf16 and kind == "cuda") or (config.cpu_bf16 and kind == "cpu") else "fp32"
 
 
+def init_identity(init: str | Path) -> dict:
+    """What identifies a starting checkpoint: the sha256 of its weights and of its sidecar."""
+    from recircuit.train.checkpoint import _paths
+
+    st, js = _paths(init)
+    return {"weights_sha256": sha256_file(st), "sidecar_sha256": sha256_file(js)}
+
+
 def recommender_key(model_name: str, split, config: TrainConfig, n_train: int | None, n_valid: int,
-                    device: str | torch.device | None = None) -> str:
+                    device: str | torch.device | None = None, init: str | Path | None = None) -> str:
     """The 16-hex-digit cache key of a recommender (see the module docstring).
 
     ``device`` (default: :func:`train_device`'s) enters the key as the effective precision, and
-    only when that is not fp32, so the keys of fp32 runs are those of earlier versions.
+    only when that is not fp32, so the keys of fp32 runs are those of earlier versions. ``init``
+    (a checkpoint training starts from) enters it by its bytes (:func:`init_identity`).
     """
     extra = {}
     prec = precision(config, train_device(model_name, device))
     if prec != "fp32":
         extra["precision"] = prec
+    if init is not None:
+        extra["init"] = init_identity(init)
     return cache_key(code=TRAIN_CODE, version=CACHE_VERSION, model=model_identity(model_name),
                      split=split.to_dict(), n_train=n_train, n_valid=n_valid, config=config.to_dict(), **extra)
 
@@ -142,6 +153,7 @@ def cached_recommender(
     progress: bool = True,
     fresh: bool = False,
     since: float | None = None,
+    init: str | Path | None = None,
 ) -> Path:
     """The checkpoint of a fine-tuned recommender: reused if cached and intact, else trained and cached.
 
@@ -156,6 +168,11 @@ def cached_recommender(
         cache_root: default ``$RECIRCUIT_CACHE`` (or ``~/.cache/recircuit``).
         progress: show the training progress bar.
         fresh, since: retrain even if cached (see :class:`recircuit.cache.Cache`).
+        init: a full fine-tune checkpoint of the same base model to start from (the two-stage
+            protocol: Original and Retrain both continue a base recommender); part of the key.
+
+    Raises:
+        InputError: ``init`` holds LoRA adapters (start from a full fine-tune or a merged one).
 
     Returns:
         Path of the ``.safetensors`` file; its sidecar ``.json`` sits next to it.
@@ -167,7 +184,7 @@ def cached_recommender(
     config = config or TrainConfig()
     cache = _models_cache(cache_root, fresh, since)
     dev = train_device(model_name, device)
-    step, key = _step(model_name, config), recommender_key(model_name, split, config, n_train, n_valid, dev)
+    step, key = _step(model_name, config), recommender_key(model_name, split, config, n_train, n_valid, dev, init)
     entry = cache.lookup(step, key, parse=_usable)
     if entry is not None:
         st = entry.file("model.safetensors")
@@ -183,6 +200,8 @@ def cached_recommender(
     train_samples = split.train[:n_train] if n_train else split.train
     valid_samples = split.valid[:n_valid]
     meta = {"split": split.to_dict(), "n_train": len(train_samples), "n_valid": len(valid_samples), "cache_key": key}
+    if init is not None:
+        meta["init"] = _start_from(model, init)
     cache.root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=temp_prefix(f"{step}-{key}.train"), dir=cache.root))
     try:
@@ -193,6 +212,18 @@ def cached_recommender(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return entry.file("model.safetensors")
+
+
+def _start_from(model, init: str | Path) -> dict:
+    """Load the full fine-tune ``init`` into ``model``; returns what the sidecar records of it."""
+    from recircuit.errors import InputError
+    from recircuit.train.checkpoint import load_checkpoint
+
+    if read_meta(init).get("kind") != "full":
+        raise InputError(f"{init} holds LoRA adapters; a recommender can only continue a full fine-tune",
+                         field="init", fix="train the base recommender with mode='full'")
+    parent = load_checkpoint(model, init)
+    return {"checkpoint": str(init), **init_identity(init), "metrics": parent.get("metrics")}
 
 
 def load_recommender(model_name: str = "smollm2-135m-instruct", split=None, config: TrainConfig | None = None,

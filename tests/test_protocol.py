@@ -1,0 +1,95 @@
+"""The two-stage protocol: a base recommender outside the pool that Original and Retrain continue."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from recircuit.errors import InputError
+from recircuit.pipeline import BaseConfig, PipelineConfig, prepare_data, validate
+from recircuit.train import TrainConfig
+
+TINY_BASE = BaseConfig(n_train=24, per_user=4, n_valid=8,
+                       train=TrainConfig(mode="full", lr=3e-3, epochs=1, batch_size=8, eval_every=2, patience=2))
+
+
+def _tiny(shared_data, **kw) -> PipelineConfig:
+    return PipelineConfig.tiny(data_dir=str(shared_data / "ml-100k"), **{"base": TINY_BASE, **kw})
+
+
+def test_base_config_round_trips_and_is_left_out_when_none():
+    cfg = PipelineConfig.tiny(data_dir="d", base=TINY_BASE)
+    back = PipelineConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert back == cfg and back.base == TINY_BASE
+    assert "base" not in PipelineConfig.tiny().to_dict()
+
+
+@pytest.mark.parametrize("base, field", [
+    ({"n_train": 0}, "base.n_train"),
+    ({"train": {"mode": "lora"}}, "base.train.mode"),
+    ({"train": {"lr": -1}}, "base.train.lr"),
+    ({"n_trian": 3}, "base.n_trian"),
+])
+def test_a_bad_base_setting_names_its_field(base, field):
+    with pytest.raises(InputError) as err:
+        validate(PipelineConfig.from_dict({"base": base}))
+    assert err.value.field == field
+
+
+def test_base_users_are_outside_the_pool(shared_data):
+    data = prepare_data(_tiny(shared_data))
+    pool_users = {s.user_id for s in data.split.train}
+    base_users = {s.user_id for s in data.base}
+    assert data.base and len(data.base) == 24 and not pool_users & base_users
+    assert max(sum(s.user_id == u for s in data.base) for u in base_users) <= 4
+    heldout = {s.uid for s in data.heldout}
+    assert not heldout & {s.uid for s in data.base_valid}
+
+
+def test_base_validation_may_not_reach_the_mia_nonmembers(shared_data):
+    cfg = _tiny(shared_data, base=dataclasses.replace(TINY_BASE, n_valid=10_000))
+    with pytest.raises(InputError) as err:
+        prepare_data(cfg)
+    assert err.value.field == "base.n_valid"
+
+
+def test_original_and_retrain_continue_the_base(shared_data, tmp_path):
+    from recircuit.pipeline import (
+        Context,
+        base_checkpoint,
+        make_request,
+        original_checkpoint,
+        retrain_checkpoint,
+    )
+    from recircuit.train.cache import init_identity
+    from recircuit.train.checkpoint import read_meta
+
+    cfg = _tiny(shared_data)
+    data = prepare_data(cfg)
+    ctx = Context(cache_root=str(tmp_path))
+    base = base_checkpoint(cfg, data, ctx)
+    orig = original_checkpoint(cfg, data, ctx)
+    gold = retrain_checkpoint(cfg, data, make_request(data, 0.25, 0), ctx)
+    for path in (orig, gold):
+        meta = read_meta(path)
+        assert meta["init"]["weights_sha256"] == init_identity(base)["weights_sha256"]
+    assert read_meta(base).get("init") is None and read_meta(base)["n_train"] == 24
+    # without a base, Original is another checkpoint (the base is part of its identity)
+    plain = original_checkpoint(dataclasses.replace(cfg, base=None), prepare_data(dataclasses.replace(cfg, base=None)),
+                                ctx)
+    assert plain != orig and read_meta(plain).get("init") is None
+
+
+def test_a_lora_checkpoint_cannot_be_continued(shared_data, tmp_path):
+    from recircuit.data import build_split
+    from recircuit.train import cached_recommender
+
+    split = build_split("tallrec", data_dir=str(shared_data / "ml-100k"))
+    lora = cached_recommender("tiny", split, TrainConfig(mode="lora", lr=1e-3, epochs=1, max_steps=1), 8, 4,
+                              cache_root=tmp_path, progress=False)
+    with pytest.raises(InputError) as err:
+        cached_recommender("tiny", split, TrainConfig(mode="full", lr=1e-3, epochs=1, max_steps=1), 8, 4,
+                           cache_root=tmp_path, progress=False, init=lora)
+    assert err.value.field == "init"
