@@ -251,11 +251,13 @@ def preset_method(config: PipelineConfig, name: str) -> MethodConfig:
     """``name``'s config in ``config``, else one that matches the preset's own CURE where it can.
 
     A CURE variant not in the preset (``cure-random``) takes the preset CURE's settings, so a
-    control differs from CURE only in what it controls for; any other method takes its defaults.
+    control differs from CURE only in what it controls for (``cure-random:x`` takes ``cure:x``'s);
+    any other method takes its defaults.
     """
     if name in config.methods:
         return config.methods[name]
-    base = config.methods.get("cure")
+    label = name.split(":", 1)[1] if ":" in name else None
+    base = config.methods.get("cure" if label is None else f"cure:{label}")
     cls = config_class(name)
     if base is not None and isinstance(base, cls):
         return cls.from_dict(base.to_dict(), method=name)
@@ -418,7 +420,13 @@ def _methods_from(d: Any) -> dict[str, MethodConfig]:
 
 
 def _check_method_name(name: str) -> None:
+    from recircuit.unlearn.registry import base_method
+
     names = [m for m in available_methods() if m != "retrain"]
+    try:
+        name = base_method(name)
+    except InputError as err:
+        raise InputError(_message(err), field="methods", fix=err.fix) from err
     if name == "retrain":
         raise InputError("Retrain is always run as the reference; do not list it", field="methods",
                          fix=f"choose among {', '.join(names)}")

@@ -93,3 +93,23 @@ def test_a_lora_checkpoint_cannot_be_continued(shared_data, tmp_path):
         cached_recommender("tiny", split, TrainConfig(mode="full", lr=1e-3, epochs=1, max_steps=1), 8, 4,
                            cache_root=tmp_path, progress=False, init=lora)
     assert err.value.field == "init"
+
+
+def test_a_method_variant_is_its_method_under_another_name():
+    from recircuit.pipeline import preset_method
+    from recircuit.unlearn import get_method, method_config
+    from recircuit.unlearn.methods.cure import CURE, CUREConfig
+
+    cfg = PipelineConfig.from_dict({"methods": {"cure": {"importance_samples": 4},
+                                                "cure:other": {"importance_samples": 2}, "ga": {}}})
+    validate(cfg)
+    assert isinstance(cfg.methods["cure:other"], CUREConfig) and cfg.methods["cure:other"].importance_samples == 2
+    assert type(get_method("cure:other", cfg.methods["cure:other"])) is CURE
+    # a control of a variant takes that variant's settings
+    assert preset_method(cfg, "cure-random:other").importance_samples == 2
+    assert preset_method(cfg, "cure-random").importance_samples == 4
+    assert method_config("ga:x").to_dict() == method_config("ga").to_dict()
+    for bad in ("cure:", "cure:a b", "nope:x", "retrain:x"):
+        with pytest.raises(InputError) as err:
+            PipelineConfig.from_dict({"methods": {bad: {}}})
+        assert err.value.field == "methods"

@@ -7,6 +7,11 @@ Usage::
     cfg = method_config("cure", forget_rule="ga", npo_beta=0.2)   # CUREConfig(...)
     method = get_method("cure", cfg)             # a CURE instance holding cfg
     get_method("ga")                             # GA with its default GAConfig
+    method_config("cure:logit", importance_metric="logit_diff")   # a named variant of CURE
+
+A **variant** ``"<method>:<label>"`` is the registered method under another name, so one grid
+can compare two settings of the same method (``cure`` and ``cure:logit``); the label is
+``[A-Za-z0-9_.-]+``.
 
 Registration happens where a method is defined, with ``@register("name", ConfigClass)``; the
 built-ins are registered by importing :mod:`recircuit.unlearn.methods` (which
@@ -55,12 +60,28 @@ def available_methods() -> list[str]:
     return sorted(_METHODS)
 
 
+def base_method(name: str) -> str:
+    """The registered method a name stands for: ``"cure:logit"`` -> ``"cure"`` (see the module docstring).
+
+    Raises:
+        InputError: a variant with an empty or ill-formed label.
+    """
+    if not isinstance(name, str) or ":" not in name:
+        return name
+    base, label = name.split(":", 1)
+    if not label or not all(c.isalnum() or c in "_.-" for c in label):
+        raise InputError(f"ill-formed method variant {name!r}", field="method",
+                         fix="write <method>:<label> with a label of letters, digits, '_', '.' or '-'")
+    return base
+
+
 def method_entry(name: str) -> tuple[type, type]:
-    """``(method class, config class)`` of ``name``.
+    """``(method class, config class)`` of ``name`` (a registered name or a variant of one).
 
     Raises:
         InputError: ``name`` is not registered (the message lists the registered names).
     """
+    name = base_method(name)
     if name not in _METHODS:
         raise InputError(f"unknown unlearning method {name!r}", field="method",
                          fix=f"available: {', '.join(available_methods())}")
