@@ -17,6 +17,9 @@ Modules are named ``a{L}.h{H}`` (attention heads) and ``m{L}`` (MLPs).
 - :func:`circuit_diagram`, :func:`circuit_comparison` - layered DAG of the top edges
 - :func:`faithfulness_curves` - f against % edges kept, CPR/CMD in the legend
 - :func:`pareto_plot` - JSD to Retrain against test AUC, with error bars over seeds
+- :func:`pareto_figure` - the same from per-seed rows, one panel per deletion rate (also MIA gap)
+- :func:`relearn_figure` - relearning attack: held-out forget loss against relearning step
+- :func:`jaccard_table`, :func:`jaccard_figure` - reproducibility of CURE's groups (Jaccard)
 - :func:`weight_change_map` - per-module norm of the unlearning update
 - :func:`attention_patterns_html` - circuitsvis attention patterns, self-contained HTML
 - :func:`attention_figure` - the same patterns as plotly heatmaps (readable without JavaScript)
@@ -46,6 +49,13 @@ from recircuit.viz.export import (
 )
 from recircuit.viz.groups import group_scatter
 from recircuit.viz.heatmaps import importance_heatmap, weight_change_map
+from recircuit.viz.pareto import (
+    jaccard_figure,
+    jaccard_table,
+    pareto_figure,
+    pareto_summary,
+    relearn_figure,
+)
 from recircuit.viz.style import GROUP_COLORS, GROUP_LABELS, PALETTE, apply_paper_style
 
 __all__ = [
@@ -53,6 +63,7 @@ __all__ = [
     "apply_paper_style", "attention_figure", "attention_patterns", "attention_patterns_from_arrays",
     "attention_patterns_html",
     "circuit_comparison", "circuit_diagram", "faithfulness_curves", "figure_to_html", "figure_to_image",
-    "group_scatter", "importance_heatmap", "node_edges", "pareto_front", "pareto_plot", "save_figure",
+    "group_scatter", "importance_heatmap", "jaccard_figure", "jaccard_table", "node_edges", "pareto_figure",
+    "pareto_front", "pareto_plot", "pareto_summary", "relearn_figure", "save_figure",
     "save_html", "static_export_available", "static_export_session", "weight_change_map",
 ]
