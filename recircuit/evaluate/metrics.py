@@ -7,6 +7,9 @@ Usage::
     m["forget_jsd"]      # JSD to Retrain's Yes/No answers on the forget set (lower is better)
     m["mia_auc"]         # loss-based membership attack, forget vs never-trained held-out samples
 
+    gap = memorization_gap(original, retrained, forget, heldout, test)
+    gap["measurable"], gap["verdict"]   # did Original measurably memorize this request's forget users?
+
 **JSD** is the Jensen-Shannon divergence (natural log, so at most ln 2) between the two models'
 Bernoulli answer distributions (P(Yes), P(No)), averaged over samples.
 **MIA** scores each sample by its negative answer loss (lower loss = more likely a member); the
@@ -25,6 +28,8 @@ from sklearn.metrics import roc_auc_score
 
 from recircuit.data.prompts import Sample
 from recircuit.data.requests import check_request
+from recircuit.errors import InputError
+from recircuit.evaluate.stats import auc_difference_ci
 from recircuit.metrics import classification_metrics
 from recircuit.models.scoring import iter_batches
 
@@ -200,37 +205,106 @@ def bootstrap_std(member_loss: np.ndarray, nonmember_loss: np.ndarray, n: int = 
 
 
 def memorization_gap(original, retrained, forget: Sequence[Sample], heldout: Sequence[Sample],
-                     test: Sequence[Sample] | None = None, batch_size: int = 8, cache: dict | None = None) -> dict:
-    """Is there something to forget? Original versus Retrain on the forget set.
+                     test: Sequence[Sample] | None = None, batch_size: int = 8, cache: dict | None = None, *,
+                     min_mia_gap: float = 0.2, min_jsd_ratio: float = 2.0, n_boot: int = 1000,
+                     seed: int = 0) -> dict:
+    """Is there something to forget on this deletion request? Original versus Retrain.
 
-    Returns the mean forget-set answer loss of both and their gap (Retrain minus Original: how
-    much better Original fits the data it saw), the forget-set JSD between their answers (and on
-    ``test`` if given: a forget JSD well above the test JSD means the forget samples are
-    memorized, not just that two training runs differ), both MIA AUCs, their gap and the
-    bootstrap std of each AUC. ``measurable`` is true when the loss gap is positive and the MIA
-    gap exceeds twice the combined bootstrap std; when false, the benchmark proves nothing:
-    train the original longer or on more samples per forgotten user.
+    Forgetting is measurable on a request only when Original measurably memorized its forget
+    samples; otherwise every method "matches Retrain" trivially and the benchmark proves
+    nothing. Two checks (issue 13), both required:
+
+    **(a) MIA**: the loss attack (members = ``forget``, non-members = never-trained ``heldout``)
+    must separate Original's members better than Retrain's: ``AUC(Original) - AUC(Retrain) >=
+    min_mia_gap``, and the lower bound of the 95% paired bootstrap interval of that difference
+    must be above 0. Paired: each of ``n_boot`` replicates resamples the forget and the held-out
+    indices once and scores both models on them (:func:`recircuit.evaluate.stats.auc_difference_ci`,
+    seeded by ``seed``, so the interval is deterministic).
+
+    **(b) JSD**: the forget-set JSD between Original's and Retrain's answers must be at least
+    ``min_jsd_ratio`` times their test-set JSD: the two models must disagree on the forgotten
+    samples more than two training runs disagree anyway. Without ``test`` outputs it fails.
 
     ``cache`` is the ``retrained_cache`` dict of :func:`evaluate_unlearning` (keys ``original`` and
-    ``retrained``): the outputs already computed there are reused, so the check is free.
+    ``retrained``, each a :func:`model_outputs` dict): the outputs there are reused, so the check
+    costs no forward pass; with both entries present the models are not used (pass None).
+
+    Returns:
+        ``forget_loss_original``, ``forget_loss_retrain``, ``loss_gap`` (Retrain minus Original
+        mean forget answer loss), ``forget_jsd``, ``test_jsd`` (when test outputs exist),
+        ``mia_auc_original``, ``mia_auc_retrain``, ``mia_gap`` (Original minus Retrain),
+        ``mia_std_original``, ``mia_std_retrain`` (bootstrap std of each AUC), ``mia_gap_ci95``
+        (``[low, high]``), ``check_mia``, ``jsd_ratio`` (forget over test JSD; None when
+        undefined), ``check_jsd``, ``measurable`` (both checks pass) and ``verdict`` (one
+        sentence: measurable or not, and which check failed, with its numbers).
+
+    Raises:
+        ValueError: no forget or held-out samples.
+        InputError: cached outputs whose lengths do not match the sets, bad thresholds.
     """
     if not forget or not heldout:
         raise ValueError("memorization_gap needs forget samples and never-trained held-out samples.")
+    for name, v in (("min_mia_gap", min_mia_gap), ("min_jsd_ratio", min_jsd_ratio)):
+        if not (isinstance(v, (int, float)) and np.isfinite(v)):
+            raise InputError(f"must be a finite number, got {v!r}", field=name, fix="pass e.g. the default")
     cache = cache if cache is not None else {}
     outs = {}
     for name, m in (("original", original), ("retrained", retrained)):
         if name not in cache:
             cache[name] = model_outputs(m, forget, test or [], heldout, batch_size)
         outs[name] = cache[name]
+        for key, n in (("loss_forget", len(forget)), ("p_forget", len(forget)), ("loss_heldout", len(heldout))):
+            if len(outs[name][key]) != n:
+                raise InputError(f"{name}.{key} has {len(outs[name][key])} values for {n} samples", field="cache",
+                                 fix="pass the cache built on this request's forget, test and held-out sets")
     o, r = outs["original"], outs["retrained"]
     lo_f, lo_h, lr_f, lr_h = o["loss_forget"], o["loss_heldout"], r["loss_forget"], r["loss_heldout"]
-    mia_o, mia_r = _auc_members(lo_f, lo_h), _auc_members(lr_f, lr_h)
-    sd_o, sd_r = bootstrap_std(lo_f, lo_h), bootstrap_std(lr_f, lr_h)
+    mia = auc_difference_ci(-np.asarray(lo_f), -np.asarray(lo_h), -np.asarray(lr_f), -np.asarray(lr_h),
+                            n_boot=n_boot, seed=seed, level=0.95)
     out = {"forget_loss_original": float(lo_f.mean()), "forget_loss_retrain": float(lr_f.mean()),
            "loss_gap": float(lr_f.mean() - lo_f.mean()), "forget_jsd": jsd_binary(o["p_forget"], r["p_forget"]),
-           "mia_auc_original": mia_o, "mia_auc_retrain": mia_r, "mia_gap": mia_o - mia_r,
-           "mia_std_original": sd_o, "mia_std_retrain": sd_r}
-    if test and len(o["p_test"]) and len(r["p_test"]):
+           "mia_auc_original": mia["auc_a"], "mia_auc_retrain": mia["auc_b"], "mia_gap": mia["diff"],
+           "mia_std_original": mia["std_a"], "mia_std_retrain": mia["std_b"],
+           "mia_gap_ci95": [mia["ci_low"], mia["ci_high"]]}
+    out["check_mia"] = bool(out["mia_gap"] >= min_mia_gap and mia["ci_low"] > 0)
+    has_test = bool(test) and len(o.get("p_test", [])) and len(r.get("p_test", []))
+    if has_test:
+        for name in ("original", "retrained"):
+            if len(outs[name]["p_test"]) != len(test):
+                raise InputError(f"{name}.p_test has {len(outs[name]['p_test'])} values for {len(test)} test samples",
+                                 field="cache", fix="pass the cache built on this request's test set")
         out["test_jsd"] = jsd_binary(o["p_test"], r["p_test"])
-    out["measurable"] = bool(out["loss_gap"] > 0 and out["mia_gap"] > 2 * float(np.hypot(sd_o, sd_r)))
+        t = out["test_jsd"]
+        out["jsd_ratio"] = out["forget_jsd"] / t if t > 0 else None
+        out["check_jsd"] = bool(out["forget_jsd"] >= min_jsd_ratio * t and out["forget_jsd"] > 0)
+    else:
+        out["jsd_ratio"], out["check_jsd"] = None, False
+    out["measurable"] = bool(out["check_mia"] and out["check_jsd"])
+    out["verdict"] = _verdict(out, min_mia_gap, min_jsd_ratio, bool(has_test))
     return out
+
+
+def _verdict(g: dict, min_mia_gap: float, min_jsd_ratio: float, has_test: bool) -> str:
+    """One sentence on :func:`memorization_gap`'s checks, with the numbers of those that failed."""
+    gap, (lo, hi) = g["mia_gap"], g["mia_gap_ci95"]
+    how = f"exceeds Retrain's by {gap:.2f}" if gap >= 0 else f"is below Retrain's by {-gap:.2f}"
+    mia = f"Original's MIA AUC {how} (95% CI {lo:.2f}..{hi:.2f})"
+    if not has_test:
+        jsd = "the JSD check needs test-set outputs and there are none"
+    else:
+        if g["jsd_ratio"] is None:
+            jsd = f"the forget-set JSD to Retrain is {g['forget_jsd']:.4f} and the test-set JSD is 0"
+        else:
+            jsd = (f"the forget-set JSD to Retrain is {g['jsd_ratio']:.2f}x the test-set JSD "
+                   f"({g['forget_jsd']:.4f} vs {g['test_jsd']:.4f})")
+    if g["measurable"]:
+        return (f"measurable: {mia}, at least {min_mia_gap:g} with the interval above 0, and {jsd}, "
+                f"at least {min_jsd_ratio:g}x.")
+    failed = []
+    if not g["check_mia"]:
+        why = f"below {min_mia_gap:g}" if gap < min_mia_gap else "an interval that reaches 0"
+        failed.append(f"{mia}, {why}")
+    if not g["check_jsd"]:
+        failed.append(jsd if not has_test else f"{jsd}, below {min_jsd_ratio:g}x")
+    return ("not measurable: " + "; and ".join(failed)
+            + ", so this request cannot show forgetting (train Original longer or on more samples per forgotten user).")
