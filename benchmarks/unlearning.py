@@ -103,11 +103,10 @@ def corruption_jaccard(config: PipelineConfig, runs: list[MethodRun], corruption
     Returns:
         ``{"rate=<r> seed=<s>": {group: jaccard}}`` (empty when the grid has no CURE run).
     """
-    from recircuit.circuits.corruptions import corruption_for
+    from recircuit.pipeline import data_source
     from recircuit.train import load_trained
-    from recircuit.unlearn import Grouping, GroupingConfig, group_modules
+    from recircuit.unlearn import Grouping, GroupingConfig, get_method
     from recircuit.unlearn.grouping import grouping_jaccard
-    from recircuit.unlearn.importance import module_importance
 
     first: dict[float, MethodRun] = {}
     for r in runs:
@@ -115,20 +114,17 @@ def corruption_jaccard(config: PipelineConfig, runs: list[MethodRun], corruption
             first[r.rate] = r
     if not first:
         return {}
-    mcfg = config.methods["cure"]
+    mcfg = dataclasses.replace(config.methods["cure"], corruption=corruption, corruption_args={})
     data = prepare_data(config)
     original, _ = load_trained(original_checkpoint(config, data), device=config.device)
-    corrupt = corruption_for(corruption, original.tokenizer, config.data.data_dir)
+    cure = get_method("cure", mcfg, data_source=data_source(config))
+    cure.loop = dataclasses.replace(config.loop)
     out = {}
     for rate, run in sorted(first.items()):
         request = make_request(data, rate, run.seed)
-        n = mcfg.importance_samples
-        imp = {part: module_importance(original, list(samples)[:n], mcfg.importance_method, mcfg.importance_steps,
-                                       corrupt, batch_size=config.loop.batch_size, progress=False)
-               for part, samples in (("forget", request.forget), ("retain", request.retain))}
+        other = cure.make_grouping(original, request.forget, request.retain)   # CURE's own importance step
         g = Grouping(**{**run.grouping, "config": GroupingConfig(**run.grouping["config"])})
-        out[f"rate={rate} seed={run.seed}"] = grouping_jaccard([g, group_modules(imp["forget"], imp["retain"],
-                                                                                 mcfg.grouping)])
+        out[f"rate={rate} seed={run.seed}"] = grouping_jaccard([g, other])
     return out
 
 

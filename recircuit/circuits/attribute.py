@@ -8,6 +8,9 @@ Usage::
     res.scores            # [n_forward, n_backward] mean edge scores (0 where no edge)
     res.node_scores()     # {"a3.h5": ..., "m7": ...}
 
+    res = attribute(model, clean, corrupted, AttributionConfig(per_sample=True))
+    res.per_sample_scores # [n, n_forward, n_backward], each sample's own scores; mean over n = res.scores
+
 **Sign convention.** A score estimates ``metric(clean) - metric(clean with that edge patched to
 its corrupted value)``: positive edges carry the clean behaviour. For EAP that is
 ``(a_clean - a_corrupt) . d metric / d reader_input`` at the clean run (the ``gradient_point``
@@ -130,6 +133,10 @@ class AttributionConfig:
         progress: show tqdm bars.
         last_position_only: unembed only the last position (metrics then get logits
             ``[batch, 1, vocab]``); set False for a custom metric that reads other positions.
+        per_sample: also keep each sample's own edge scores
+            (:attr:`AttributionResult.per_sample_scores`): the score hooks keep the batch axis
+            instead of summing it (same passes; ``n * n_forward * n_backward`` floats kept on
+            the CPU). Left out of :meth:`to_dict` when False.
     """
 
     method: str = "eap-ig-inputs"
@@ -142,6 +149,7 @@ class AttributionConfig:
     max_bytes: int | None = None
     progress: bool = True
     last_position_only: bool = True
+    per_sample: bool = False
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -158,10 +166,13 @@ class AttributionConfig:
                              field="gradient_point")
 
     def to_dict(self) -> dict:
-        """JSON-able form (a callable metric is stored by name)."""
+        """JSON-able form (a callable metric is stored by name; ``per_sample`` left out when False,
+        so cache keys of configs without it keep their form)."""
         d = asdict(self)
         if callable(self.metric):
             d["metric"] = getattr(self.metric, "__name__", "custom")
+        if not self.per_sample:
+            del d["per_sample"]
         return d
 
 
@@ -180,6 +191,9 @@ class AttributionResult:
     #: that give the means); :func:`~recircuit.circuits.faithfulness.corruption_effect` reads their spread.
     clean_per_sample: list[float] = field(default_factory=list)
     corrupted_per_sample: list[float] = field(default_factory=list)
+    #: Each sample's own edge scores ``[n, n_forward, n_backward]`` (0 where no edge), in sample
+    #: order; their mean over samples is :attr:`scores`. Only with ``AttributionConfig(per_sample=True)``.
+    per_sample_scores: Float[torch.Tensor, "n n_forward n_backward"] | None = None
 
     def node_scores(self) -> dict[str, float]:
         """Per writer node: the sum of its outgoing edge scores (= node-level EAP, by linearity)."""
@@ -188,7 +202,9 @@ class AttributionResult:
 
 
 #: One method's work on one batch: add the batch's summed edge scores into ``scores`` (in place)
-#: and return the per-sample clean and corrupted metrics ``([batch], [batch])``.
+#: and return the per-sample clean and corrupted metrics ``([batch], [batch])``. With
+#: ``AttributionConfig(per_sample=True)`` ``scores`` is ``[batch, n_forward, n_backward]`` and each
+#: sample's scores go into its own row (:func:`~recircuit.circuits.engine.score_hooks` does both).
 BatchMethod = Callable[
     [torch.nn.Module, Graph, PairBatch, "AttributionConfig", Metric, AnswerTokens,
      Float[torch.Tensor, "n_forward n_backward"], torch.Tensor],
@@ -297,7 +313,10 @@ def exact_scores(model, graph: Graph, pair: PairBatch, config: AttributionConfig
                 keep[j, f, r] = False
         m = patched_metric(model, graph, pair, corr, keep, metric, answers, last)
         for j, (f, r) in enumerate(units[lo:hi]):
-            scores[f, r] += (m_clean - m[j]).sum()
+            if scores.dim() == 3:  # per-sample rows
+                scores[:, f, r] += m_clean - m[j]
+            else:
+                scores[f, r] += (m_clean - m[j]).sum()
         bar.update(hi - lo)
     bar.close()
     return m_clean, m_corr
@@ -366,6 +385,7 @@ def attribute(
     m_clean_sum = m_corr_sum = 0.0
     m_clean: dict[int, list[float]] = {}     # batch start -> per-sample metrics (batches may split)
     m_corr: dict[int, list[float]] = {}
+    rows: dict[int, torch.Tensor] = {}       # batch start -> per-sample scores [b, F, B] (per_sample)
     was_training = model.training
     model.eval()
 
@@ -391,7 +411,14 @@ def attribute(
                     logger.info("splitting batch %d-%d: %.2f GiB > budget %.2f GiB", lo, hi, need / 2**30, budget / 2**30)
                     queue[:0] = [(lo, mid), (mid, hi)]
                     continue
-                mc, mk = METHOD_FUNCTIONS[config.method](model, graph, pair, config, metric, answers, scores, edge_mask)
+                if config.per_sample:
+                    batch_scores = torch.zeros(hi - lo, *scores.shape, device=device)
+                    mc, mk = METHOD_FUNCTIONS[config.method](model, graph, pair, config, metric, answers,
+                                                             batch_scores, edge_mask)
+                    scores += batch_scores.sum(0)
+                    rows[lo] = (batch_scores * edge_mask).cpu()
+                else:
+                    mc, mk = METHOD_FUNCTIONS[config.method](model, graph, pair, config, metric, answers, scores, edge_mask)
                 m_clean_sum += float(mc.sum())
                 m_corr_sum += float(mk.sum())
                 m_clean[lo] = mc.detach().double().cpu().reshape(-1).tolist()
@@ -404,8 +431,10 @@ def attribute(
     scores = (scores / n) * edge_mask
     clean_ps = [v for lo in sorted(m_clean) for v in m_clean[lo]]
     corr_ps = [v for lo in sorted(m_corr) for v in m_corr[lo]]
+    per_sample = torch.cat([rows[lo] for lo in sorted(rows)]) if config.per_sample else None
     return AttributionResult(scores.cpu(), graph, config, n, m_clean_sum / n, m_corr_sum / n,
-                             clean_per_sample=clean_ps, corrupted_per_sample=corr_ps)
+                             clean_per_sample=clean_ps, corrupted_per_sample=corr_ps,
+                             per_sample_scores=per_sample)
 
 
 def exact_patch_scores(model, clean: Sequence[Sample], corrupted: Sequence[Sample], level: str = "edge", metric: str | Metric = "logit_diff",

@@ -397,10 +397,16 @@ def check_writer_sum(model, graph: Graph | None = None, tol: float | None = None
 def score_hooks(
     graph: Graph,
     diff: Float[torch.Tensor, "batch pos n_forward d_model"],
-    scores: Float[torch.Tensor, "n_forward n_backward"],
+    scores: Float[torch.Tensor, "n_forward n_backward"] | Float[torch.Tensor, "batch n_forward n_backward"],
     weight: float,
 ) -> list[tuple[str, Callable]]:
-    """Reader hooks whose gradient hooks add ``weight * diff . grad`` into ``scores``."""
+    """Reader hooks whose gradient hooks add ``weight * diff . grad`` into ``scores``.
+
+    ``scores`` of shape ``[n_forward, n_backward]`` gets the sum over the batch; of shape
+    ``[batch, n_forward, n_backward]`` each sample's own contribution (per-sample scores, the same
+    contraction with only the position sum taken).
+    """
+    per_sample = scores.dim() == 3
 
     def make(slot):
         idx = list(slot.indices)
@@ -419,8 +425,11 @@ def score_hooks(
                 # sum over (batch, pos, d) of diff[..., f, d] * g[..., n, d], as one batched matmul
                 # over positions: the diff prefix [b*p, nu, d] is a view (no copy), unlike einsum's
                 # permuted operand, which copied it at every reader (8x slower on SmolLM2 shapes)
-                contrib = torch.bmm(diff[:, :, :nu].reshape(b * p, nu, d), g4.reshape(b * p, n, d).transpose(1, 2)).sum(0)
-                scores[:nu, idx] += weight * contrib
+                contrib = torch.bmm(diff[:, :, :nu].reshape(b * p, nu, d), g4.reshape(b * p, n, d).transpose(1, 2))
+                if per_sample:
+                    scores[:, :nu, idx] += weight * contrib.view(b, p, nu, n).sum(1)
+                else:
+                    scores[:nu, idx] += weight * contrib.sum(0)
                 return None
 
             t.register_hook(on_grad)

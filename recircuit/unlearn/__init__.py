@@ -10,12 +10,18 @@ Usage::
     res.status               # "ok" | "early_stop" | "restored" | "destroyed"; res.check() raises RunFailed
     res.extra["grouping"]    # the module groups, scores, thresholds and reasons
 
+    # a reproducible split: bootstrapped forget-minus-retain contrast, checked on resamples
+    cfg = method_config("cure", grouping={"mode": "contrast"}, importance_metric="logprob")
+    split_reproducibility(resample_groupings(model, request.forget, request.retain, cfg, n_resamples=3))
+
 Layout: :mod:`~recircuit.unlearn.registry` (the leaf name -> (method, config) table),
 :mod:`~recircuit.unlearn.config` (:class:`LoopConfig`, :class:`MethodConfig`, CLI flags from
 fields), :mod:`~recircuit.unlearn.base` (the method interface, the shared loop and its guards),
 :mod:`~recircuit.unlearn.objectives` (losses), :mod:`~recircuit.unlearn.forget_rules` (the
 forget-rule registry), :mod:`~recircuit.unlearn.methods` (one file per method; importing it
-registers them).
+registers them), :mod:`~recircuit.unlearn.importance` and :mod:`~recircuit.unlearn.grouping`
+(CURE's module importance and split), :mod:`~recircuit.unlearn.reproducibility` (the split on
+resamples).
 
 **How to add a method.** Write one file ``recircuit/unlearn/methods/mine.py``::
 
@@ -69,9 +75,12 @@ from recircuit.unlearn.grouping import (
     GROUPS,
     Grouping,
     GroupingConfig,
+    contrast_grouping,
     group_modules,
+    grouping_jaccard,
     random_grouping,
 )
+from recircuit.unlearn.importance import module_importance, per_sample_module_importance
 from recircuit.unlearn.masks import group_masks
 from recircuit.unlearn.pcgrad import project_conflict
 from recircuit.unlearn.registry import (
@@ -81,6 +90,7 @@ from recircuit.unlearn.registry import (
     method_config,
     register,
 )
+from recircuit.unlearn.reproducibility import resample_groupings, split_reproducibility
 
 __all__ = [
     "GROUPS",
@@ -97,15 +107,21 @@ __all__ = [
     "check_request",
     "config_class",
     "config_fields",
+    "contrast_grouping",
     "destruction_check",
     "forget_rule",
     "forget_rule_names",
     "get_method",
     "group_masks",
     "group_modules",
+    "grouping_jaccard",
     "method_config",
+    "module_importance",
+    "per_sample_module_importance",
     "project_conflict",
     "random_grouping",
     "register",
     "register_forget_rule",
+    "resample_groupings",
+    "split_reproducibility",
 ]

@@ -7,6 +7,10 @@ Usage::
     grouping.groups["a3.h5"]        # "forget_specific" | "retain_specific" | "task_shared" | "frozen"
     grouping.to_dataframe()         # scores, normalized scores, group and the reason per module
 
+    # contrast mode: per-sample importance rows (recircuit.unlearn.importance.per_sample_module_importance)
+    grouping = contrast_grouping(names, F, R, GroupingConfig(mode="contrast", alpha=0.05, n_boot=200))
+    grouping.contrast["a3.h5"], grouping.contrast_low["a3.h5"], grouping.contrast_high["a3.h5"]
+
 **Normalization.** Raw importances from the forget and retain sets live on different scales
 (different samples, different metric gaps), so each is normalized before comparing: ``"share"``
 divides by the total (each module's share of its circuit's importance), ``"rank"`` uses the
@@ -27,19 +31,47 @@ per model; raise ``top_k`` when coverage is low.
 **Ratio mode.** A module in C_f or C_r is forget-specific if log(I_f / I_r) > margin,
 retain-specific if < -margin, task-shared otherwise. Default ``margin=0.5``: a module must be
 about 1.65x (e^0.5) more important to one set than to the other to be given to that set alone.
+
+**Contrast mode** (:func:`contrast_grouping`, on per-sample importance). Forget and retain
+importance mostly measure the same thing, the shared recommendation task: in the measurements
+behind this mode (issue 13) their module scores were nearly collinear (Spearman 0.93), so the
+top-k set difference is decided by
+small fluctuations near the threshold, and its forget-specific group barely reproduces across
+resampled forget sets (Jaccard about 0.2). What does reproduce is the *difference* of the two
+profiles (correlation 0.71 between independent halves). Contrast mode therefore ranks modules by
+that difference, with the shared component removed and its sampling noise measured: each
+sample's importance vector is normalized to shares (sum 1); ``f`` and ``r`` are the mean forget
+and retain shares; the projection of ``f`` on ``r`` (``beta = <f, r> / <r, r>``) is the shared
+task, and the contrast ``c = f - beta r`` is what the forget set needs beyond it. A bootstrap
+(``n_boot`` resamples of the forget rows and of the retain rows, with replacement; ``beta``
+recomputed each time; seeded by ``seed``) gives each module's percentile interval at level
+``1 - alpha``. Forget-specific: the interval lies above 0; retain-specific: below 0; where more
+than ``ceil(top_k * M)`` modules qualify for a side, the ones with the largest ``|c| / sd``
+(bootstrap sd) are kept. Task-shared: among the top ``ceil(top_k * M)`` modules by mean share
+``(f + r) / 2`` and not specific; the rest frozen. A module is given to one set alone only when
+the data say so beyond sampling noise, so an inconclusive contrast falls back to "shared" or
+"frozen", never to a coin flip at a threshold. A sample with zero importance everywhere (its
+corruption changed nothing) carries no evidence and is dropped, with a warning and a count in
+``thresholds``. :mod:`recircuit.unlearn.reproducibility` measures the split's agreement across
+resampled forget and retain sets.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from jaxtyping import Float
 
 from recircuit._io import atomic_write_json
+from recircuit.errors import InputError
+
+logger = logging.getLogger(__name__)
 
 GROUPS = ("forget_specific", "retain_specific", "task_shared", "frozen")
 
@@ -49,24 +81,63 @@ class GroupingConfig:
     """How to split modules (see the module docstring).
 
     Attributes:
-        top_k: fraction of modules in each circuit (top-k mode), in (0, 1].
-        normalize: how forget and retain importances are made comparable: share or rank.
-        mode: topk (set differences of the two circuits) or ratio (log-ratio against margin).
+        top_k: fraction of modules in each circuit (top-k mode), in (0, 1]; in contrast mode the
+            most modules per specific group and the size of the task-shared candidates.
+        normalize: how forget and retain importances are made comparable: share or rank
+            (contrast mode always uses per-sample shares).
+        mode: topk (set differences of the two circuits), ratio (log-ratio against margin) or
+            contrast (bootstrapped forget-minus-retain contrast on per-sample importance).
         margin: ratio mode's log-ratio a module needs to belong to one set alone.
+        alpha: contrast mode's interval level: a module is specific when its 1 - alpha bootstrap
+            interval excludes 0.
+        n_boot: contrast mode's bootstrap resamples.
+        seed: contrast mode's bootstrap seed.
     """
 
     top_k: float = 0.2
     normalize: str = "share"
     mode: str = "topk"
     margin: float = 0.5
+    alpha: float = 0.05
+    n_boot: int = 200
+    seed: int = 0
 
     def __post_init__(self) -> None:
         if not 0 < self.top_k <= 1:
-            raise ValueError(f"top_k is a fraction of modules in (0, 1], got {self.top_k}")
+            raise InputError(f"top_k is a fraction of modules in (0, 1], got {self.top_k}", field="top_k")
         if self.normalize not in ("share", "rank"):
-            raise ValueError(f"normalize must be 'share' or 'rank', got {self.normalize!r}")
-        if self.mode not in ("topk", "ratio"):
-            raise ValueError(f"mode must be 'topk' or 'ratio', got {self.mode!r}")
+            raise InputError(f"normalize must be 'share' or 'rank', got {self.normalize!r}", field="normalize")
+        if self.mode not in MODES:
+            raise InputError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}", field="mode")
+        if not 0 < self.alpha < 1:
+            raise InputError(f"alpha is a probability in (0, 1), got {self.alpha}", field="alpha",
+                             fix="e.g. 0.05 for 95% intervals")
+        if not (isinstance(self.n_boot, int) and self.n_boot >= 2):
+            raise InputError(f"n_boot must be an integer >= 2, got {self.n_boot!r}", field="n_boot",
+                             fix="e.g. 200")
+
+    def to_dict(self) -> dict:
+        """JSON-able form; the contrast knobs (``alpha``, ``n_boot``, ``seed``) are left out when
+        the mode is not ``contrast`` and they hold their defaults, so the form (and cache keys) of
+        configs written before contrast mode existed do not change."""
+        d = asdict(self)
+        if self.mode != "contrast":
+            for name, default in _CONTRAST_DEFAULTS.items():
+                if d[name] == default:
+                    del d[name]
+        return d
+
+
+#: The grouping modes (see the module docstring).
+MODES = ("topk", "ratio", "contrast")
+
+_CONTRAST_DEFAULTS = {"alpha": 0.05, "n_boot": 200, "seed": 0}
+
+#: Contrast bounds within this of 0 count as 0 (rounding of shares, which are at most 1).
+_ZERO = 1e-12
+
+#: :class:`Grouping`'s contrast-mode fields (empty in the other modes, then left out of its dict).
+_CONTRAST_FIELDS = ("contrast", "contrast_low", "contrast_high", "contrast_sd")
 
 
 def normalize_scores(scores: dict[str, float], how: str = "share") -> dict[str, float]:
@@ -94,6 +165,12 @@ class Grouping:
     thresholds: dict[str, float]
     reasons: dict[str, str]
     config: GroupingConfig = field(default_factory=GroupingConfig)
+    #: Contrast mode only (empty otherwise): per module the contrast ``f - beta r``, its bootstrap
+    #: interval bounds and its bootstrap sd (see the module docstring).
+    contrast: dict[str, float] = field(default_factory=dict)
+    contrast_low: dict[str, float] = field(default_factory=dict)
+    contrast_high: dict[str, float] = field(default_factory=dict)
+    contrast_sd: dict[str, float] = field(default_factory=dict)
 
     def members(self, group: str) -> list[str]:
         """Modules in ``group``."""
@@ -104,16 +181,26 @@ class Grouping:
         return {g: len(self.members(g)) for g in GROUPS}
 
     def to_dataframe(self) -> pd.DataFrame:
-        """One row per module."""
-        return pd.DataFrame([{"module": m, "forget": self.forget_scores[m], "retain": self.retain_scores[m],
-                              "forget_norm": self.forget_norm[m], "retain_norm": self.retain_norm[m],
-                              "group": g, "reason": self.reasons[m]} for m, g in self.groups.items()])
+        """One row per module (contrast mode adds ``contrast``, ``contrast_low``, ``contrast_high``
+        and ``contrast_sd``)."""
+        rows = []
+        for m, g in self.groups.items():
+            row = {"module": m, "forget": self.forget_scores[m], "retain": self.retain_scores[m],
+                   "forget_norm": self.forget_norm[m], "retain_norm": self.retain_norm[m]}
+            for name in _CONTRAST_FIELDS:
+                values = getattr(self, name)
+                if values:
+                    row[name] = values[m]
+            rows.append({**row, "group": g, "reason": self.reasons[m]})
+        return pd.DataFrame(rows)
 
     def to_dict(self) -> dict:
-        """JSON-able form."""
-        return {"groups": self.groups, "forget_scores": self.forget_scores, "retain_scores": self.retain_scores,
-                "forget_norm": self.forget_norm, "retain_norm": self.retain_norm, "thresholds": self.thresholds,
-                "reasons": self.reasons, "config": asdict(self.config)}
+        """JSON-able form (the contrast fields only when filled, so other modes keep their form)."""
+        d = {"groups": self.groups, "forget_scores": self.forget_scores, "retain_scores": self.retain_scores,
+             "forget_norm": self.forget_norm, "retain_norm": self.retain_norm, "thresholds": self.thresholds,
+             "reasons": self.reasons, "config": self.config.to_dict()}
+        d.update({name: getattr(self, name) for name in _CONTRAST_FIELDS if getattr(self, name)})
+        return d
 
     def save(self, path: str | Path) -> Path:
         """Write JSON atomically."""
@@ -121,15 +208,22 @@ class Grouping:
 
     @classmethod
     def load(cls, path: str | Path) -> Grouping:
-        """Read a grouping written by :meth:`save`."""
+        """Read a grouping written by :meth:`save` (also one written before contrast mode existed)."""
         d = json.loads(Path(path).read_text())
         d["config"] = GroupingConfig(**d["config"])
         return cls(**d)
 
 
 def group_modules(forget: dict[str, float], retain: dict[str, float], config: GroupingConfig | None = None) -> Grouping:
-    """Split modules by forget and retain importance (see module docstring)."""
+    """Split modules by forget and retain importance (see module docstring).
+
+    Top-k and ratio mode; contrast mode needs per-sample importance (:func:`contrast_grouping`).
+    """
     cfg = config or GroupingConfig()
+    if cfg.mode == "contrast":
+        raise InputError("contrast mode needs per-sample importance, not one score per module", field="mode",
+                         fix="call contrast_grouping(names, forget_rows, retain_rows, config) with rows from "
+                             "per_sample_module_importance")
     if set(forget) != set(retain) or not forget:
         only = sorted(set(forget) ^ set(retain))[:3]
         raise ValueError("Forget and retain importances must cover the same, non-empty set of modules "
@@ -172,6 +266,117 @@ def group_modules(forget: dict[str, float], retain: dict[str, float], config: Gr
                      "coverage_forget": cov_f, "coverage_retain": cov_r}, reasons, cfg)
 
 
+def _shares(rows: np.ndarray, which: str, n_modules: int) -> tuple[np.ndarray, int]:
+    """Rows of per-sample importance as shares (each row sums to 1), checked, and how many all-zero
+    rows were dropped (a sample whose corruption changed nothing carries no evidence)."""
+    a = np.asarray(rows, dtype=np.float64)
+    if a.ndim != 2 or a.shape[1] != n_modules or a.shape[0] < 1:
+        raise ValueError(f"{which} importance must be [n_samples >= 1, {n_modules} modules], got shape {a.shape}; "
+                         "compute it with per_sample_module_importance on the same model.")
+    if not np.isfinite(a).all():
+        raise ValueError(f"Non-finite {which} importance; re-run the attribution (check the model for NaNs).")
+    if (a < 0).any():
+        raise ValueError(f"Negative {which} importance (module importance sums absolute edge scores); "
+                         "pass per_sample_module_importance rows.")
+    tot = a.sum(1)
+    zero = np.flatnonzero(tot <= 0)
+    if len(zero) == len(a):
+        raise ValueError(f"Every {which} sample has zero importance on every module (clean and corrupted prompts "
+                         "give the same run?); use another corruption.")
+    if len(zero):
+        logger.warning("contrast grouping: dropped %d of %d %s samples with zero importance on every module "
+                       "(the corruption left them unchanged), first: row %d", len(zero), len(a), which, zero[0])
+    keep = tot > 0
+    return a[keep] / tot[keep, None], len(zero)
+
+
+def _contrast(f: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``beta = <f, r> / <r, r>`` and ``c = f - beta r``, row-wise over a leading axis."""
+    beta = (f * r).sum(-1) / (r * r).sum(-1)
+    return beta, f - beta[..., None] * r
+
+
+def contrast_grouping(names: list[str], forget: Float[np.ndarray, "nf m"], retain: Float[np.ndarray, "nr m"],
+                      config: GroupingConfig | None = None) -> Grouping:
+    """Contrast mode (see the module docstring): specific groups from a bootstrapped forget-minus-retain contrast.
+
+    Args:
+        names: the ``m`` module names, in column order.
+        forget: per-sample module importance of the forget samples (non-negative, one row each;
+            an all-zero row, a sample its corruption left unchanged, is dropped with a warning and
+            counted in ``thresholds["dropped_forget"]``).
+        retain: the same for the retain samples.
+        config: ``top_k``, ``alpha``, ``n_boot`` and ``seed`` are read (``mode`` should be ``contrast``).
+
+    Returns:
+        The :class:`Grouping`, with the mean shares ``f``/``r`` as scores (raw and normalized), the
+        contrast, its interval and bootstrap sd per module, ``beta`` and ``k`` in ``thresholds``.
+        Deterministic for a given ``config.seed``.
+    """
+    cfg = config or GroupingConfig(mode="contrast")
+    names = list(names)
+    m = len(names)
+    if m == 0 or len(set(names)) != m:
+        raise ValueError("Contrast grouping needs a non-empty list of distinct module names.")
+    (fs, drop_f), (rs, drop_r) = _shares(forget, "forget", m), _shares(retain, "retain", m)
+    nf, nr = fs.shape[0], rs.shape[0]
+    f, r = fs.mean(0), rs.mean(0)
+    beta, c = _contrast(f, r)
+    rng = np.random.default_rng(cfg.seed)
+    idx_f = rng.integers(0, nf, size=(cfg.n_boot, nf))
+    idx_r = rng.integers(0, nr, size=(cfg.n_boot, nr))
+    count_f = (idx_f[:, :, None] == np.arange(nf)).sum(1)   # [n_boot, nf] times each row was drawn
+    count_r = (idx_r[:, :, None] == np.arange(nr)).sum(1)
+    _, cb = _contrast(count_f @ fs / nf, count_r @ rs / nr)  # [n_boot, m]
+    low, high = np.percentile(cb, [50 * cfg.alpha, 100 - 50 * cfg.alpha], axis=0)
+    sd = cb.std(0, ddof=1)
+    z = np.divide(c, sd, out=np.where(c > 0, np.inf, np.where(c < 0, -np.inf, 0.0)), where=sd > 0)
+    k = max(1, int(math.ceil(cfg.top_k * m)))
+    level = f"{100 * (1 - cfg.alpha):g}%"
+
+    def ci(i: int) -> str:
+        return f"contrast {c[i]:+.3g}, {level} CI [{low[i]:+.3g}, {high[i]:+.3g}]"
+
+    groups: dict[str, str] = {}
+    reasons: dict[str, str] = {}
+    cut: dict[int, str] = {}
+    for group, qualifies, key in (("forget_specific", low > _ZERO, -z), ("retain_specific", high < -_ZERO, z)):
+        cand = np.flatnonzero(qualifies)
+        keep = {int(i) for i in cand[np.argsort(key[cand], kind="stable")[:k]]}
+        side = "above" if group == "forget_specific" else "below"
+        for i in map(int, cand):
+            if i in keep:
+                groups[names[i]] = group
+                reasons[names[i]] = f"{ci(i)} {side} 0 (beta {beta:.3g})"
+            else:
+                cut[i] = f"; CI {side} 0 but not among the top-{k} by contrast/sd ({z[i]:+.3g})"
+    mean = (f + r) / 2
+    thr = float(np.sort(mean)[::-1][k - 1])
+    for i, name in enumerate(names):
+        if name in groups:
+            continue
+        note = cut.get(i, "; CI includes 0")
+        if mean[i] >= thr and mean[i] > 0:
+            groups[name], reasons[name] = "task_shared", f"mean share {mean[i]:.3g} in the top-{k}; {ci(i)}{note}"
+        else:
+            groups[name], reasons[name] = "frozen", f"mean share {mean[i]:.3g} below the top-{k}; {ci(i)}{note}"
+    groups = {n: groups[n] for n in names}
+    moving = np.array([groups[n] != "frozen" for n in names])
+    fd = {n: float(v) for n, v in zip(names, f)}
+    rd = {n: float(v) for n, v in zip(names, r)}
+    thresholds = {"k": k, "beta": float(beta), "shared": thr, "alpha": cfg.alpha, "n_boot": cfg.n_boot,
+                  "n_forget": nf, "n_retain": nr, "dropped_forget": drop_f, "dropped_retain": drop_r,
+                  "coverage_forget": float(f[moving].sum()),
+                  "coverage_retain": float(r[moving].sum())}
+
+    def per_module(a: np.ndarray) -> dict[str, float]:
+        return {n: float(v) for n, v in zip(names, a)}
+
+    return Grouping(groups, fd, rd, dict(fd), dict(rd), thresholds, reasons, cfg,
+                    contrast=per_module(c), contrast_low=per_module(low), contrast_high=per_module(high),
+                    contrast_sd=per_module(sd))
+
+
 def random_grouping(reference: Grouping, seed: int = 0) -> Grouping:
     """Same group sizes as ``reference`` with modules assigned at random (the control).
 
@@ -189,7 +394,8 @@ def random_grouping(reference: Grouping, seed: int = 0) -> Grouping:
     groups = {m: groups[m] for m in reference.groups}
     reasons = {m: f"random assignment (control, seed {seed})" for m in groups}
     return Grouping(groups, reference.forget_scores, reference.retain_scores, reference.forget_norm,
-                    reference.retain_norm, dict(reference.thresholds), reasons, reference.config)
+                    reference.retain_norm, dict(reference.thresholds), reasons, reference.config,
+                    **{name: dict(getattr(reference, name)) for name in _CONTRAST_FIELDS})
 
 
 def jaccard(a: set[str], b: set[str]) -> float:

@@ -11,8 +11,16 @@ Usage::
     cfg = method_config("cure", corruption="ppr", corruption_args={"far_fraction": 0.1})
     get_method("cure", cfg, data_source=DataSource("bookcrossing", path="data/bx")).run(...)
 
-Steps: (1) module importance I_f, I_r with the EAP engine (EAP-IG by default) on forget and
-retain samples, computed on the original model; (2) grouping (:func:`group_modules`); (3) one
+    # the reproducible split: per-sample importance of the answer's log-prob, bootstrapped contrast
+    cfg = method_config("cure", importance_metric="logprob", corruption="user_swap",
+                        grouping={"mode": "contrast", "alpha": 0.05, "n_boot": 200})
+
+Steps: (1) module importance I_f, I_r with the EAP engine (EAP-IG by default, metric
+``importance_metric``) on forget and retain samples, computed on the original model (per sample
+in contrast mode, :func:`per_sample_module_importance`); (2) grouping (:func:`group_modules`, or
+:func:`contrast_grouping` when ``grouping.mode == "contrast"``). A corruption that takes
+``donors`` (``user_swap``: each sample's history replaced by a donor user's) gets the retain
+samples as donors; (3) one
 update per step in which each group follows its own rule, on its own parameter slices
 (:func:`group_masks`, GQA rule there):
 
@@ -28,6 +36,7 @@ update per step in which each group follows its own rule, on its own parameter s
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -40,13 +49,15 @@ from recircuit.circuits.corruptions import (
     corruption_for,
     get_corruption,
 )
+from recircuit.circuits.metrics import METRICS
 from recircuit.data import DataSource
+from recircuit.data.prompts import Sample
 from recircuit.errors import InputError
 from recircuit.models.families import projection_params
 from recircuit.unlearn.base import UnlearnMethod
 from recircuit.unlearn.forget_rules import ForgetRuleConfig, teacher_for
-from recircuit.unlearn.grouping import Grouping, GroupingConfig, group_modules
-from recircuit.unlearn.importance import module_importance
+from recircuit.unlearn.grouping import Grouping, GroupingConfig, contrast_grouping, group_modules
+from recircuit.unlearn.importance import module_importance, per_sample_module_importance
 from recircuit.unlearn.masks import active_mask, group_masks
 from recircuit.unlearn.methods._common import (
     forget_objective,
@@ -58,16 +69,24 @@ from recircuit.unlearn.pcgrad import project_conflict
 from recircuit.unlearn.registry import register
 
 
+def takes_donors(name: str) -> bool:
+    """Whether corruption ``name`` is a factory with a ``donors`` parameter (``user_swap``): CURE
+    then passes the retain samples as donors (:meth:`CURE.corruption`)."""
+    spec = CORRUPTIONS[name]
+    return spec.factory and "donors" in inspect.signature(spec.fn).parameters
+
+
 def self_contained_corruptions() -> tuple[str, ...]:
     """Corruptions buildable from their name alone (no required data-set context such as titles).
 
     Without a data source (``CURE(config)``), CURE's importance step builds its corruption with
     ``get_corruption(name, **corruption_args)``, so a corruption whose factory requires ``titles``
     or ``interactions`` (``target_swap``, ``ppr``) needs ``CURE(config, data_source=...)``.
+    ``donors`` counts as supplied: CURE passes its retain samples (:func:`takes_donors`).
     """
     def ok(name: str) -> bool:
         spec = CORRUPTIONS[name]
-        return not spec.factory or all(p.default is not inspect.Parameter.empty
+        return not spec.factory or all(p.default is not inspect.Parameter.empty or p.name == "donors"
                                        or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
                                        for p in inspect.signature(spec.fn).parameters.values())
 
@@ -79,8 +98,12 @@ class CUREConfig(ForgetRuleConfig):
     """CURE's knobs: the forget rule's (see :class:`ForgetRuleConfig`), the grouping and the EAP run.
 
     Attributes:
-        grouping: how modules are split into groups (top_k, normalize, mode, margin).
+        grouping: how modules are split into groups (top_k, normalize, mode, margin; alpha,
+            n_boot, seed in contrast mode).
         importance_method: the EAP method that scores modules.
+        importance_metric: the metric it differentiates: logit_diff (the label-signed Yes-No
+            logit gap) or logprob (log-probability of the true answer token, minus its
+            cross-entropy: what the model memorized). Left out of :meth:`to_dict` at its default.
         importance_steps: its integrated-gradient steps.
         importance_samples: forget and retain samples it scores on (each).
         corruption: the corruption strategy of the EAP run (a registered name; one that needs the
@@ -93,6 +116,7 @@ class CUREConfig(ForgetRuleConfig):
 
     grouping: GroupingConfig = field(default_factory=GroupingConfig)
     importance_method: str = "eap-ig-inputs"
+    importance_metric: str = "logit_diff"
     importance_steps: int = 3
     importance_samples: int = 16
     corruption: str = "label_flip"
@@ -103,6 +127,9 @@ class CUREConfig(ForgetRuleConfig):
         if self.importance_method not in METHODS:
             raise InputError(f"unknown attribution method {self.importance_method!r}", field="importance_method",
                              fix=f"choose one of {', '.join(METHODS)}")
+        if self.importance_metric not in METRICS:
+            raise InputError(f"unknown importance metric {self.importance_metric!r}", field="importance_metric",
+                             fix=f"choose one of {', '.join(METRICS)}")
         if self.corruption not in corruption_names():
             raise InputError(f"unknown corruption {self.corruption!r}", field="corruption",
                              fix=f"choose one of {', '.join(corruption_names())}")
@@ -112,11 +139,15 @@ class CUREConfig(ForgetRuleConfig):
                 raise InputError(f"must be >= 1, got {getattr(self, name)}", field=name)
 
     def to_dict(self) -> dict:
-        """JSON-able form; ``corruption_args`` left out when empty (so cache keys of configs
-        without it keep their form)."""
+        """JSON-able form; ``corruption_args`` left out when empty, ``importance_metric`` at its
+        default and the grouping's contrast knobs outside contrast mode at theirs
+        (:meth:`GroupingConfig.to_dict`), so cache keys of configs without them keep their form."""
         d = super().to_dict()
         if not self.corruption_args:
             del d["corruption_args"]
+        if self.importance_metric == "logit_diff":
+            del d["importance_metric"]
+        d["grouping"] = self.grouping.to_dict()
         return d
 
 
@@ -149,22 +180,39 @@ class CURE(UnlearnMethod):
                              fix="pass data_source=DataSource(...) (the pipeline and `recircuit unlearn` do), "
                                  f"or choose one of {', '.join(self_contained_corruptions())}")
 
-    def corruption(self, tokenizer=None) -> Corruption:
+    def corruption(self, tokenizer=None, donors: Sequence[Sample] | None = None) -> Corruption:
         """The importance step's corruption: with :attr:`data_source` through
         :func:`~recircuit.circuits.corruptions.corruption_for` (catalogue, ``tokenizer`` for length
-        matching), else ``get_corruption(name, **corruption_args)``."""
+        matching), else ``get_corruption(name, **corruption_args)``. A corruption that takes
+        ``donors`` (:func:`takes_donors`: ``user_swap``) given ``donors`` is built with them and the
+        config's arguments (:meth:`make_grouping` passes the retain samples); without ``donors`` it
+        gets its own default as above.
+
+        Raises:
+            InputError: the corruption needs an argument nobody supplies (e.g. required donors).
+        """
         cfg = self.config
+        if donors and takes_donors(cfg.corruption):
+            return get_corruption(cfg.corruption, **{"tokenizer": tokenizer, **cfg.corruption_args,
+                                                     "donors": list(donors)})
         if self.data_source is None:
             return get_corruption(cfg.corruption, **cfg.corruption_args)
         return corruption_for(cfg.corruption, tokenizer, source=self.data_source, args=cfg.corruption_args)
 
     def make_grouping(self, model, forget, retain) -> Grouping:
-        """Importance on forget and retain samples, then the configured split."""
+        """Importance on the first ``importance_samples`` forget and retain samples, then the
+        configured split (per-sample importance and :func:`contrast_grouping` in contrast mode)."""
         cfg = self.config
         n = cfg.importance_samples
-        kw = dict(method=cfg.importance_method, steps=cfg.importance_steps,
-                  corruption=self.corruption(getattr(model, "tokenizer", None)),
+        kw = dict(method=cfg.importance_method, steps=cfg.importance_steps, metric=cfg.importance_metric,
+                  corruption=self.corruption(getattr(model, "tokenizer", None), donors=list(retain)),
                   batch_size=self.loop.batch_size, progress=False)
+        if cfg.grouping.mode == "contrast":
+            names, rows_f = per_sample_module_importance(model, list(forget)[:n], **kw)
+            names_r, rows_r = per_sample_module_importance(model, list(retain)[:n], **kw)
+            if names_r != names:  # pragma: no cover - one model, one graph
+                raise RuntimeError("forget and retain importance came back over different modules")
+            return contrast_grouping(names, rows_f, rows_r, cfg.grouping)
         i_f = module_importance(model, list(forget)[:n], **kw)
         i_r = module_importance(model, list(retain)[:n], **kw)
         return group_modules(i_f, i_r, cfg.grouping)

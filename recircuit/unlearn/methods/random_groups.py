@@ -7,7 +7,9 @@ Usage::
 
 If CURE beats this control, the circuits (not just the group sizes or the update rules) matter.
 The sizes come from the real grouping (computed as CURE does, or passed as ``grouping=``); the
-assignment is seeded by the loop's ``seed``. It takes CURE's config (:class:`CUREConfig`).
+assignment is seeded by the loop's ``seed``. It takes CURE's config (:class:`CUREConfig`), so any
+grouping mode (contrast mode included) and importance metric give the sizes; the shuffled grouping
+keeps the real one's scores and contrast columns for display, its reasons say "random".
 """
 
 from __future__ import annotations

@@ -1,0 +1,203 @@
+"""Contrast grouping: shares, the shared component removed, a bootstrap interval per module; CURE on it."""
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from recircuit import unlearn as U
+from recircuit.circuits.corruptions import (
+    CORRUPTIONS,
+    CorruptionSpec,
+    corruption_names,
+    get_corruption,
+)
+from recircuit.errors import InputError
+from recircuit.models import tiny_tokenizer
+from recircuit.models.families import projection_params
+from recircuit.unlearn import (
+    Grouping,
+    GroupingConfig,
+    contrast_grouping,
+    group_masks,
+    group_modules,
+)
+from recircuit.unlearn.methods.cure import self_contained_corruptions
+
+# forget rows: module a carries extra share in every row; b has share 0.3 in every row of both sets
+F = np.array([[5.0, 3, 1, 1], [4, 3, 2, 1]])
+R = np.array([[2.0, 3, 3, 2], [3, 3, 2, 2]])
+NAMES = ["a", "b", "c", "d"]
+
+
+def _cfg(**kw):
+    return GroupingConfig(mode="contrast", **kw)
+
+
+def _exact_bootstrap(forget, retain):
+    """Every equally likely bootstrap outcome of two forget and two retain rows (4 x 4 ordered draws):
+    the contrast ``f - beta r`` of each, by hand (no code shared with the library)."""
+    fs, rs = forget / forget.sum(1, keepdims=True), retain / retain.sum(1, keepdims=True)
+    out = []
+    for i in itertools.product(range(len(fs)), repeat=len(fs)):
+        for j in itertools.product(range(len(rs)), repeat=len(rs)):
+            f, r = fs[list(i)].mean(0), rs[list(j)].mean(0)
+            out.append(f - (f @ r) / (r @ r) * r)
+    return np.array(out)
+
+
+def test_identical_rows_give_the_hand_computed_contrast():
+    # shares f = (.4, .4, .2), r = (.3, .4, .3): <f,r> = .34 = <r,r>, so beta = 1 and c = (.1, 0, -.1)
+    g = contrast_grouping(["a", "b", "c"], np.array([[4.0, 4, 2]] * 3), np.array([[3.0, 4, 3]] * 2), _cfg(top_k=0.34))
+    assert g.thresholds["beta"] == pytest.approx(1.0) and g.thresholds["k"] == 2
+    assert [g.contrast[m] for m in "abc"] == pytest.approx([0.1, 0.0, -0.1], abs=1e-12)
+    assert g.contrast_low == pytest.approx(g.contrast, abs=1e-12)       # every resample is the same
+    assert g.contrast_high == pytest.approx(g.contrast, abs=1e-12)
+    # b is equally important to both: not specific; it has the largest mean share (.4), so task-shared
+    assert g.groups == {"a": "forget_specific", "b": "task_shared", "c": "retain_specific"}
+    assert g.forget_scores == pytest.approx({"a": 0.4, "b": 0.4, "c": 0.2})
+    assert g.retain_scores == pytest.approx({"a": 0.3, "b": 0.4, "c": 0.3})
+    # beta != 1: f = (.5, .25, .25), r = (.25, .25, .5): beta = .3125 / .375 = 5/6, c = (7, 1, -4) / 24
+    g = contrast_grouping(["a", "b", "c"], np.array([[2.0, 1, 1]] * 2), np.array([[1.0, 1, 2]]), _cfg(top_k=1.0))
+    assert g.thresholds["beta"] == pytest.approx(5 / 6)
+    assert [g.contrast[m] for m in "abc"] == pytest.approx([7 / 24, 1 / 24, -4 / 24])
+    assert g.groups == {"a": "forget_specific", "b": "forget_specific", "c": "retain_specific"}
+    assert "CI [+0.292, +0.292] above 0" in g.reasons["a"]
+
+
+def test_the_interval_is_the_exact_bootstrap_percentile():
+    g = contrast_grouping(NAMES, F, R, _cfg(alpha=0.2, n_boot=20000, top_k=0.5))
+    atoms = np.sort(_exact_bootstrap(F, R), axis=0)      # 16 equally likely outcomes per module
+    # 10% and 90% quantiles: the 2nd and 15th of 16 atoms (cumulative 1/16 < .1 < 2/16, 14/16 < .9 < 15/16)
+    assert [g.contrast_low[m] for m in NAMES] == pytest.approx(atoms[1], abs=1e-12)
+    assert [g.contrast_high[m] for m in NAMES] == pytest.approx(atoms[14], abs=1e-12)
+    assert [g.contrast_sd[m] for m in NAMES] == pytest.approx(atoms.std(0), rel=0.03)
+    # a: more forget share in every row -> forget-specific; b: equal share in both sets -> CI holds 0
+    assert g.groups == {"a": "forget_specific", "b": "task_shared", "c": "retain_specific", "d": "retain_specific"}
+    assert g.contrast_low["b"] < 0 < g.contrast_high["b"] and "includes 0" in g.reasons["b"]
+    df = g.to_dataframe()
+    assert {"contrast", "contrast_low", "contrast_high", "contrast_sd"} <= set(df.columns)
+
+
+def test_more_qualifiers_than_k_keep_the_largest_contrast_over_sd():
+    g = contrast_grouping(NAMES, F, R, _cfg(alpha=0.2, n_boot=20000, top_k=0.25))     # k = 1
+    atoms = _exact_bootstrap(F, R)
+    z = np.abs(atoms.mean(0) / atoms.std(0))    # c and d both qualify as retain-specific; d is tighter
+    assert z[3] > z[2] and g.contrast_high["c"] < 0 and g.contrast_high["d"] < 0
+    assert g.groups["d"] == "retain_specific" and g.groups["a"] == "forget_specific"
+    # c is cut; its mean share (.2) is not the top-1 (a's .35), so it is frozen, with the reason said
+    assert g.groups["c"] == "frozen" and "not among the top-1 by contrast/sd" in g.reasons["c"]
+    assert g.sizes() == {"forget_specific": 1, "retain_specific": 1, "task_shared": 0, "frozen": 2}
+
+
+def test_deterministic_for_a_seed_and_round_trips(tmp_path):
+    a = contrast_grouping(NAMES, F, R, _cfg(n_boot=300, seed=3))
+    b = contrast_grouping(NAMES, F, R, _cfg(n_boot=300, seed=3))
+    assert a.to_dict() == b.to_dict()
+    c = contrast_grouping(NAMES, F, R, _cfg(n_boot=300, seed=4))
+    assert c.contrast == a.contrast and c.contrast_sd != a.contrast_sd        # same data, other resamples
+    back = Grouping.load(a.save(tmp_path / "g.json"))
+    assert back.to_dict() == json.loads(json.dumps(a.to_dict())) and back.config == a.config
+    assert a.to_dict()["config"]["alpha"] == 0.05          # contrast knobs kept in contrast mode
+
+
+def test_other_modes_keep_their_form_and_old_files_load(tmp_path):
+    g = group_modules({"a": 3.0, "b": 1.0}, {"a": 1.0, "b": 3.0}, GroupingConfig(top_k=0.5))
+    d = g.to_dict()
+    assert set(d) == {"groups", "forget_scores", "retain_scores", "forget_norm", "retain_norm", "thresholds",
+                      "reasons", "config"}
+    assert d["config"] == {"top_k": 0.5, "normalize": "share", "mode": "topk", "margin": 0.5}
+    assert "contrast" not in g.to_dataframe().columns
+    assert GroupingConfig(n_boot=50).to_dict()["n_boot"] == 50         # a non-default knob is kept
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(d))                          # the form written before contrast mode
+    old = Grouping.load(path)
+    assert old.groups == g.groups and old.contrast == {} and old.config == GroupingConfig(top_k=0.5)
+
+
+def test_bad_contrast_inputs():
+    with pytest.raises(InputError) as err:
+        GroupingConfig(mode="contrast", alpha=1.5)
+    assert err.value.field == "alpha"
+    with pytest.raises(InputError) as err:
+        GroupingConfig(mode="contrast", n_boot=1)
+    assert err.value.field == "n_boot"
+    with pytest.raises(InputError) as err:
+        group_modules({"a": 1.0}, {"a": 1.0}, GroupingConfig(mode="contrast"))
+    assert err.value.field == "mode" and "per_sample_module_importance" in str(err.value)
+    with pytest.raises(ValueError, match="zero importance"):
+        contrast_grouping(["a", "b"], np.array([[0.0, 0.0]]), np.array([[1.0, 1.0]]), _cfg())
+    # an unchanged sample (all-zero row) carries no evidence: dropped, counted
+    g = contrast_grouping(["a", "b"], np.array([[0.0, 0.0], [3.0, 1.0]]), np.array([[1.0, 1.0]]), _cfg(top_k=1.0))
+    assert g.thresholds["dropped_forget"] == 1 and g.thresholds["n_forget"] == 1
+    assert g.forget_scores == pytest.approx({"a": 0.75, "b": 0.25})
+    with pytest.raises(ValueError, match="shape"):
+        contrast_grouping(["a", "b"], np.array([[1.0, 1.0, 1.0]]), np.array([[1.0, 1.0]]), _cfg())
+
+
+def test_cure_in_contrast_mode_keeps_frozen_modules_bit_identical(model, request_data):
+    forget, retain, _ = request_data
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = U.method_config("cure", importance_samples=4, importance_method="eap", importance_metric="logprob",
+                          grouping={"mode": "contrast", "top_k": 0.3, "n_boot": 100})
+    res = U.get_method("cure", cfg).run(model, forget, retain, U.LoopConfig(steps=3, lr=3e-3, early_stop=False),
+                                        progress=False)
+    g = res.extra["grouping"]
+    t = g["thresholds"]
+    assert t["n_forget"] + t["dropped_forget"] == 4 and t["n_retain"] + t["dropped_retain"] == 4  # per-sample rows
+    assert set(g["contrast"]) == set(g["groups"]) and len(g["groups"]) == 10
+    sizes = res.extra["group_sizes"]
+    assert sizes["frozen"] >= 1 and sizes["frozen"] < 10   # at most 3 per group with k = ceil(0.3 * 10)
+    grouping = Grouping(**{**g, "config": GroupingConfig(**g["config"])})
+    masks = group_masks(model, grouping)
+    key_of = {v.data_ptr(): k for k, v in model.state_dict().items()}
+    changed = False
+    for name, p in projection_params(model).items():
+        frozen, old = masks["frozen"][name], before[key_of[p.data_ptr()]]
+        assert torch.equal(p[frozen], old[frozen]), name
+        changed |= not torch.equal(p[~frozen], old[~frozen])
+    assert changed
+
+
+def _donor_swap(donors, seed: int = 0):
+    """Test stand-in with user_swap's API: each sample gets the first donor's input, label kept."""
+    def corrupt(samples):
+        return [s.__class__(**{**s.__dict__, "input": donors[0].input}) for s in samples]
+    return corrupt
+
+
+def test_a_donor_corruption_gets_the_retain_samples(monkeypatch, request_data):
+    """CURE passes its retain samples as donors to a corruption that takes them (user_swap's API)."""
+    import recircuit.circuits.corruptions as C
+    import recircuit.unlearn.methods.cure as cure
+
+    monkeypatch.setitem(C._REGISTRY, "donor_swap_test", CorruptionSpec("donor_swap_test", _donor_swap, True, "test"))
+    forget, retain, _ = request_data
+    assert "donor_swap_test" in self_contained_corruptions()      # no data source needed: CURE has donors
+    m = U.get_method("cure", U.method_config("cure", corruption="donor_swap_test", importance_samples=2))
+    with pytest.raises(InputError, match="donor"):
+        m.corruption(tiny_tokenizer())
+    seen = []
+    monkeypatch.setattr(cure, "module_importance", lambda model, samples, **kw: seen.append(kw["corruption"]) or {})
+    monkeypatch.setattr(cure, "group_modules", lambda i_f, i_r, config: "grouping")
+    m.loop = U.LoopConfig()
+    model = type("Model", (), {"tokenizer": tiny_tokenizer()})()
+    assert m.make_grouping(model, forget, retain[5:]) == "grouping"
+    assert all(c(forget[:1])[0].input == retain[5].input for c in seen) and len(seen) == 2
+
+
+@pytest.mark.skipif("user_swap" not in corruption_names(),
+                    reason="the user_swap corruption is not registered yet (added to corruptions.py by another change)")
+def test_cure_with_user_swap_corrupts_with_retain_histories(request_data):
+    forget, retain, _ = request_data
+    m = U.get_method("cure", U.method_config("cure", corruption="user_swap"))   # no data source needed
+    got = m.corruption(tiny_tokenizer(), donors=retain)(forget[:4])
+    expect = get_corruption("user_swap", donors=list(retain), seed=0)(forget[:4])
+    assert [s.input for s in got] == [s.input for s in expect]
+    histories = {(tuple(s.liked), tuple(s.disliked)) for s in retain}
+    for s, c in zip(forget[:4], got):
+        assert c.target == s.target and c.label == s.label
+        assert (tuple(c.liked), tuple(c.disliked)) in histories
+    assert "user_swap" in CORRUPTIONS
