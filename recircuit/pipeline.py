@@ -236,9 +236,34 @@ class EvalConfig:
 
     Attributes:
         batch_size: prompts per forward pass when scoring.
+        relearn_steps: steps of the relearning attack run on every unlearned model and on
+            Retrain (:func:`recircuit.evaluate.relearn_attack`: fine-tune a copy on half of the
+            forget samples, watch the other half's loss come back); 0 turns it off.
+        relearn_lr: its learning rate.
+        relearn_batch_size: its samples per step.
     """
 
     batch_size: int = 8
+    relearn_steps: int = 0
+    relearn_lr: float = 5e-5
+    relearn_batch_size: int = 4
+
+    def to_dict(self) -> dict:
+        """JSON-able form (the relearning settings left out while the attack is off)."""
+        d = dataclasses.asdict(self)
+        if not self.relearn_steps:
+            for k in ("relearn_steps", "relearn_lr", "relearn_batch_size"):
+                del d[k]
+        return d
+
+    def relearn_config(self, seed: int):
+        """The attack's :class:`~recircuit.evaluate.relearn.RelearnConfig` (None when off)."""
+        from recircuit.evaluate.relearn import RelearnConfig
+
+        if not self.relearn_steps:
+            return None
+        return RelearnConfig(steps=self.relearn_steps, lr=self.relearn_lr, batch_size=self.relearn_batch_size,
+                             seed=seed)
 
 
 def _default_methods() -> dict[str, MethodConfig]:
@@ -314,7 +339,7 @@ class PipelineConfig:
         d = {"model": self.model, "device": self.device, "data": self.data.to_dict(),
              "train": self.train.to_dict(), "circuit": self.circuit.to_dict(),
              "methods": {name: cfg.to_dict() for name, cfg in self.methods.items()},
-             "loop": self.loop.to_dict(), "eval": dataclasses.asdict(self.eval)}
+             "loop": self.loop.to_dict(), "eval": self.eval.to_dict()}
         if self.base is not None:
             d["base"] = self.base.to_dict()
         return d
@@ -494,6 +519,12 @@ def validate(config: PipelineConfig, grid: GridConfig | None = None) -> None:
                              field=f"methods.{name}", fix=f"use recircuit.unlearn.method_config({name!r}, ...)")
     if cfg.eval.batch_size < 1:
         raise InputError(f"must be >= 1, got {cfg.eval.batch_size}", field="eval.batch_size")
+    if cfg.eval.relearn_steps:
+        try:
+            cfg.eval.relearn_config(0)
+        except InputError as err:
+            raise InputError(_message(err), field=f"eval.relearn_{err.field}" if err.field else "eval",
+                             fix=err.fix) from err
     if cfg.base is not None:
         for name in ("n_train", "per_user", "n_valid"):
             v = getattr(cfg.base, name)
@@ -720,6 +751,7 @@ class References:
     original_id: str
     retrain_id: str
     retrain_seconds: float | None
+    relearn: dict | None = None                      # Retrain's relearning-attack curve (when run)
 
     def to_dict(self) -> dict:
         """JSON-able form (the arrays as lists)."""
@@ -744,8 +776,11 @@ class References:
         if not isinstance(d["memorization"], dict) or not isinstance(d["original_hash"], str):
             raise TypeError("memorization or original_hash has the wrong type")
         rs = d["retrain_seconds"]
+        relearn = d.get("relearn")
+        if relearn is not None and not isinstance(relearn, dict):
+            raise TypeError("relearn is not a JSON object")
         return cls(float(d["rate"]), int(d["seed"]), rows, outputs, d["memorization"], d["original_hash"],
-                   str(d["original_id"]), str(d["retrain_id"]), None if rs is None else float(rs))
+                   str(d["original_id"]), str(d["retrain_id"]), None if rs is None else float(rs), relearn)
 
 
 def references(config: PipelineConfig, data: PipelineData, rate: float, seed: int, ctx: Context | None = None,
@@ -765,8 +800,8 @@ def references(config: PipelineConfig, data: PipelineData, rate: float, seed: in
     orig_id, gold_id = _checkpoint_id(orig_path), _checkpoint_id(gold_path)
     sizes = {"forget": len(request.forget), "test": len(data.test), "heldout": len(data.heldout)}
     cache = ctx.results()
-    key = cache.key(step="references", original=orig_id, retrain=gold_id, batch_size=config.eval.batch_size,
-                    rate=rate, seed=seed, **data.ids(), **_request_ids(request))
+    key = cache.key(step="references", original=orig_id, retrain=gold_id, eval=config.eval.to_dict(),
+                    protocol=2, rate=rate, seed=seed, **data.ids(), **_request_ids(request))
     hit = cache.get("references", key, parse=lambda d: References.from_dict(d, sizes))
     if hit is not None:
         if reused is not None:
@@ -783,10 +818,39 @@ def references(config: PipelineConfig, data: PipelineData, rate: float, seed: in
             "retrain": evaluate_unlearning(retrained, retrained, request.forget, data.test, data.heldout, bs, rcache,
                                            original=original, **kw, seconds=retrain_seconds,
                                            retrain_seconds=retrain_seconds)}
-    gap = memorization_gap(original, retrained, request.forget, data.heldout, data.test, bs, cache=rcache)
-    refs = References(rate, seed, rows, rcache, gap, model_hash(original), orig_id, gold_id, retrain_seconds)
+    gap = memorization_gap(original, retrained, request.forget, data.heldout, data.test, bs, cache=rcache, seed=seed)
+    relearn = _relearn(config, retrained, request, data, seed, ctx)
+    if relearn:
+        rows["retrain"].update(relearn_summary(relearn, rcache["original"]["loss_forget"]))
+    refs = References(rate, seed, rows, rcache, gap, model_hash(original), orig_id, gold_id, retrain_seconds,
+                      relearn)
     cache.put("references", key, refs.to_dict())
     return refs
+
+
+def _relearn(config: PipelineConfig, model, request: ForgetRetain, data: PipelineData, seed: int,
+             ctx: Context) -> dict | None:
+    """The relearning attack on ``model`` (None when ``eval.relearn_steps`` is 0, or with fewer
+    than two forget samples)."""
+    from recircuit.evaluate.relearn import relearn_attack
+
+    rcfg = config.eval.relearn_config(seed)
+    if rcfg is None or len(request.forget) < 2:
+        return None
+    return relearn_attack(model, request.forget, rcfg, heldout=data.heldout, progress=ctx.progress).to_dict()
+
+
+def relearn_summary(curve: dict | None, original_loss_forget: np.ndarray) -> dict:
+    """What a relearning curve says against Original's fit of the same held-back half: its loss
+    on that half at the end, and the first step at which it is back at Original's (None: never)."""
+    from recircuit.evaluate.relearn import RelearnCurve, steps_to_reach
+
+    if not curve:
+        return {}
+    c = RelearnCurve.from_dict(curve)
+    target = float(np.asarray(original_loss_forget)[np.asarray(c.idx_b)].mean())
+    return {"relearn_loss_b": float(c.loss_b[-1]), "relearn_steps_to_original": steps_to_reach(c, target),
+            "relearn_target": target}
 
 
 @dataclass
@@ -861,7 +925,7 @@ def run_method(config: PipelineConfig, name: str, data: PipelineData, refs: Refe
     loop = dataclasses.replace(config.loop, seed=refs.seed)
     cache = ctx.results()
     key = cache.key(step="unlearn", method=name, method_config=mcfg.to_dict(), loop=loop.to_dict(),
-                    original=refs.original_id, retrain=refs.retrain_id, batch_size=config.eval.batch_size,
+                    original=refs.original_id, retrain=refs.retrain_id, eval=config.eval.to_dict(),
                     rate=refs.rate, seed=refs.seed, **data.ids(), **_request_ids(request))
     hit = cache.get(f"unlearn_{name}", key, parse=MethodRun.from_dict)
     if hit is not None:
@@ -878,6 +942,9 @@ def run_method(config: PipelineConfig, name: str, data: PipelineData, refs: Refe
     row = evaluate_unlearning(model, None, request.forget, data.test, data.heldout, config.eval.batch_size, rcache,
                               original=original, retain=request.retain, train=data.split.train, seconds=secs,
                               retrain_seconds=refs.retrain_seconds)
+    relearn = _relearn(config, model, request, data, refs.seed, ctx)
+    if relearn:
+        row.update(relearn_summary(relearn, refs.outputs["original"]["loss_forget"]))
     status = str(res.status)
     settings = {"method": mcfg.to_dict(), "loop": loop.to_dict()}
     extra = res.extra or {}
@@ -887,6 +954,8 @@ def run_method(config: PipelineConfig, name: str, data: PipelineData, refs: Refe
     grouping = extra.get("grouping")
     result = res.to_dict()
     result["extra"] = {k: v for k, v in extra.items() if k != "grouping"}
+    if relearn:
+        result["relearn"] = relearn
     result = json.loads(json.dumps(result, default=str))
     run = MethodRun(name, refs.rate, refs.seed, {**row, "steps": res.steps}, status, str(res.stopped), record,
                     module_update_norms(original, model), grouping, result)
@@ -1135,8 +1204,11 @@ def run_pipeline(config: PipelineConfig | None = None, out_dir: str | os.PathLik
         report.meta.update({"n_forget": len(request.forget), "n_retain": len(request.retain), "n_test": len(data.test),
                             "n_heldout": len(data.heldout), "timings": timer.times, "reused_from_cache": reused,
                             "memorization": refs.memorization, "circuit": summary})
+        notes = [f"Memorization: {refs.memorization['verdict']}"] if refs.memorization.get("verdict") else []
         if summary and summary.get("faithfulness_note"):
-            report.meta["notes"] = [f"Faithfulness: {summary['faithfulness_note']}."]
+            notes.append(f"Faithfulness: {summary['faithfulness_note']}.")
+        if notes:
+            report.meta["notes"] = notes
         report.save(out / "report")
     return PipelineResult(out, cfg, report, _table(report), timer.times, summary, refs.memorization, runs, reused)
 
@@ -1412,9 +1484,55 @@ def _grid_meta(grid: GridConfig, methods: list[str], refs: Sequence[References],
                for m, by_rate in groupings.items()}
     return {"grid": {"methods": methods, "seeds": list(grid.seeds), "rates": list(grid.rates)},
             "memorization": {f"rate={r.rate} seed={r.seed}": r.memorization for r in refs},
+            "not_measurable": [f"rate={r.rate} seed={r.seed}" for r in refs if not r.memorization.get("measurable")],
             "grouping_jaccard_across_seeds": jaccard,
+            "against_control": against_control(runs),
             "failed": [f"{r.method} rate={r.rate} seed={r.seed}: {r.stopped}" for r in runs
                        if r.status not in ("ok", "early_stop")]}
+
+
+#: Metrics compared between CURE and its random-groups control, and which way is better.
+CONTROL_METRICS = {"forget_jsd": "lower", "mia_gap_to_retrain": "lower", "test_auc": "higher"}
+
+
+def against_control(runs: Sequence[MethodRun], metrics: Mapping[str, str] = CONTROL_METRICS,
+                    n_boot: int = 2000, seed: int = 0) -> dict:
+    """Each CURE (``cure``, ``cure:x``) minus its random-groups control (``cure-random``,
+    ``cure-random:x``), paired by request: the mean difference and its bootstrap interval per
+    metric, over all requests and per deletion rate (:func:`recircuit.evaluate.stats.paired_difference`).
+
+    Only requests both finished (status ok or early_stop) are paired; a comparison with fewer than
+    two pairs reports its count and no interval. ``better`` says whether the interval lies wholly on
+    the better side (lower forget JSD and MIA gap, higher test AUC).
+    """
+    from recircuit.evaluate.stats import paired_difference
+
+    ok = {(r.method, r.rate, r.seed): r.row for r in runs if r.status in ("ok", "early_stop")}
+    out: dict[str, dict] = {}
+    for method in sorted({m for m, _, _ in ok}):
+        base, _, label = method.partition(":")
+        if base != "cure":
+            continue
+        control = "cure-random" + (f":{label}" if label else "")
+        pairs = sorted((rate, seed) for m, rate, seed in ok if m == method and (control, rate, seed) in ok)
+        comp: dict[str, dict] = {}
+        for scope in ["all", *sorted({rate for rate, _ in pairs})]:
+            sel = [p for p in pairs if scope == "all" or p[0] == scope]
+            per = {}
+            for metric, better in metrics.items():
+                a = [ok[(method, *p)].get(metric) for p in sel]
+                b = [ok[(control, *p)].get(metric) for p in sel]
+                keep = [(x, y) for x, y in zip(a, b) if isinstance(x, int | float) and isinstance(y, int | float)
+                        and np.isfinite(x) and np.isfinite(y)]
+                if len(keep) < 2:
+                    per[metric] = {"n": len(keep)}
+                    continue
+                d = paired_difference([x for x, _ in keep], [y for _, y in keep], n_boot=n_boot, seed=seed)
+                d["better"] = bool(d["ci_high"] < 0) if better == "lower" else bool(d["ci_low"] > 0)
+                per[metric] = d
+            comp["all" if scope == "all" else f"rate={scope}"] = per
+        out[f"{method} - {control}"] = comp
+    return out
 
 
 def grid_markdown(result: GridResult, columns: Sequence[str] = REPORT_COLUMNS) -> str:
