@@ -939,9 +939,10 @@ def run_method(config: PipelineConfig, name: str, data: PipelineData, refs: Refe
         model, request.forget, request.retain, loop, reference=original, heldout=data.stop, progress=ctx.progress)
     secs = time.perf_counter() - t
     rcache = {who: dict(o) for who, o in refs.outputs.items()}
+    mine: dict = {}
     row = evaluate_unlearning(model, None, request.forget, data.test, data.heldout, config.eval.batch_size, rcache,
                               original=original, retain=request.retain, train=data.split.train, seconds=secs,
-                              retrain_seconds=refs.retrain_seconds)
+                              retrain_seconds=refs.retrain_seconds, outputs=mine)
     relearn = _relearn(config, model, request, data, refs.seed, ctx)
     if relearn:
         row.update(relearn_summary(relearn, refs.outputs["original"]["loss_forget"]))
@@ -956,6 +957,7 @@ def run_method(config: PipelineConfig, name: str, data: PipelineData, refs: Refe
     result["extra"] = {k: v for k, v in extra.items() if k != "grouping"}
     if relearn:
         result["relearn"] = relearn
+    result["outputs"] = {k: np.asarray(v).tolist() for k, v in mine.items()}    # for sample-level intervals
     result = json.loads(json.dumps(result, default=str))
     run = MethodRun(name, refs.rate, refs.seed, {**row, "steps": res.steps}, status, str(res.stopped), record,
                     module_update_norms(original, model), grouping, result)
@@ -1199,12 +1201,14 @@ def run_pipeline(config: PipelineConfig | None = None, out_dir: str | os.PathLik
     if grouping is not None:
         atomic_write_json(out / "grouping.json", grouping)
     atomic_write_json(out / "updates.json", {m: r.updates for m, r in runs.items()})
+    control = control_on_request(runs, refs, data)
     with timer.step("report"):
         report = _report(cfg, [refs], list(runs.values()))
         report.meta.update({"n_forget": len(request.forget), "n_retain": len(request.retain), "n_test": len(data.test),
                             "n_heldout": len(data.heldout), "timings": timer.times, "reused_from_cache": reused,
-                            "memorization": refs.memorization, "circuit": summary})
+                            "memorization": refs.memorization, "circuit": summary, "against_control": control})
         notes = [f"Memorization: {refs.memorization['verdict']}"] if refs.memorization.get("verdict") else []
+        notes += [control_sentence(name, d) for name, d in control.items()]
         if summary and summary.get("faithfulness_note"):
             notes.append(f"Faithfulness: {summary['faithfulness_note']}.")
         if notes:
@@ -1489,6 +1493,44 @@ def _grid_meta(grid: GridConfig, methods: list[str], refs: Sequence[References],
             "against_control": against_control(runs),
             "failed": [f"{r.method} rate={r.rate} seed={r.seed}: {r.stopped}" for r in runs
                        if r.status not in ("ok", "early_stop")]}
+
+
+def control_on_request(runs: Mapping[str, MethodRun], refs: References, data: PipelineData, n_boot: int = 1000
+                       ) -> dict[str, dict]:
+    """Each CURE of a single run minus its random-groups control on this one request, with
+    bootstrap intervals over the request's samples
+    (:func:`recircuit.evaluate.metrics.paired_outputs_difference`); ``{}`` without a control."""
+    from recircuit.evaluate.metrics import paired_outputs_difference
+
+    out = {}
+    for name, run in runs.items():
+        base, _, label = name.partition(":")
+        control = runs.get("cure-random" + (f":{label}" if label else ""))
+        if base != "cure" or control is None:
+            continue
+        a, b = run.result.get("outputs"), control.result.get("outputs")
+        if not a or not b or run.status not in ("ok", "early_stop") or control.status not in ("ok", "early_stop"):
+            continue
+        arr = {k: np.asarray(v, dtype=np.float64) for k, v in a.items()}
+        brr = {k: np.asarray(v, dtype=np.float64) for k, v in b.items()}
+        d = paired_outputs_difference(arr, brr, refs.outputs["retrained"], [s.label for s in data.test], n_boot=n_boot,
+                                      seed=refs.seed)
+        for metric, better in CONTROL_METRICS.items():
+            d[metric]["better"] = bool(d[metric]["ci_high"] < 0) if better == "lower" else bool(d[metric]["ci_low"] > 0)
+            d[metric]["worse"] = bool(d[metric]["ci_low"] > 0) if better == "lower" else bool(d[metric]["ci_high"] < 0)
+        out[f"{name} - {control.method}"] = d
+    return out
+
+
+def control_sentence(name: str, d: Mapping[str, Mapping]) -> str:
+    """One line for the report: CURE minus its control, each metric with its interval and verdict."""
+    words = {"forget_jsd": "forget JSD to Retrain", "mia_gap_to_retrain": "MIA gap to Retrain", "test_auc": "test AUC"}
+    parts = [f"{words[m]} {v['diff']:+.4f} (95% CI {v['ci_low']:+.4f}..{v['ci_high']:+.4f})" for m, v in d.items()]
+    f, m = d["forget_jsd"], d["mia_gap_to_retrain"]
+    forgets = (f["better"] or m["better"]) and not (f["worse"] or m["worse"])
+    verdict = ("beats its random-groups control on forgetting with utility no worse" if forgets and not d["test_auc"]["worse"]
+               else "does not beat its random-groups control on this request")
+    return f"{name}: {'; '.join(parts)}; CURE {verdict}."
 
 
 #: Metrics compared between CURE and its random-groups control, and which way is better.

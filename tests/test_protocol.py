@@ -113,3 +113,30 @@ def test_a_method_variant_is_its_method_under_another_name():
         with pytest.raises(InputError) as err:
             PipelineConfig.from_dict({"methods": {bad: {}}})
         assert err.value.field == "methods"
+
+
+def test_a_run_reports_memorization_relearning_and_cure_against_its_control(shared_data, tmp_path, monkeypatch):
+    from recircuit.pipeline import EvalConfig, run_pipeline
+    from recircuit.unlearn import method_config
+
+    monkeypatch.setenv("RECIRCUIT_CACHE", str(tmp_path / "cache"))
+    cfg = _tiny(shared_data)
+    cure = method_config("cure", importance_samples=4, importance_steps=2)
+    cfg = dataclasses.replace(cfg, methods={"cure": cure, "cure-random": method_config("cure-random", **cure.to_dict())},
+                              circuit=dataclasses.replace(cfg.circuit, enabled=False),
+                              eval=EvalConfig(relearn_steps=2, relearn_lr=1e-3))
+    res = run_pipeline(cfg, tmp_path / "out", progress=False)
+    meta = res.report.meta
+    mem = meta["memorization"]
+    assert isinstance(mem["measurable"], bool) and mem["verdict"]
+    assert meta["notes"][0] == f"Memorization: {mem['verdict']}"
+    control = meta["against_control"]["cure - cure-random"]
+    assert set(control) == {"forget_jsd", "mia_gap_to_retrain", "test_auc"}
+    assert all(v["ci_low"] <= v["diff"] <= v["ci_high"] for v in control.values())
+    assert any(n.startswith("cure - cure-random:") for n in meta["notes"])
+    for name in ("cure", "cure-random"):
+        row = res.runs[name].row
+        assert row["relearn_loss_b"] > 0 and "relearn_steps_to_original" in row
+        assert len(res.runs[name].result["outputs"]["p_forget"]) == meta["n_forget"]
+    rows = {r["method"]: r for r in res.report.rows}
+    assert "relearn_loss_b" in rows["retrain"]

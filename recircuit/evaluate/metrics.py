@@ -132,7 +132,8 @@ def check_protocol(forget: Sequence[Sample], test: Sequence[Sample], heldout: Se
 def evaluate_unlearning(model, retrained, forget: Sequence[Sample], test: Sequence[Sample],
                         heldout: Sequence[Sample], batch_size: int = 8, retrained_cache: dict | None = None, *,
                         original=None, retain: Sequence[Sample] | None = None, train: Sequence[Sample] | None = None,
-                        seconds: float | None = None, retrain_seconds: float | None = None) -> dict:
+                        seconds: float | None = None, retrain_seconds: float | None = None,
+                        outputs: dict | None = None) -> dict:
     """The protocol's metrics for one unlearned model.
 
     Args:
@@ -146,6 +147,8 @@ def evaluate_unlearning(model, retrained, forget: Sequence[Sample], test: Sequen
         original: the model before unlearning; adds ``forget_jsd_to_original``.
         retain, train: checked against the other sets (disjoint, forget inside train).
         seconds, retrain_seconds: wall times; adds ``seconds`` and ``time_vs_retrain``.
+        outputs: a dict that receives this model's per-sample outputs (:func:`model_outputs`'s
+            keys), for sample-level intervals such as :func:`paired_outputs_difference`.
 
     Returns:
         ``test_{auc,acc,logloss}`` and ``forget_{auc,acc,logloss}`` (utility), ``forget_loss``
@@ -167,6 +170,8 @@ def evaluate_unlearning(model, retrained, forget: Sequence[Sample], test: Sequen
         mine = model_outputs(model, forget, test, heldout, batch_size)
     if "retrained" not in cache:
         cache["retrained"] = mine if model is retrained else model_outputs(retrained, forget, test, heldout, batch_size)
+    if outputs is not None:
+        outputs.update(mine)
     ref = cache["retrained"]
     ref_mia = _auc_members(ref["loss_forget"], ref["loss_heldout"])
     t = classification_metrics([s.label for s in test], mine["p_test"])
@@ -308,3 +313,49 @@ def _verdict(g: dict, min_mia_gap: float, min_jsd_ratio: float, has_test: bool) 
         failed.append(jsd if not has_test else f"{jsd}, below {min_jsd_ratio:g}x")
     return ("not measurable: " + "; and ".join(failed)
             + ", so this request cannot show forgetting (train Original longer or on more samples per forgotten user).")
+
+
+def _jsd_each(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=np.float64), 1e-12, 1 - 1e-12)
+    q = np.clip(np.asarray(q, dtype=np.float64), 1e-12, 1 - 1e-12)
+    m = (p + q) / 2
+
+    def kl(a, b):
+        return a * np.log(a / b) + (1 - a) * np.log((1 - a) / (1 - b))
+
+    return 0.5 * kl(p, m) + 0.5 * kl(q, m)
+
+
+def paired_outputs_difference(a: dict, b: dict, retrained: dict, test_labels: Sequence[int], n_boot: int = 1000,
+                              seed: int = 0, level: float = 0.95) -> dict:
+    """Model A minus model B on one request, with a bootstrap interval over its samples.
+
+    ``a``, ``b`` and ``retrained`` are :func:`model_outputs` dicts on the same forget, test and
+    held-out samples. Each replicate resamples the forget, test and held-out indices once and
+    uses them for both models (paired), so the interval is the sample-level uncertainty of the
+    difference on this request (not the spread over requests or seeds).
+
+    Returns:
+        ``{metric: {"diff", "ci_low", "ci_high"}}`` for ``forget_jsd`` (to Retrain),
+        ``mia_gap_to_retrain`` and ``test_auc``.
+    """
+    labels = np.asarray(list(test_labels))
+    ja, jb = _jsd_each(a["p_forget"], retrained["p_forget"]), _jsd_each(b["p_forget"], retrained["p_forget"])
+    nf, nt, nh = len(ja), len(labels), len(retrained["loss_heldout"])
+
+    def stats(fi, ti, hi) -> np.ndarray:
+        ref = _auc_members(retrained["loss_forget"][fi], retrained["loss_heldout"][hi])
+        out = []
+        for m, j in ((a, ja), (b, jb)):
+            y = labels[ti]
+            auc = roc_auc_score(y, m["p_test"][ti]) if 0 < y.sum() < len(y) else np.nan
+            out.append([j[fi].mean(), abs(_auc_members(m["loss_forget"][fi], m["loss_heldout"][hi]) - ref), auc])
+        return np.asarray(out[0]) - np.asarray(out[1])
+
+    point = stats(np.arange(nf), np.arange(nt), np.arange(nh))
+    rng = np.random.default_rng(seed)
+    reps = np.array([stats(rng.integers(nf, size=nf), rng.integers(nt, size=nt), rng.integers(nh, size=nh))
+                     for _ in range(n_boot)])
+    lo, hi = np.nanquantile(reps, [(1 - level) / 2, (1 + level) / 2], axis=0)
+    return {name: {"diff": float(point[k]), "ci_low": float(lo[k]), "ci_high": float(hi[k])}
+            for k, name in enumerate(("forget_jsd", "mia_gap_to_retrain", "test_auc"))}
