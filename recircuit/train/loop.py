@@ -32,6 +32,13 @@ Guards: a run whose result must not be trusted raises :class:`TrainingFailed` (a
   and their AUC is within :data:`CHANCE_MARGIN` of 0.5: the model answers the same for every
   prompt (``recircuit train --lr 1e6`` ends there, with its loss stuck).
 
+**One answer is never the best checkpoint.** Early stopping keeps the evaluation with the best
+validation AUC among those whose answers are not nearly all the same: a model that answers
+"Yes." (P(Yes) > 0.5) or "No." on more than :data:`ONE_ANSWER_SHARE` of the validation samples
+has collapsed to one answer even if its ranking (AUC) still looks good, so its weights are not
+kept (the history marks that evaluation ``one_answer``). When every evaluation is such, the best
+AUC is kept and ``metrics["one_answer"]`` says so.
+
 None of them fires on normal runs: random or fine-tuned models spread P(Yes) by far more than
 1e-4 across prompts (the random tiny model by about 1e-2), and a healthy loss falls from its start.
 """
@@ -76,6 +83,17 @@ COLLAPSE_SPREAD = 1e-4
 CHANCE_MARGIN = 0.05
 #: Samples scored by the collapse guard when there are no validation samples.
 PROBE_SAMPLES = 16
+#: A validation evaluation whose answers are this share (or more) one answer is not kept as the best.
+ONE_ANSWER_SHARE = 0.95
+
+
+def one_answer(p_yes: Float[np.ndarray, "n"]) -> bool:
+    """Whether the answers (P(Yes) > 0.5) are at least :data:`ONE_ANSWER_SHARE` one answer."""
+    p = np.asarray(p_yes, dtype=np.float64)
+    if p.size == 0:
+        return False
+    share = float((p > 0.5).mean())
+    return max(share, 1 - share) >= ONE_ANSWER_SHARE
 
 
 class TrainingFailed(RunFailed):
@@ -312,6 +330,7 @@ def train(
     history: list[dict] = []
     losses: list[float] = []
     best = {"auc": -1.0, "step": 0}
+    fallback: dict = {"auc": -1.0}     # the best evaluation that collapsed to one answer (used if all did)
     best_state = _state(model, params)
     best_p: np.ndarray | None = None
     last_good = best_state
@@ -369,7 +388,12 @@ def train(
                             reason="collapsed", step=step, history=history)
                     m = classification_metrics([s.label for s in valid], p_valid)
                     rec["valid_auc"] = m["auc"]
-                    if m["auc"] > best["auc"]:
+                    single = one_answer(p_valid)
+                    if single:
+                        rec["one_answer"] = True
+                    if single and best["auc"] < 0 and m["auc"] > fallback["auc"]:
+                        fallback = {"auc": m["auc"], "step": step, "state": _state(model, params), "p": p_valid}
+                    if not single and m["auc"] > best["auc"]:
                         best = {"auc": m["auc"], "step": step}
                         best_state = _state(model, params)
                         best_p = p_valid
@@ -384,6 +408,11 @@ def train(
                 break
     bar.close()
     _check_divergence(losses, True, cfg, step, history, kept, None)
+    all_one_answer = bool(valid) and best["auc"] < 0 and fallback["auc"] >= 0
+    if all_one_answer:
+        logger.warning("every validation evaluation answered almost always the same; keeping the best AUC "
+                       "(step %d) anyway", fallback["step"])
+        best, best_state, best_p = {"auc": fallback["auc"], "step": fallback["step"]}, fallback["state"], fallback["p"]
     if valid and best["step"] != step:
         _restore(params, best_state)
     model.eval()
@@ -403,6 +432,8 @@ def train(
             reason="collapsed", step=step, history=history)
     metrics = {"best_valid_auc": best["auc"] if valid else None, "best_step": best["step"], "steps": step,
                "train_samples": len(train_samples), "seconds": seconds}
+    if all_one_answer:
+        metrics["one_answer"] = True
     ckpt = None
     if out_dir is not None:
         st, _ = save_checkpoint(model, Path(out_dir) / "model",

@@ -307,3 +307,34 @@ def test_constant_schedule_keeps_the_peak_learning_rate(toy_task, monkeypatch):
     train(model, tr[:16], None, TrainConfig(mode="full", lr=1e-3, batch_size=4, warmup_ratio=0.0,
                                             schedule="constant"), progress=False)
     assert seen == [pytest.approx(1e-3)] * 4
+
+
+def test_an_evaluation_that_answers_almost_always_the_same_is_never_kept(toy_task, monkeypatch):
+    """Validation AUC alone kept a model that answers "Yes." to everything; one answer is not eligible."""
+    import recircuit.train.loop as loop
+
+    tr, va = toy_task
+    labels = np.array([s.label for s in va])
+    good = np.where(labels == 1, 0.7, 0.3)
+    good[:3] = 1 - good[:3]                                   # a mixed model with AUC < 1
+    yes = 0.6 + 0.3 * labels                                  # AUC 1.0, but "Yes." to every prompt
+    seq = iter([good, yes, yes, yes])
+    monkeypatch.setattr(loop, "score", lambda model, samples, **kw: next(seq))
+    res = train(tiny_model(0), tr, va, TrainConfig(mode="full", lr=1e-3, batch_size=8, eval_every=1, patience=5,
+                                                   max_steps=4), progress=False)
+    assert res.metrics["best_step"] == 1 and res.metrics["best_valid_auc"] < 1.0
+    assert [h.get("one_answer", False) for h in res.history] == [False, True, True, True]
+    assert "one_answer" not in res.metrics
+    assert loop.one_answer(yes) and not loop.one_answer(good)
+
+
+def test_when_every_evaluation_is_one_answer_the_best_auc_is_kept_and_flagged(toy_task, monkeypatch):
+    import recircuit.train.loop as loop
+
+    tr, va = toy_task
+    labels = np.array([s.label for s in va])
+    seq = iter([0.6 + 0.1 * labels, 0.6 + 0.3 * labels * (np.arange(len(labels)) % 2)])
+    monkeypatch.setattr(loop, "score", lambda model, samples, **kw: next(seq))
+    res = train(tiny_model(0), tr, va, TrainConfig(mode="full", lr=1e-3, batch_size=8, eval_every=1, patience=5,
+                                                   max_steps=2), progress=False)
+    assert res.metrics["one_answer"] is True and res.metrics["best_step"] == 1
