@@ -1209,6 +1209,9 @@ def run_pipeline(config: PipelineConfig | None = None, out_dir: str | os.PathLik
                             "memorization": refs.memorization, "circuit": summary, "against_control": control})
         notes = [f"Memorization: {refs.memorization['verdict']}"] if refs.memorization.get("verdict") else []
         notes += [control_sentence(name, d) for name, d in control.items()]
+        front = pareto_position(runs)
+        report.meta["pareto"] = front
+        notes += [front[x]["sentence"] for x in front]
         if summary and summary.get("faithfulness_note"):
             notes.append(f"Faithfulness: {summary['faithfulness_note']}.")
         if notes:
@@ -1519,6 +1522,33 @@ def control_on_request(runs: Mapping[str, MethodRun], refs: References, data: Pi
             d[metric]["better"] = bool(d[metric]["ci_high"] < 0) if better == "lower" else bool(d[metric]["ci_low"] > 0)
             d[metric]["worse"] = bool(d[metric]["ci_low"] > 0) if better == "lower" else bool(d[metric]["ci_high"] < 0)
         out[f"{name} - {control.method}"] = d
+    return out
+
+
+def pareto_position(runs: Mapping[str, MethodRun]) -> dict[str, dict]:
+    """Which methods of a single run are on the forget/utility Pareto front: forget JSD to Retrain
+    (and MIA gap to Retrain) against test AUC, among the runs that can be trusted; and where each
+    CURE sits (on the front, or which methods dominate it)."""
+    from recircuit.viz.pareto import pareto_front
+
+    ok = {m: r.row for m, r in runs.items() if r.status in ("ok", "early_stop")}
+    out = {}
+    for x, words in (("forget_jsd", "forget JSD"), ("mia_gap_to_retrain", "MIA gap")):
+        names = [m for m in ok if np.isfinite(ok[m].get(x, np.nan)) and np.isfinite(ok[m].get("test_auc", np.nan))]
+        if not names:
+            continue
+        pts = np.array([[ok[m][x], ok[m]["test_auc"]] for m in names])
+        front = [names[i] for i in pareto_front(pts)]
+        parts = []
+        for m in names:
+            if m.partition(":")[0] != "cure":
+                continue
+            beats = [o for o in names if o != m and ok[o][x] <= ok[m][x] and ok[o]["test_auc"] >= ok[m]["test_auc"]
+                     and (ok[o][x], ok[o]["test_auc"]) != (ok[m][x], ok[m]["test_auc"])]
+            parts.append(f"{m} is on it" if m in front else f"{m} is dominated by {', '.join(beats)}")
+        sentence = (f"Pareto front of {words} to Retrain against test AUC (one request): {', '.join(front)}"
+                    + (f"; {'; '.join(parts)}" if parts else "") + ".")
+        out[x] = {"front": front, "sentence": sentence}
     return out
 
 

@@ -116,6 +116,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
               + ", ".join(n for n, _ in c["top_modules"][:5]))
     if c and c.get("faithfulness_note"):
         print(f"note: {c['faithfulness_note']}")
+    verdict = res.memorization.get("verdict")
+    if verdict:
+        print(f"memorization: {verdict}")
+    for line in res.pipeline.report.meta.get("notes") or []:
+        if " - cure-random" in line.split(":", 1)[0]:
+            print(f"against its control: {line}")
     print("steps (s): " + ", ".join(f"{k} {v:.0f}" for k, v in res.timings.items()))
     if res.reused:
         print("reused unchanged results of: " + ", ".join(res.reused) + " (--fresh recomputes them)")
