@@ -140,3 +140,7 @@ def test_a_run_reports_memorization_relearning_and_cure_against_its_control(shar
         assert len(res.runs[name].result["outputs"]["p_forget"]) == meta["n_forget"]
     rows = {r["method"]: r for r in res.report.rows}
     assert "relearn_loss_b" in rows["retrain"]
+    front = meta["pareto"]["forget_jsd"]
+    assert front["front"] and set(front["front"]) <= {"cure", "cure-random"}
+    assert front["sentence"] in meta["notes"] and ("cure is on it" in front["sentence"]
+                                                  or "cure is dominated by cure-random" in front["sentence"])
