@@ -533,6 +533,9 @@ def validate(config: PipelineConfig, grid: GridConfig | None = None) -> None:
         if cfg.base.train.mode != "full":
             raise InputError(f"the base recommender must be a full fine-tune, got mode {cfg.base.train.mode!r}",
                              field="base.train.mode", fix="set base.train.mode to 'full'")
+        if cfg.train.mode != "full":
+            raise InputError(f"Original and Retrain continue the base recommender, so they must be full fine-tunes, "
+                             f"got mode {cfg.train.mode!r}", field="train.mode", fix="set train.mode to 'full'")
         _recheck(cfg.base.train, "base.train")
     if grid is not None:
         for name in grid.methods or ():

@@ -144,3 +144,21 @@ def test_a_run_reports_memorization_relearning_and_cure_against_its_control(shar
     assert front["front"] and set(front["front"]) <= {"cure", "cure-random"}
     assert front["sentence"] in meta["notes"] and ("cure is on it" in front["sentence"]
                                                   or "cure is dominated by cure-random" in front["sentence"])
+
+
+def test_only_a_full_fine_tune_continues_the_base(shared_data, tmp_path):
+    """A LoRA checkpoint stores its adapters alone and reloads onto the raw model: the base would be lost."""
+    from recircuit.data import build_split
+    from recircuit.train import cached_recommender
+
+    with pytest.raises(InputError) as err:
+        validate(dataclasses.replace(PipelineConfig.tiny(data_dir="d", base=TINY_BASE),
+                                     train=TrainConfig(mode="lora", lr=1e-3)))
+    assert err.value.field == "train.mode"
+    split = build_split("tallrec", data_dir=str(shared_data / "ml-100k"))
+    base = cached_recommender("tiny", split, TrainConfig(mode="full", lr=1e-3, epochs=1, max_steps=1), 8, 4,
+                              cache_root=tmp_path, progress=False)
+    with pytest.raises(InputError) as err:
+        cached_recommender("tiny", split, TrainConfig(mode="lora", lr=1e-3, epochs=1, max_steps=1), 8, 4,
+                           cache_root=tmp_path, progress=False, init=base)
+    assert err.value.field == "mode"

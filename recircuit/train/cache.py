@@ -182,6 +182,12 @@ def cached_recommender(
 
         split = build_split("tallrec")
     config = config or TrainConfig()
+    if init is not None and config.mode != "full":
+        from recircuit.errors import InputError
+
+        raise InputError(f"a {config.mode} fine-tune cannot continue {init}: its checkpoint would hold the adapters "
+                         "alone and reload onto the raw base model", field="mode",
+                         fix="continue a base recommender with mode='full'")
     cache = _models_cache(cache_root, fresh, since)
     dev = train_device(model_name, device)
     step, key = _step(model_name, config), recommender_key(model_name, split, config, n_train, n_valid, dev, init)
@@ -215,7 +221,11 @@ def cached_recommender(
 
 
 def _start_from(model, init: str | Path) -> dict:
-    """Load the full fine-tune ``init`` into ``model``; returns what the sidecar records of it."""
+    """Load the full fine-tune ``init`` into ``model``; returns what the sidecar records of it.
+
+    Only a full fine-tune may continue one: a LoRA checkpoint stores its adapters alone and is
+    loaded onto the raw base model, so the starting weights would be lost on reload.
+    """
     from recircuit.errors import InputError
     from recircuit.train.checkpoint import load_checkpoint
 

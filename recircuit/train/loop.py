@@ -87,12 +87,18 @@ PROBE_SAMPLES = 16
 ONE_ANSWER_SHARE = 0.95
 
 
-def one_answer(p_yes: Float[np.ndarray, "n"]) -> bool:
-    """Whether the answers (P(Yes) > 0.5) are at least :data:`ONE_ANSWER_SHARE` one answer."""
+def one_answer(p_yes: Float[np.ndarray, "n"], labels: Sequence[int] | None = None) -> bool:
+    """Whether the answers (P(Yes) > 0.5) are at least :data:`ONE_ANSWER_SHARE` one answer while the
+    ``labels`` (when given) are mixed (their majority below ``ONE_ANSWER_SHARE``): on a set that is
+    itself nearly all one label, answering that label is no collapse."""
     p = np.asarray(p_yes, dtype=np.float64)
     if p.size == 0:
         return False
     share = float((p > 0.5).mean())
+    if labels is not None and len(labels):
+        pos = float(np.mean(np.asarray(list(labels)) == 1))
+        if max(pos, 1 - pos) >= ONE_ANSWER_SHARE:
+            return False
     return max(share, 1 - share) >= ONE_ANSWER_SHARE
 
 
@@ -388,7 +394,7 @@ def train(
                             reason="collapsed", step=step, history=history)
                     m = classification_metrics([s.label for s in valid], p_valid)
                     rec["valid_auc"] = m["auc"]
-                    single = one_answer(p_valid)
+                    single = one_answer(p_valid, [s.label for s in valid])
                     if single:
                         rec["one_answer"] = True
                     if single and best["auc"] < 0 and m["auc"] > fallback["auc"]:
@@ -398,7 +404,7 @@ def train(
                         best_state = _state(model, params)
                         best_p = p_valid
                         bad_evals = 0
-                    else:
+                    elif not (single and best["auc"] < 0):   # no patience lost before a first eligible one
                         bad_evals += 1
                         if bad_evals >= cfg.patience:
                             stop = True
