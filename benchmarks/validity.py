@@ -17,9 +17,10 @@ Every request is checked for measurable memorization (``memorization`` in each r
 file: MIA gap >= 0.2 with a bootstrap interval above 0, forget JSD >= 2x test JSD).
 
 **Selection, fixed before any result was seen.** The candidates (:data:`CANDIDATES`) are scored
-on the *selection request only* (seed 0, rate 0.1), which the grid never reports: for each, CURE's
-grouping is computed on 3 independent resamples of the forget and retain samples
-(:func:`recircuit.unlearn.reproducibility.resample_groupings`), and the candidate with the highest
+on the *selection request only* (seed 0, rate 0.2), which the grid never reports: for each, CURE's
+grouping is computed on 3 disjoint resamples of the forget and retain samples (each a third of the
+forget samples, at most ``importance_samples``;
+:func:`recircuit.unlearn.reproducibility.resample_groupings`), and the candidate with the highest
 mean forget-specific Jaccard across resamples wins, among those whose forget-specific group is
 non-empty in every resample; a tie (within 0.05) goes to today's definition if it is among them,
 else to the larger forget-specific group. Unlearning outcomes play no part in the choice.
@@ -67,7 +68,7 @@ CANDIDATES: dict[str, dict] = {
 CURE_BASE = {"importance_samples": 8, "importance_steps": 3}
 
 BASELINES = ("ga", "graddiff", "npo", "pcgrad", "e2urec")
-SELECTION = {"seed": 0, "rate": 0.1}
+SELECTION = {"seed": 0, "rate": 0.2}
 SEEDS = (1, 2, 3)
 RATES = (0.05, 0.1, 0.2)
 
@@ -85,7 +86,7 @@ def protocol_config(model: str = "smollm2-135m-instruct", data_dir: str | None =
             eval=EvalConfig(relearn_steps=2, relearn_lr=1e-3))
     return PipelineConfig(
         model=model, device=device,
-        base=BaseConfig(n_train=256, per_user=100, n_valid=100),
+        base=BaseConfig(n_train=256, per_user=8, n_valid=100),
         data=DataConfig(data_dir=data_dir, n_train=128, per_user=4, n_valid=0, n_stop=32, n_test=200, n_heldout=100),
         train=TrainConfig(mode="full", lr=1e-4, epochs=3, batch_size=8, warmup_ratio=0.1, schedule="constant"),
         loop=LoopConfig(steps=6, lr=2e-5, batch_size=4, eval_every=5, eval_samples=32),
@@ -101,25 +102,33 @@ def candidate_config(name: str, tiny: bool = False):
 
 def select(cfg: PipelineConfig, out: Path, n_resamples: int = 3, tiny: bool = False) -> dict:
     """Phase 1: each candidate's grouping reproducibility on the selection request; the winner."""
+    from recircuit.pipeline import checkpoint_id
     from recircuit.train import load_trained
     from recircuit.unlearn.reproducibility import resample_groupings, split_reproducibility
 
     data = prepare_data(cfg)
     request = make_request(data, SELECTION["rate"], SELECTION["seed"])
+    orig_path = original_checkpoint(cfg, data)
+    orig_id = checkpoint_id(orig_path)
+    per_resample = max(1, len(request.forget) // n_resamples)      # disjoint resamples
     model = None
     scores = {}
     for name in CANDIDATES:
+        mcfg = candidate_config(name, tiny)
+        mcfg = dataclasses.replace(mcfg, importance_samples=min(mcfg.importance_samples, per_resample))
         path = out / "selection" / f"{name}.json"
         if path.is_file():
-            scores[name] = json.loads(path.read_text())
-            continue
+            old = json.loads(path.read_text())
+            if old.get("config") == mcfg.to_dict() and old.get("original") == orig_id:
+                scores[name] = old
+                continue
         if model is None:
-            model, _ = load_trained(original_checkpoint(cfg, data), device=cfg.device)
-        mcfg = candidate_config(name, tiny)
+            model, _ = load_trained(orig_path, device=cfg.device)
         gs = resample_groupings(model, request.forget, request.retain, mcfg, n_resamples=n_resamples, seed=0,
                                 data_source=data_source(cfg), progress=True)
-        scores[name] = {"config": mcfg.to_dict(), "jaccard": split_reproducibility(gs),
-                        "sizes": [g.sizes() for g in gs], "groupings": [g.to_dict() for g in gs]}
+        scores[name] = {"config": mcfg.to_dict(), "original": orig_id, "n_forget": len(request.forget),
+                        "jaccard": split_reproducibility(gs), "sizes": [g.sizes() for g in gs],
+                        "groupings": [g.to_dict() for g in gs]}
         atomic_write_json(path, scores[name])
     eligible = {n: s for n, s in scores.items() if all(z["forget_specific"] > 0 for z in s["sizes"])}
     best = max(eligible, key=lambda n: eligible[n]["jaccard"]["forget_specific"], default=None)
@@ -158,23 +167,30 @@ def report(out: Path, result) -> list[Path]:
     from recircuit.viz.export import save_figure
 
     figs = out / "figures"
-    rows = pd.DataFrame(result.report.rows)
+    measurable = {(r.rate, r.seed) for r in result.references if r.memorization.get("measurable")}
+    bad = {(r.method, r.rate, r.seed) for r in result.runs if r.status not in ("ok", "early_stop")}
+    rows = pd.DataFrame([r for r in result.report.rows if (r["method"], r["rate"], r["seed"]) not in bad])
     written = []
-    for x in ("forget_jsd", "mia_gap_to_retrain"):
-        fig = pareto_figure(rows, x=x, y="test_auc", exclude_from_front=("original",))
-        written += [save_figure(fig, figs / f"pareto_{x}.{ext}") for ext in ("html", "png")]
-    curves = {}
+    for scope, keep in (("all", rows), ("measurable", rows[[(a, b) in measurable
+                                                              for a, b in zip(rows["rate"], rows["seed"])]])):
+        if keep.empty:
+            continue
+        for x in ("forget_jsd", "mia_gap_to_retrain"):
+            fig = pareto_figure(keep, x=x, y="test_auc", exclude_from_front=("original",),
+                                title=f"{x}: {'every request' if scope == 'all' else 'requests that passed the memorization check'}")
+            written += [save_figure(fig, figs / f"pareto_{x}_{scope}.{ext}") for ext in ("html", "png")]
+    curves: dict[float, list] = {}
     for r in result.runs:
-        c = r.result.get("relearn")
-        if c:
-            curves.setdefault(r.method, []).append(c)
+        if r.result.get("relearn") and (r.method, r.rate, r.seed) not in bad:
+            curves.setdefault(r.rate, []).append((r.method, r.seed, r.result["relearn"]))
     for ref in result.references:
         if ref.relearn:
-            curves.setdefault("retrain", []).append(ref.relearn)
-    if curves:
-        long = [{"method": m, "seed": i, "step": s, "loss": lb} for m, cs in curves.items()
-                for i, c in enumerate(cs) for s, lb in zip(c["steps"], c["loss_b"])]
-        written += [save_figure(relearn_figure(pd.DataFrame(long)), figs / f"relearn.{ext}") for ext in ("html", "png")]
+            curves.setdefault(ref.rate, []).append(("retrain", ref.seed, ref.relearn))
+    for rate, cs in sorted(curves.items()):
+        long = [{"method": m, "seed": seed, "step": st, "loss": lb} for m, seed, c in cs
+                for st, lb in zip(c["steps"], c["loss_b"])]
+        written += [save_figure(relearn_figure(pd.DataFrame(long), title=f"relearning attack, deletion rate {rate}"),
+                                figs / f"relearn_rate{rate}.{ext}") for ext in ("html", "png")]
     jac = {f"{m} across seeds, rate {rate}": v for m, by in result.report.meta["grouping_jaccard_across_seeds"].items()
            for rate, v in by.items()}
     if jac:
@@ -210,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
                                  fix="run the select phase first")
             gcfg, grid = grid_config(cfg, json.loads(sel.read_text())["winner"], tiny, tuple(args.seeds),
                                      tuple(args.rates), tuple(args.baselines))
-            res = run_grid(gcfg, grid, out / "grid", num_cpus=args.num_cpus)
+            res = run_grid(gcfg, grid, out / "grid", num_cpus=args.num_cpus, compute=args.phase != "report")
             if args.phase in ("report", "all"):
                 for p in report(out, res):
                     print(p)

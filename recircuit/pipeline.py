@@ -170,7 +170,7 @@ class BaseConfig:
     """
 
     n_train: int = 512
-    per_user: int = 100
+    per_user: int = 8
     n_valid: int = 200
     train: TrainConfig = field(default_factory=_base_train)
 
@@ -714,7 +714,7 @@ def _sidecar(path: str | os.PathLike) -> Path:
     return _paths(path)[1]
 
 
-def _checkpoint_id(path: str | os.PathLike) -> str:
+def checkpoint_id(path: str | os.PathLike) -> str:
     """sha256 of a checkpoint's sidecar (it names the run; the cache verified the weights)."""
     return sha256_file(_sidecar(path))
 
@@ -800,7 +800,7 @@ def references(config: PipelineConfig, data: PipelineData, rate: float, seed: in
     request = request or make_request(data, rate, seed)
     orig_path = original_checkpoint(config, data, ctx)
     gold_path = retrain_checkpoint(config, data, request, ctx)
-    orig_id, gold_id = _checkpoint_id(orig_path), _checkpoint_id(gold_path)
+    orig_id, gold_id = checkpoint_id(orig_path), checkpoint_id(gold_path)
     sizes = {"forget": len(request.forget), "test": len(data.test), "heldout": len(data.heldout)}
     cache = ctx.results()
     key = cache.key(step="references", original=orig_id, retrain=gold_id, eval=config.eval.to_dict(),
@@ -845,15 +845,20 @@ def _relearn(config: PipelineConfig, model, request: ForgetRetain, data: Pipelin
 
 def relearn_summary(curve: dict | None, original_loss_forget: np.ndarray) -> dict:
     """What a relearning curve says against Original's fit of the same held-back half: its loss
-    on that half at the end, and the first step at which it is back at Original's (None: never)."""
+    on that half at the end, and the first step at which it is back at Original's
+    (``relearn_recovered`` False: never within the attack, and the step count is censored at the
+    attack's length + 1)."""
     from recircuit.evaluate.relearn import RelearnCurve, steps_to_reach
 
     if not curve:
         return {}
     c = RelearnCurve.from_dict(curve)
     target = float(np.asarray(original_loss_forget)[np.asarray(c.idx_b)].mean())
-    return {"relearn_loss_b": float(c.loss_b[-1]), "relearn_steps_to_original": steps_to_reach(c, target),
-            "relearn_target": target}
+    reached = steps_to_reach(c, target)
+    # never back at Original's fit within the attack: censored at one step past its end, so means stay defined
+    return {"relearn_loss_b": float(c.loss_b[-1]), "relearn_target": target,
+            "relearn_steps_to_original": float(reached if reached is not None else c.steps[-1] + 1),
+            "relearn_recovered": reached is not None}
 
 
 @dataclass
@@ -1005,7 +1010,7 @@ def circuit_step(config: PipelineConfig, data: PipelineData, out_dir: str | os.P
     clean = data.test[: c.samples]
     cache = ctx.results()
     source = {} if config.data.source is None else {"source": config.data.source.to_dict()}
-    key = cache.key(step="circuit", original=_checkpoint_id(orig_path), model=config.model,
+    key = cache.key(step="circuit", original=checkpoint_id(orig_path), model=config.model,
                     data_dir=config.data.data_dir, samples=_uids(clean), circuit=c.to_dict(), **source)
     entry = cache.lookup("circuit", key, parse=_circuit_summary)
     if entry is not None:
@@ -1347,7 +1352,7 @@ class GridResult:
 
 def run_grid(config: PipelineConfig, grid: GridConfig, out_dir: str | os.PathLike = "runs/unlearning",
              ray_address: str | None = None, num_cpus: int | None = None, fresh: bool = False,
-             cache_root: str | os.PathLike | None = None, progress: bool = False) -> GridResult:
+             cache_root: str | os.PathLike | None = None, progress: bool = False, compute: bool = True) -> GridResult:
     """Run every (method, seed, rate) request of ``grid`` as Ray tasks; write each as it finishes.
 
     Original is trained (or reused) once in this process and shared by the tasks through the
@@ -1368,6 +1373,7 @@ def run_grid(config: PipelineConfig, grid: GridConfig, out_dir: str | os.PathLik
         num_cpus: cores of the local Ray (refused with ``ray_address``: a cluster has its own).
         fresh: recompute every cached result and every request file.
         cache_root: default ``$RECIRCUIT_CACHE`` (on a cluster: of each process).
+        compute: False reports the finished requests only (nothing is trained or submitted).
 
     Raises:
         InputError: a bad config or grid field, before any model is loaded or any task started.
@@ -1397,7 +1403,7 @@ def run_grid(config: PipelineConfig, grid: GridConfig, out_dir: str | os.PathLik
                 todo.setdefault((rate, seed), []).append(m)
             else:
                 runs[(m, rate, seed)] = run
-    submitted = [(m, rate, seed) for (rate, seed), ms in todo.items() for m in ms]
+    submitted = [(m, rate, seed) for (rate, seed), ms in todo.items() for m in ms] if compute else []
     errors: list[str] = []
     if submitted:
         original_checkpoint(config, data, ctx)   # once per pool, shared through the cache
@@ -1496,7 +1502,8 @@ def _grid_meta(grid: GridConfig, methods: list[str], refs: Sequence[References],
             "memorization": {f"rate={r.rate} seed={r.seed}": r.memorization for r in refs},
             "not_measurable": [f"rate={r.rate} seed={r.seed}" for r in refs if not r.memorization.get("measurable")],
             "grouping_jaccard_across_seeds": jaccard,
-            "against_control": against_control(runs),
+            "against_control": against_control(runs, measurable={(r.rate, r.seed) for r in refs
+                                                                 if r.memorization.get("measurable")}),
             "failed": [f"{r.method} rate={r.rate} seed={r.seed}: {r.stopped}" for r in runs
                        if r.status not in ("ok", "early_stop")]}
 
@@ -1571,14 +1578,16 @@ CONTROL_METRICS = {"forget_jsd": "lower", "mia_gap_to_retrain": "lower", "test_a
 
 
 def against_control(runs: Sequence[MethodRun], metrics: Mapping[str, str] = CONTROL_METRICS,
-                    n_boot: int = 2000, seed: int = 0) -> dict:
+                    n_boot: int = 2000, seed: int = 0, measurable: set[tuple[float, int]] | None = None) -> dict:
     """Each CURE (``cure``, ``cure:x``) minus its random-groups control (``cure-random``,
     ``cure-random:x``), paired by request: the mean difference and its bootstrap interval per
     metric, over all requests and per deletion rate (:func:`recircuit.evaluate.stats.paired_difference`).
 
     Only requests both finished (status ok or early_stop) are paired; a comparison with fewer than
     two pairs reports its count and no interval. ``better`` says whether the interval lies wholly on
-    the better side (lower forget JSD and MIA gap, higher test AUC).
+    the better side (lower forget JSD and MIA gap, higher test AUC). With ``measurable`` (the
+    ``(rate, seed)`` requests that passed the memorization check) a ``"measurable"`` scope pairs
+    those requests only: on the others there was nothing to forget.
     """
     from recircuit.evaluate.stats import paired_difference
 
@@ -1591,8 +1600,9 @@ def against_control(runs: Sequence[MethodRun], metrics: Mapping[str, str] = CONT
         control = "cure-random" + (f":{label}" if label else "")
         pairs = sorted((rate, seed) for m, rate, seed in ok if m == method and (control, rate, seed) in ok)
         comp: dict[str, dict] = {}
-        for scope in ["all", *sorted({rate for rate, _ in pairs})]:
-            sel = [p for p in pairs if scope == "all" or p[0] == scope]
+        scopes = ["all", *(["measurable"] if measurable is not None else []), *sorted({rate for rate, _ in pairs})]
+        for scope in scopes:
+            sel = [p for p in pairs if scope == "all" or p[0] == scope or (scope == "measurable" and p in measurable)]
             per = {}
             for metric, better in metrics.items():
                 a = [ok[(method, *p)].get(metric) for p in sel]
@@ -1605,7 +1615,7 @@ def against_control(runs: Sequence[MethodRun], metrics: Mapping[str, str] = CONT
                 d = paired_difference([x for x, _ in keep], [y for _, y in keep], n_boot=n_boot, seed=seed)
                 d["better"] = bool(d["ci_high"] < 0) if better == "lower" else bool(d["ci_low"] > 0)
                 per[metric] = d
-            comp["all" if scope == "all" else f"rate={scope}"] = per
+            comp[scope if isinstance(scope, str) else f"rate={scope}"] = per
         out[f"{method} - {control}"] = comp
     return out
 
