@@ -1529,8 +1529,12 @@ def control_on_request(runs: Mapping[str, MethodRun], refs: References, data: Pi
         d = paired_outputs_difference(arr, brr, refs.outputs["retrained"], [s.label for s in data.test], n_boot=n_boot,
                                       seed=refs.seed)
         for metric, better in CONTROL_METRICS.items():
-            d[metric]["better"] = bool(d[metric]["ci_high"] < 0) if better == "lower" else bool(d[metric]["ci_low"] > 0)
-            d[metric]["worse"] = bool(d[metric]["ci_low"] > 0) if better == "lower" else bool(d[metric]["ci_high"] < 0)
+            v = d[metric]
+            if v.get("ci_low") is None or v.get("ci_high") is None:     # e.g. a test set of one class
+                v["better"] = v["worse"] = False
+                continue
+            v["better"] = bool(v["ci_high"] < 0) if better == "lower" else bool(v["ci_low"] > 0)
+            v["worse"] = bool(v["ci_low"] > 0) if better == "lower" else bool(v["ci_high"] < 0)
         out[f"{name} - {control.method}"] = d
     return out
 
@@ -1565,11 +1569,24 @@ def pareto_position(runs: Mapping[str, MethodRun]) -> dict[str, dict]:
 def control_sentence(name: str, d: Mapping[str, Mapping]) -> str:
     """One line for the report: CURE minus its control, each metric with its interval and verdict."""
     words = {"forget_jsd": "forget JSD to Retrain", "mia_gap_to_retrain": "MIA gap to Retrain", "test_auc": "test AUC"}
-    parts = [f"{words[m]} {v['diff']:+.4f} (95% CI {v['ci_low']:+.4f}..{v['ci_high']:+.4f})" for m, v in d.items()]
-    f, m = d["forget_jsd"], d["mia_gap_to_retrain"]
+    def part(m: str, v: Mapping) -> str:
+        if v.get("diff") is None:
+            return f"{words[m]} not measurable ({v.get('note', 'no value')})"
+        if v.get("ci_low") is None or v.get("ci_high") is None:
+            return f"{words[m]} {v['diff']:+.4f} (no interval: {v.get('note', 'no replicate')})"
+        return f"{words[m]} {v['diff']:+.4f} (95% CI {v['ci_low']:+.4f}..{v['ci_high']:+.4f})"
+
+    parts = [part(m, v) for m, v in d.items()]
+    f, m, auc = d["forget_jsd"], d["mia_gap_to_retrain"], d["test_auc"]
     forgets = (f["better"] or m["better"]) and not (f["worse"] or m["worse"])
-    verdict = ("beats its random-groups control on forgetting with utility no worse" if forgets and not d["test_auc"]["worse"]
-               else "does not beat its random-groups control on this request")
+    if not forgets:
+        verdict = "does not beat its random-groups control on this request"
+    elif auc.get("ci_low") is None or auc.get("ci_high") is None:
+        verdict = "beats its random-groups control on forgetting; utility is not measurable on this test set"
+    elif auc["worse"]:
+        verdict = "forgets better than its random-groups control but at a cost in utility"
+    else:
+        verdict = "beats its random-groups control on forgetting with utility no worse"
     return f"{name}: {'; '.join(parts)}; CURE {verdict}."
 
 

@@ -32,9 +32,10 @@ from recircuit.evaluate.stats import (
     auc_from_counts,
     bootstrap_ci,
     paired_difference,
+    sign_flip_p_value,
 )
 
 __all__ = ["RelearnConfig", "RelearnCurve", "UnlearningReport", "auc_difference_ci", "auc_from_counts", "audit_record",
-           "bootstrap_ci", "evaluate_unlearning", "jsd_binary", "memorization_gap", "mia_auc", "model_hash",
+           "bootstrap_ci", "sign_flip_p_value", "evaluate_unlearning", "jsd_binary", "memorization_gap", "mia_auc", "model_hash",
            "paired_difference", "per_sample_loss", "relearn_attack", "samples_hash", "split_halves",
            "steps_to_reach"]

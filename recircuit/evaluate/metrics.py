@@ -29,7 +29,7 @@ from sklearn.metrics import roc_auc_score
 from recircuit.data.prompts import Sample
 from recircuit.data.requests import check_request
 from recircuit.errors import InputError
-from recircuit.evaluate.stats import auc_difference_ci
+from recircuit.evaluate.stats import _check_boot, auc_difference_ci
 from recircuit.metrics import classification_metrics
 from recircuit.models.scoring import iter_batches
 
@@ -326,6 +326,43 @@ def _jsd_each(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     return 0.5 * kl(p, m) + 0.5 * kl(q, m)
 
 
+#: Which :func:`model_outputs` arrays :func:`paired_outputs_difference` reads, by sample set.
+_PAIRED_ARRAYS = {"forget": ("p_forget", "loss_forget"), "test": ("p_test",), "heldout": ("loss_heldout",)}
+
+
+def _paired_arrays(a: dict, b: dict, retrained: dict, labels: np.ndarray) -> dict[str, int]:
+    """Check that every array :func:`paired_outputs_difference` reads covers the same samples.
+
+    Forget arrays agree across ``a``, ``b`` and ``retrained``; test arrays have one entry per test
+    label (``retrained["p_test"]`` is not read and not required); held-out arrays agree. Returns
+    the sizes ``{"forget": nf, "test": nt, "heldout": nh}``.
+    """
+    if labels.ndim != 1 or labels.size == 0:
+        raise InputError(f"must be a non-empty sequence of 0/1 labels, got shape {labels.shape}", field="test_labels",
+                         fix="pass the test samples' labels, one per test sample, in the order they were scored")
+    sizes: dict[str, int] = {"test": len(labels)}
+    first: dict[str, str] = {"test": "test_labels"}
+    for who, m in (("a", a), ("b", b), ("retrained", retrained)):
+        for kind, keys in _PAIRED_ARRAYS.items():
+            for key in keys:
+                field = f"{who}[{key!r}]"
+                if key not in m:
+                    if who == "retrained" and kind == "test":
+                        continue
+                    raise InputError("is missing", field=field,
+                                     fix="pass model_outputs() dicts (p_forget, loss_forget, p_test, loss_heldout)")
+                shape = np.shape(m[key])
+                if len(shape) != 1 or shape[0] == 0:
+                    raise InputError(f"must be a non-empty 1-D array, got shape {shape}", field=field,
+                                     fix=f"pass one value per {kind} sample")
+                if kind not in sizes:
+                    sizes[kind], first[kind] = shape[0], field
+                elif shape[0] != sizes[kind]:
+                    raise InputError(f"has {shape[0]} values but {first[kind]} has {sizes[kind]}", field=field,
+                                     fix=f"compute every model's outputs on the same {kind} samples, in the same order")
+    return sizes
+
+
 def paired_outputs_difference(a: dict, b: dict, retrained: dict, test_labels: Sequence[int], n_boot: int = 1000,
                               seed: int = 0, level: float = 0.95) -> dict:
     """Model A minus model B on one request, with a bootstrap interval over its samples.
@@ -335,27 +372,55 @@ def paired_outputs_difference(a: dict, b: dict, retrained: dict, test_labels: Se
     uses them for both models (paired), so the interval is the sample-level uncertainty of the
     difference on this request (not the spread over requests or seeds).
 
+    A replicate whose test resample holds one label only has no test AUC; it is left out of the
+    ``test_auc`` interval and counted in ``test_auc["dropped_replicates"]``. A test set whose
+    labels are all one class has no test AUC at all: ``test_auc`` is then
+    ``{"diff": None, "ci_low": None, "ci_high": None, "note": "the test labels are all one class"}``
+    (likewise, with another note, if every replicate drew one class).
+
     Returns:
         ``{metric: {"diff", "ci_low", "ci_high"}}`` for ``forget_jsd`` (to Retrain),
-        ``mia_gap_to_retrain`` and ``test_auc``.
+        ``mia_gap_to_retrain`` and ``test_auc`` (which adds ``dropped_replicates``, or ``note``
+        with ``None`` values as above).
+
+    Raises:
+        InputError: a missing or empty array, arrays of one sample set with different lengths
+            (forget arrays across the three dicts, test arrays against ``test_labels``, held-out
+            arrays across the three dicts), empty ``test_labels``, bad ``n_boot`` or ``level``.
     """
     labels = np.asarray(list(test_labels))
+    sizes = _paired_arrays(a, b, retrained, labels)
+    _check_boot(n_boot, level)
+    nf, nt, nh = sizes["forget"], sizes["test"], sizes["heldout"]
     ja, jb = _jsd_each(a["p_forget"], retrained["p_forget"]), _jsd_each(b["p_forget"], retrained["p_forget"])
-    nf, nt, nh = len(ja), len(labels), len(retrained["loss_heldout"])
+    pa_test, pb_test = np.asarray(a["p_test"], dtype=np.float64), np.asarray(b["p_test"], dtype=np.float64)
+    two_classes = 0 < int((labels == labels[0]).sum()) < nt
 
     def stats(fi, ti, hi) -> np.ndarray:
         ref = _auc_members(retrained["loss_forget"][fi], retrained["loss_heldout"][hi])
-        out = []
-        for m, j in ((a, ja), (b, jb)):
-            y = labels[ti]
-            auc = roc_auc_score(y, m["p_test"][ti]) if 0 < y.sum() < len(y) else np.nan
-            out.append([j[fi].mean(), abs(_auc_members(m["loss_forget"][fi], m["loss_heldout"][hi]) - ref), auc])
-        return np.asarray(out[0]) - np.asarray(out[1])
+        y = labels[ti]
+        both = two_classes and bool((y != y[0]).any())
+        auc_diff = roc_auc_score(y, pa_test[ti]) - roc_auc_score(y, pb_test[ti]) if both else np.nan
+        gaps = [abs(_auc_members(m["loss_forget"][fi], m["loss_heldout"][hi]) - ref) for m in (a, b)]
+        return np.array([ja[fi].mean() - jb[fi].mean(), gaps[0] - gaps[1], auc_diff])
 
     point = stats(np.arange(nf), np.arange(nt), np.arange(nh))
     rng = np.random.default_rng(seed)
     reps = np.array([stats(rng.integers(nf, size=nf), rng.integers(nt, size=nt), rng.integers(nh, size=nh))
-                     for _ in range(n_boot)])
-    lo, hi = np.nanquantile(reps, [(1 - level) / 2, (1 + level) / 2], axis=0)
-    return {name: {"diff": float(point[k]), "ci_low": float(lo[k]), "ci_high": float(hi[k])}
-            for k, name in enumerate(("forget_jsd", "mia_gap_to_retrain", "test_auc"))}
+                     for _ in range(int(n_boot))])
+    q = [(1 - level) / 2, (1 + level) / 2]
+    out = {}
+    for k, name in enumerate(("forget_jsd", "mia_gap_to_retrain")):
+        lo, hi = np.quantile(reps[:, k], q)
+        out[name] = {"diff": float(point[k]), "ci_low": float(lo), "ci_high": float(hi)}
+    kept = reps[:, 2][np.isfinite(reps[:, 2])]
+    if not two_classes:
+        out["test_auc"] = {"diff": None, "ci_low": None, "ci_high": None, "note": "the test labels are all one class"}
+    elif kept.size == 0:
+        out["test_auc"] = {"diff": float(point[2]), "ci_low": None, "ci_high": None, "dropped_replicates": int(n_boot),
+                           "note": "every bootstrap replicate drew test labels of one class"}
+    else:
+        lo, hi = np.quantile(kept, q)
+        out["test_auc"] = {"diff": float(point[2]), "ci_low": float(lo), "ci_high": float(hi),
+                           "dropped_replicates": int(n_boot) - int(kept.size)}
+    return out

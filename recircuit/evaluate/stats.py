@@ -1,18 +1,21 @@
-"""Bootstrap intervals for the benchmark: one statistic, paired differences, paired AUC differences.
+"""Intervals for the benchmark: one statistic, paired differences, paired AUC differences.
 
 Usage::
 
     from recircuit.evaluate.stats import auc_difference_ci, bootstrap_ci, paired_difference
     lo, hi = bootstrap_ci(forget_jsd_per_request)                   # 95% percentile interval of the mean
     d = paired_difference(cure_jsd, random_groups_jsd)              # per request, same order
-    d["mean"], d["ci_low"], d["ci_high"], d["excludes_zero"]
+    d["mean"], d["ci_low"], d["ci_high"], d["excludes_zero"], d["p_value"], d["method"]
     a = auc_difference_ci(-loss_f_orig, -loss_h_orig, -loss_f_retr, -loss_h_retr)
     a["diff"], a["ci_low"], a["ci_high"]                            # AUC(orig) - AUC(retrain)
 
-All intervals are **percentile bootstrap** intervals: ``n_boot`` resamples drawn with replacement
-by ``numpy.random.default_rng(seed)``, one replicate after the other, and the
-``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles (``numpy.quantile``, linear interpolation)
-of the replicated statistic. The same seed gives the same interval.
+The intervals are **percentile bootstrap** intervals, except :func:`paired_difference` with
+fewer than ``SMALL_N`` (10) pairs, which uses the Student-t interval (a bootstrap of 3 pairs spans
+about their min..max and excludes 0 about 26% of the time under no difference) and reports a
+sign-flip permutation p-value with every interval. A bootstrap interval uses ``n_boot``
+resamples drawn with replacement by ``numpy.random.default_rng(seed)``, one replicate after the
+other, and the ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles (``numpy.quantile``, linear
+interpolation) of the replicated statistic. The same seed gives the same interval.
 
 **Paired** means both quantities are computed on the *same* resample in every replicate: for
 :func:`paired_difference` the per-request differences ``a - b`` are resampled; for
@@ -29,6 +32,7 @@ from collections.abc import Callable
 
 import numpy as np
 from jaxtyping import Float
+from scipy.stats import t as student_t
 
 from recircuit.errors import InputError
 
@@ -84,16 +88,77 @@ def bootstrap_ci(values: Float[np.ndarray, "n"], statistic: Callable[[np.ndarray
     return _percentiles(reps, float(level))
 
 
-def paired_difference(a: Float[np.ndarray, "n"], b: Float[np.ndarray, "n"], n_boot: int = 1000, seed: int = 0,
-                      level: float = 0.95) -> dict:
-    """Mean of the paired differences ``a - b`` with its percentile bootstrap interval.
+#: Below this many pairs :func:`paired_difference` uses the Student-t interval, not the bootstrap.
+SMALL_N = 10
 
-    ``a[i]`` and ``b[i]`` belong to the same unit (e.g. CURE and its random-groups control on
-    deletion request ``i``); the differences are resampled, which keeps the pairing.
+#: Up to this many pairs the sign-flip p-value enumerates all ``2**n`` sign patterns exactly.
+EXACT_FLIPS_MAX_N = 16
+
+
+def sign_flip_p_value(d: Float[np.ndarray, "n"], n_flips: int = 1000, seed: int = 0) -> float:
+    """Two-sided sign-flip (paired permutation) p-value of ``mean(d) = 0``.
+
+    Under the null of no difference each paired difference is as likely to be ``+d[i]`` as
+    ``-d[i]``. The p-value is the fraction of sign patterns ``s`` with
+    ``|sum(s * d)| >= |sum(d)|`` (up to rounding: a relative tolerance of ``1e-12``).
+    With ``n <= 16`` all ``2**n`` patterns are enumerated (exact; the smallest possible value is
+    ``2 / 2**n``, e.g. 0.25 for three pairs); above that, ``n_flips`` random patterns drawn by
+    ``numpy.random.default_rng(seed)`` plus the observed one give ``(1 + hits) / (1 + n_flips)``.
+
+    Args:
+        d: the paired differences (finite, at least one).
+        n_flips: number of random sign patterns when ``n > 16``.
+        seed: seed of the random patterns.
 
     Returns:
-        ``mean`` (of ``a - b``), ``ci_low``, ``ci_high``, ``level``, ``n`` and ``excludes_zero``
-        (the interval lies strictly above or strictly below 0).
+        The p-value in ``(0, 1]``; all-zero differences give 1.
+
+    Raises:
+        InputError: empty or non-finite ``d``, ``n_flips < 1``.
+    """
+    v = _vector(d, "d")
+    if not (isinstance(n_flips, numbers.Integral) and not isinstance(n_flips, bool) and n_flips >= 1):
+        raise InputError(f"must be an integer >= 1, got {n_flips!r}", field="n_flips", fix="pass e.g. 1000")
+    n = len(v)
+    obs = abs(float(v.sum()))
+    tol = 1e-12 * float(np.abs(v).sum())
+    if n <= EXACT_FLIPS_MAX_N:
+        bits = (np.arange(2 ** n)[:, None] >> np.arange(n)[None, :]) & 1
+        signs = 1.0 - 2.0 * bits                         # every pattern of +-1, the identity included
+        return float(np.mean(np.abs(signs @ v) >= obs - tol))
+    rng = np.random.default_rng(seed)
+    signs = rng.choice(np.array([-1.0, 1.0]), size=(int(n_flips), n))
+    hits = int(np.sum(np.abs(signs @ v) >= obs - tol))
+    return float((1 + hits) / (1 + int(n_flips)))
+
+
+def paired_difference(a: Float[np.ndarray, "n"], b: Float[np.ndarray, "n"], n_boot: int = 1000, seed: int = 0,
+                      level: float = 0.95) -> dict:
+    """Mean of the paired differences ``a - b`` with an interval and a sign-flip p-value.
+
+    ``a[i]`` and ``b[i]`` belong to the same unit (e.g. CURE and its random-groups control on
+    deletion request ``i``); the differences ``d = a - b`` are the sample, which keeps the pairing.
+
+    The interval depends on the number of pairs ``n``:
+
+    * ``n < SMALL_N`` (10): the **Student-t** interval
+      ``mean(d) +- t_{n-1, (1+level)/2} * sd(d) / sqrt(n)`` (``sd`` with ``ddof=1``;
+      ``scipy.stats.t``). A percentile bootstrap of so few pairs spans about min..max of ``d``
+      and excludes 0 far more often than ``1 - level`` when there is no difference (about 26%
+      of the time with 3 pairs at ``level=0.95``); the t interval keeps the nominal rate for
+      normal differences. Identical differences (``sd = 0``) give the zero-width interval at
+      their value.
+    * ``n >= SMALL_N``: the percentile bootstrap interval of the mean (:func:`bootstrap_ci`).
+
+    Either way ``p_value`` is the two-sided sign-flip p-value (:func:`sign_flip_p_value`, exact
+    for ``n <= 16``, else ``n_boot`` random patterns from ``seed``). It does not assume normal
+    differences, but it cannot go below ``2 / 2**n`` (0.25 with 3 pairs): with so few pairs
+    no difference is significant at 5% by this test.
+
+    Returns:
+        ``mean`` (of ``a - b``), ``ci_low``, ``ci_high``, ``level``, ``n``, ``method`` (``"t"``
+        or ``"bootstrap"``), ``p_value`` and ``excludes_zero`` (the *interval* lies strictly
+        above or strictly below 0).
 
     Raises:
         InputError: ``a`` and ``b`` of different lengths, fewer than two pairs (one pair has no
@@ -106,9 +171,17 @@ def paired_difference(a: Float[np.ndarray, "n"], b: Float[np.ndarray, "n"], n_bo
     if len(av) < 2:
         raise InputError("a paired interval needs at least two pairs, got 1", field="a",
                          fix="run more deletion requests (seeds) before comparing")
+    _check_boot(n_boot, level)
     d = av - bv
-    lo, hi = bootstrap_ci(d, np.mean, n_boot, seed, level)
-    return {"mean": float(d.mean()), "ci_low": lo, "ci_high": hi, "level": float(level), "n": int(len(d)),
+    n = len(d)
+    mean = float(d.mean())
+    if n < SMALL_N:
+        half = float(student_t.ppf((1.0 + float(level)) / 2.0, df=n - 1)) * float(d.std(ddof=1)) / np.sqrt(n)
+        lo, hi, method = mean - half, mean + half, "t"
+    else:
+        (lo, hi), method = bootstrap_ci(d, np.mean, n_boot, seed, level), "bootstrap"
+    return {"mean": mean, "ci_low": float(lo), "ci_high": float(hi), "level": float(level), "n": int(n),
+            "method": method, "p_value": sign_flip_p_value(d, n_flips=n_boot, seed=seed),
             "excludes_zero": bool(lo > 0.0 or hi < 0.0)}
 
 
@@ -175,4 +248,5 @@ def auc_difference_ci(pos_a: Float[np.ndarray, "p"], neg_a: Float[np.ndarray, "q
             "n_pos": p, "n_neg": q, "n_boot": int(n_boot), "seed": int(seed)}
 
 
-__all__ = ["auc_difference_ci", "auc_from_counts", "bootstrap_ci", "paired_difference"]
+__all__ = ["EXACT_FLIPS_MAX_N", "SMALL_N", "auc_difference_ci", "auc_from_counts", "bootstrap_ci", "paired_difference",
+           "sign_flip_p_value"]

@@ -6,10 +6,12 @@ from sklearn.metrics import roc_auc_score
 
 from recircuit.errors import InputError
 from recircuit.evaluate.stats import (
+    SMALL_N,
     auc_difference_ci,
     auc_from_counts,
     bootstrap_ci,
     paired_difference,
+    sign_flip_p_value,
 )
 
 
@@ -105,3 +107,62 @@ def test_auc_difference_ci_equals_a_direct_paired_bootstrap():
     assert out["std_a"] == pytest.approx(np.std(aucs_a))
     assert out["diff"] == pytest.approx(roc_auc_score(y, np.r_[pa, na]) - roc_auc_score(y, np.r_[pb, nb]))
     assert out["n_pos"] == 9 and out["n_neg"] == 7
+
+
+def test_few_pairs_keep_the_nominal_false_positive_rate():
+    # 2000 null draws of 3 normal pairs (no true difference): the t interval excludes 0 in 4.95% of
+    # them with this seed (nominal 5%; binomial sd 0.5%); the percentile bootstrap of the same
+    # differences (first 300 draws, 200 replicates) in 30% of them
+    rng = np.random.default_rng(2024)
+    draws = [(rng.normal(size=3), rng.normal(size=3)) for _ in range(2000)]
+    res = [paired_difference(a, b) for a, b in draws]
+    assert {r["method"] for r in res} == {"t"}
+    rate = np.mean([r["excludes_zero"] for r in res])
+    assert 0.02 <= rate <= 0.08, rate
+    # the exact sign-flip p-value of 3 pairs is 0.25 when all three differences share a sign
+    # (probability exactly 2/8 under a symmetric null), else 0.5, 0.75 or 1: never below 5%
+    p = np.array([r["p_value"] for r in res])
+    assert set(np.round(p, 12)) <= {0.25, 0.5, 0.75, 1.0} and 0.22 <= np.mean(p == 0.25) <= 0.28
+    boot = [bootstrap_ci(a - b, n_boot=200, seed=i) for i, (a, b) in enumerate(draws[:300])]
+    assert np.mean([lo > 0 or hi < 0 for lo, hi in boot]) > 0.15   # why few pairs do not bootstrap
+
+
+def test_t_interval_by_hand():
+    # d = 1, 2, 3: mean 2, sd 1; with 2 degrees of freedom the t CDF is 1/2 + t / (2 sqrt(2 + t^2)),
+    # so its 97.5% quantile solves t / sqrt(2 + t^2) = 0.95: t = 0.95 sqrt(2 / (1 - 0.95^2))
+    d = paired_difference([1.0, 2.0, 3.0], [0.0, 0.0, 0.0])
+    half = 0.95 * np.sqrt(2 / (1 - 0.95**2)) / np.sqrt(3)
+    assert d["method"] == "t" and d["n"] == 3 and d["mean"] == pytest.approx(2.0)
+    assert d["ci_low"] == pytest.approx(2 - half, rel=1e-12) and d["ci_high"] == pytest.approx(2 + half, rel=1e-12)
+    assert d["ci_low"] < 0 and not d["excludes_zero"] and d["p_value"] == 0.25
+    # level 0.5: t / sqrt(2 + t^2) = 0.5 gives t = sqrt(2/3)
+    d = paired_difference([1.0, 2.0, 3.0], [0.0, 0.0, 0.0], level=0.5)
+    assert d["ci_high"] - 2 == pytest.approx(np.sqrt(2 / 3) / np.sqrt(3), rel=1e-12) and d["excludes_zero"]
+    assert d["level"] == 0.5
+
+
+def test_sign_flip_p_value_by_hand():
+    # all 8 sign patterns of (1, 2, 4): sums +-7, +-1, +-3, +-5, all distinct in size
+    assert sign_flip_p_value(np.array([1.0, 2.0, 4.0])) == 0.25        # only +7 and -7 reach |7|
+    assert sign_flip_p_value(np.array([1.0, -2.0, 4.0])) == 0.75       # |3|: 7, 7, 5, 5, 3, 3 of 8
+    assert sign_flip_p_value(np.array([1.0, 2.0, -3.0])) == 1.0        # observed sum 0
+    assert sign_flip_p_value(np.zeros(4)) == 1.0
+    # +-1 +-2 +-4 +-8 gives each odd number -15..15 once; |1 + 2 - 4 + 8| = 7 is reached by 10 of 16
+    assert sign_flip_p_value(np.array([1.0, 2.0, -4.0, 8.0])) == 10 / 16
+    assert sign_flip_p_value(np.array([0.1, 0.2, -0.3])) == 1.0         # 0.1 + 0.2 - 0.3 rounds to ~5e-17
+    assert sign_flip_p_value(np.arange(1.0, 11.0)) == 2 / 1024       # exact up to 16 pairs
+    # above 16 pairs: random patterns from the seed, the observed one counted
+    d = np.random.default_rng(3).normal(0.1, 1.0, 20)
+    signs = np.random.default_rng(7).choice(np.array([-1.0, 1.0]), size=(500, 20))
+    want = (1 + np.sum(np.abs(signs @ d) >= abs(d.sum()) * (1 - 1e-12))) / 501
+    assert sign_flip_p_value(d, n_flips=500, seed=7) == pytest.approx(want)
+
+
+def test_ten_pairs_or_more_keep_the_bootstrap():
+    rng = np.random.default_rng(8)
+    a, b = rng.normal(size=SMALL_N), rng.normal(size=SMALL_N)
+    d = paired_difference(a, b, n_boot=400, seed=5, level=0.9)
+    assert d["method"] == "bootstrap" and d["n"] == SMALL_N == 10
+    assert (d["ci_low"], d["ci_high"]) == bootstrap_ci(a - b, np.mean, 400, 5, 0.9)
+    assert d["p_value"] == sign_flip_p_value(a - b)
+    assert paired_difference(a[:9], b[:9])["method"] == "t"
