@@ -404,10 +404,13 @@ def user_swap(donors: Sequence[Sample] | None = None, seed: int = 0) -> Corrupti
 
     For every sample a donor is drawn (seeded, deterministic for a given ``seed``, batch and
     ``donors``) among the structured samples of ``donors`` (default: the other samples of the
-    batch being corrupted) whose user differs (``user_id``, else ``uid``) and whose domain is the
-    sample's; the corrupted sample shows the donor's liked and disliked items (titles, authors,
-    ids) and keeps its own target, label, ``uid``, ``user_id`` and ``history``. The clean/corrupted
-    pair thus differs only in whose data it shows, isolating the paths that carry the user's data.
+    batch being corrupted) whose user differs (``user_id``, else ``uid``), whose domain is the
+    sample's and whose history does not show the sample's target (no liked or disliked item with
+    its title, or its id where both ids are known: the corrupted prompt would still mention the
+    target in the history); the corrupted sample shows the donor's liked and disliked items
+    (titles, authors, ids) and keeps its own target, label, ``uid``, ``user_id`` and ``history``.
+    The clean/corrupted pair thus differs only in whose data it shows, isolating the paths that
+    carry the user's data.
 
     Donor histories may differ in token length (other titles, another like/dislike split), so the
     pair is **not** length-matched: attribute with ``AttributionConfig(align="left")`` (the
@@ -420,7 +423,7 @@ def user_swap(donors: Sequence[Sample] | None = None, seed: int = 0) -> Corrupti
 
     Raises:
         InputError: (when corrupting) no sample of the batch has a donor of another user of its
-            domain, e.g. a batch of one user's samples and no ``donors``.
+            domain whose history lacks its target, e.g. a batch of one user's samples and no ``donors``.
     """
     pool = None if donors is None else [d for d in donors if d.structured]
 
@@ -437,12 +440,23 @@ def user_swap(donors: Sequence[Sample] | None = None, seed: int = 0) -> Corrupti
         samples = [_structured(s, "user_swap") for s in samples]
         by_domain = bucket(samples) if given is None else given
         cands: dict[tuple[str, object], list[Sample]] = {}
+        keys: dict[int, tuple[frozenset[str], frozenset[int]]] = {}     # per donor object, for this call
+
+        def shows_target(d: Sample, target: Item) -> bool:
+            """Whether the donor's history shows the target: its title, or its id where both are known."""
+            if id(d) not in keys:
+                ids = [i for part in (d.liked_ids, d.disliked_ids) if part for i in part if i is not None]
+                keys[id(d)] = frozenset((*d.liked, *d.disliked)), frozenset(int(i) for i in ids)
+            titles, ids = keys[id(d)]
+            return target.title in titles or (target.id is not None and int(target.id) in ids)
+
         out, missing = [], 0
         for s in samples:
             key = (s.spec.name, _user_of(s))
             if key not in cands:
                 cands[key] = [d for d in by_domain.get(key[0], []) if _user_of(d) != key[1]]
-            c = cands[key]
+            target = s.target_item
+            c = [d for d in cands[key] if not shows_target(d, target)]
             if not c:
                 missing += 1
                 out.append(s)
@@ -451,15 +465,16 @@ def user_swap(donors: Sequence[Sample] | None = None, seed: int = 0) -> Corrupti
             out.append(s.with_items(donor.liked_items, donor.disliked_items))
         if samples and missing == len(samples):
             where = "the batch" if pool is None else f"the {len(pool)} donors"
-            raise InputError(f"user_swap found no donor of another user in {where} for any of the "
-                             f"{len(samples)} samples (users {sorted({str(_user_of(s)) for s in samples})[:5]}, "
+            users = sorted({str(_user_of(s)) for s in samples})[:5]
+            raise InputError(f"user_swap found no donor of another user (whose history lacks the target) in "
+                             f"{where} for any of the {len(samples)} samples (users {users}, "
                              f"domains {sorted({s.spec.name for s in samples})})", field="donors",
                              fix="pass donors=<samples of other users of the same domain> (e.g. "
                                  "DataSource(...).split().train), use corruption_for('user_swap', tok, "
                                  "source=...), or corrupt a batch of several users")
         if missing:
-            logger.warning("user_swap: %d of %d samples have no donor of another user of their domain and keep "
-                           "their history", missing, len(samples))
+            logger.warning("user_swap: %d of %d samples have no donor of another user of their domain whose "
+                           "history lacks their target, and keep their history", missing, len(samples))
         return out
 
     return corrupt

@@ -8,8 +8,9 @@ Usage::
     grouping.to_dataframe()         # scores, normalized scores, group and the reason per module
 
     # contrast mode: per-sample importance rows (recircuit.unlearn.importance.per_sample_module_importance)
-    grouping = contrast_grouping(names, F, R, GroupingConfig(mode="contrast", alpha=0.05, n_boot=200))
+    grouping = contrast_grouping(names, F, R, GroupingConfig(mode="contrast", alpha=0.05))
     grouping.contrast["a3.h5"], grouping.contrast_low["a3.h5"], grouping.contrast_high["a3.h5"]
+    grouping.p_forget["a3.h5"], grouping.thresholds["bh_threshold"]   # permutation p-value, BH cut
 
 **Normalization.** Raw importances from the forget and retain sets live on different scales
 (different samples, different metric gaps), so each is normalized before comparing: ``"share"``
@@ -42,17 +43,34 @@ profiles (correlation 0.71 between independent halves). Contrast mode therefore 
 that difference, with the shared component removed and its sampling noise measured: each
 sample's importance vector is normalized to shares (sum 1); ``f`` and ``r`` are the mean forget
 and retain shares; the projection of ``f`` on ``r`` (``beta = <f, r> / <r, r>``) is the shared
-task, and the contrast ``c = f - beta r`` is what the forget set needs beyond it. A bootstrap
-(``n_boot`` resamples of the forget rows and of the retain rows, with replacement; ``beta``
-recomputed each time; seeded by ``seed``) gives each module's percentile interval at level
-``1 - alpha``. Forget-specific: the interval lies above 0; retain-specific: below 0; where more
-than ``ceil(top_k * M)`` modules qualify for a side, the ones with the largest ``|c| / sd``
-(bootstrap sd) are kept. Task-shared: among the top ``ceil(top_k * M)`` modules by mean share
-``(f + r) / 2`` and not specific; the rest frozen. A module is given to one set alone only when
-the data say so beyond sampling noise, so an inconclusive contrast falls back to "shared" or
-"frozen", never to a coin flip at a threshold. A sample with zero importance everywhere (its
-corruption changed nothing) carries no evidence and is dropped, with a warning and a count in
-``thresholds``. :mod:`recircuit.unlearn.reproducibility` measures the split's agreement across
+task, and the contrast ``c = f - beta r`` is what the forget set needs beyond it.
+
+*Which modules are specific* is decided by a **permutation test with Benjamini-Hochberg**
+control of the false discovery rate. Under the null (a module's share does not depend on the
+set), the forget and retain labels are exchangeable, so the rows are pooled and the labels
+shuffled ``n_boot`` times (set sizes kept; seeded by ``seed``), ``c`` (with ``beta``) recomputed
+each time. Per module two one-sided p-values, ``p_forget = (1 + #{c_perm >= c}) / (1 + n_boot)``
+and ``p_retain`` likewise with ``<=``, and BH at level ``alpha`` over all ``2 M`` of them: a
+module is forget-specific when its ``p_forget`` is BH-significant and ``c > 0``, retain-specific
+likewise. One test per module per side, hundreds of modules and a handful of rows: without the
+correction, pure noise (forget and retain rows from one distribution, 300 modules, 8 + 8 rows)
+gave 10 to 40 "specific" modules per side (a per-module bootstrap interval at 8 rows is also too
+narrow); with it the expected share of false calls among the calls is at most ``alpha``. Note
+the resolution: no p-value is below ``1 / (1 + n_boot)``, nor below one over the number of
+distinct splits ``C(nf + nr, nf)`` of the pooled rows, so a single module can be called only when
+both are at most ``alpha / (2 M)``: for 300 modules at 0.05, ``n_boot >= 11,999`` and, since
+``C(16, 8) = 12,870`` is barely enough, more than 8 + 8 samples in practice (a warning says when
+the bound is not met; ``thresholds["p_min"]`` and ``["bh_threshold"]`` record both). Where more than
+``ceil(top_k * M)`` modules are significant on a side, the ones with the largest ``|c| / sd`` are
+kept. The bootstrap (``n_boot`` resamples of the forget rows and of the retain rows, with
+replacement; ``beta`` recomputed each time) gives each module's descriptive ``1 - alpha``
+percentile interval and sd (``contrast_low``/``contrast_high``/``contrast_sd``), shown beside
+the p-values (``p_forget``/``p_retain``); it ranks, it does not decide. Task-shared: among the
+top ``ceil(top_k * M)`` modules by mean share ``(f + r) / 2`` and not specific; the rest frozen.
+A module is given to one set alone only when the data say so beyond sampling noise, so an
+inconclusive contrast falls back to "shared" or "frozen", never to a coin flip at a threshold.
+A sample with zero importance everywhere (its corruption changed nothing) carries no evidence
+and is dropped, with a warning and a count in ``thresholds``. :mod:`recircuit.unlearn.reproducibility` measures the split's agreement across
 resampled forget and retain sets.
 """
 
@@ -66,7 +84,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from jaxtyping import Float
+from jaxtyping import Float, Int
 
 from recircuit._io import atomic_write_json
 from recircuit.errors import InputError
@@ -88,10 +106,13 @@ class GroupingConfig:
         mode: topk (set differences of the two circuits), ratio (log-ratio against margin) or
             contrast (bootstrapped forget-minus-retain contrast on per-sample importance).
         margin: ratio mode's log-ratio a module needs to belong to one set alone.
-        alpha: contrast mode's interval level: a module is specific when its 1 - alpha bootstrap
-            interval excludes 0.
-        n_boot: contrast mode's bootstrap resamples.
-        seed: contrast mode's bootstrap seed.
+        alpha: contrast mode's false discovery rate (Benjamini-Hochberg over the permutation
+            p-values of all modules, both sides); also the level of the descriptive 1 - alpha
+            bootstrap interval.
+        n_boot: contrast mode's label permutations, and its bootstrap resamples (default 20,000:
+            with 300 modules, BH at 0.05 over both sides needs p-values down to 0.05 / 600, so
+            at least 11,999 permutations).
+        seed: contrast mode's seed (permutations and bootstrap).
     """
 
     top_k: float = 0.2
@@ -99,7 +120,7 @@ class GroupingConfig:
     mode: str = "topk"
     margin: float = 0.5
     alpha: float = 0.05
-    n_boot: int = 200
+    n_boot: int = 20000
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -111,7 +132,7 @@ class GroupingConfig:
             raise InputError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}", field="mode")
         if not 0 < self.alpha < 1:
             raise InputError(f"alpha is a probability in (0, 1), got {self.alpha}", field="alpha",
-                             fix="e.g. 0.05 for 95% intervals")
+                             fix="e.g. 0.05 (a 5% false discovery rate, 95% intervals)")
         if not (isinstance(self.n_boot, int) and self.n_boot >= 2):
             raise InputError(f"n_boot must be an integer >= 2, got {self.n_boot!r}", field="n_boot",
                              fix="e.g. 200")
@@ -131,13 +152,16 @@ class GroupingConfig:
 #: The grouping modes (see the module docstring).
 MODES = ("topk", "ratio", "contrast")
 
-_CONTRAST_DEFAULTS = {"alpha": 0.05, "n_boot": 200, "seed": 0}
+_CONTRAST_DEFAULTS = {"alpha": 0.05, "n_boot": 20000, "seed": 0}
 
 #: Contrast bounds within this of 0 count as 0 (rounding of shares, which are at most 1).
 _ZERO = 1e-12
 
 #: :class:`Grouping`'s contrast-mode fields (empty in the other modes, then left out of its dict).
-_CONTRAST_FIELDS = ("contrast", "contrast_low", "contrast_high", "contrast_sd")
+_CONTRAST_FIELDS = ("contrast", "contrast_low", "contrast_high", "contrast_sd", "p_forget", "p_retain")
+
+#: Label permutations evaluated at once (bounds the memory to about this many [n_rows]+[m] rows).
+_PERM_CHUNK = 512
 
 
 def normalize_scores(scores: dict[str, float], how: str = "share") -> dict[str, float]:
@@ -166,11 +190,15 @@ class Grouping:
     reasons: dict[str, str]
     config: GroupingConfig = field(default_factory=GroupingConfig)
     #: Contrast mode only (empty otherwise): per module the contrast ``f - beta r``, its bootstrap
-    #: interval bounds and its bootstrap sd (see the module docstring).
+    #: interval bounds and its bootstrap sd (descriptive), and its one-sided permutation p-values
+    #: for ``c > 0`` and ``c < 0`` (what decides, with Benjamini-Hochberg; see the module docstring).
+    #: The p-values are empty in groupings written before they existed.
     contrast: dict[str, float] = field(default_factory=dict)
     contrast_low: dict[str, float] = field(default_factory=dict)
     contrast_high: dict[str, float] = field(default_factory=dict)
     contrast_sd: dict[str, float] = field(default_factory=dict)
+    p_forget: dict[str, float] = field(default_factory=dict)
+    p_retain: dict[str, float] = field(default_factory=dict)
 
     def members(self, group: str) -> list[str]:
         """Modules in ``group``."""
@@ -181,8 +209,8 @@ class Grouping:
         return {g: len(self.members(g)) for g in GROUPS}
 
     def to_dataframe(self) -> pd.DataFrame:
-        """One row per module (contrast mode adds ``contrast``, ``contrast_low``, ``contrast_high``
-        and ``contrast_sd``)."""
+        """One row per module (contrast mode adds ``contrast``, ``contrast_low``, ``contrast_high``,
+        ``contrast_sd``, ``p_forget`` and ``p_retain``, each when present)."""
         rows = []
         for m, g in self.groups.items():
             row = {"module": m, "forget": self.forget_scores[m], "retain": self.retain_scores[m],
@@ -296,9 +324,68 @@ def _contrast(f: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return beta, f - beta[..., None] * r
 
 
+def permutation_pvalues(forget: Float[np.ndarray, "nf m"], retain: Float[np.ndarray, "nr m"],
+                        perms: Int[np.ndarray, "n_perm n"]) -> tuple[Float[np.ndarray, "m"], Float[np.ndarray, "m"]]:
+    """One-sided permutation p-values of the contrast ``c = f - beta r`` per module.
+
+    The ``nf + nr`` rows are pooled (forget rows first); each row of ``perms`` is a permutation
+    of the pooled row indices whose first ``nf`` entries form the permuted forget set and the rest
+    the retain set. ``c`` (with ``beta``) is recomputed per permutation and
+    ``p_forget = (1 + #{c_perm >= c}) / (1 + n_perm)``, ``p_retain = (1 + #{c_perm <= c}) / (1 + n_perm)``
+    (ties within 1e-12 count, so the p-values stay valid under rounding).
+
+    Args:
+        forget: forget rows as shares (each row sums to 1).
+        retain: retain rows as shares, same modules.
+        perms: integer permutations of ``range(nf + nr)``, one per row.
+
+    Returns:
+        ``(p_forget, p_retain)``, each in ``(0, 1]``.
+    """
+    fs, rs = np.asarray(forget, dtype=np.float64), np.asarray(retain, dtype=np.float64)
+    nf, nr = len(fs), len(rs)
+    pool = np.concatenate([fs, rs])
+    idx = np.asarray(perms)
+    if idx.ndim != 2 or idx.shape[1] != nf + nr:
+        raise ValueError(f"perms must be [n_perm, {nf + nr}] permutations of the pooled rows, got shape {idx.shape}")
+    _, c = _contrast(fs.mean(0), rs.mean(0))
+    total = pool.sum(0)
+    ge = np.zeros(pool.shape[1], dtype=np.int64)
+    le = np.zeros(pool.shape[1], dtype=np.int64)
+    for start in range(0, len(idx), _PERM_CHUNK):
+        block = idx[start:start + _PERM_CHUNK, :nf]
+        member = np.zeros((len(block), nf + nr))
+        np.put_along_axis(member, block, 1.0, axis=1)          # 1 where a pooled row is in the forget set
+        fsum = member @ pool
+        _, cp = _contrast(fsum / nf, (total - fsum) / nr)
+        ge += (cp >= c - _ZERO).sum(0)
+        le += (cp <= c + _ZERO).sum(0)
+    n = len(idx)
+    return (1 + ge) / (1 + n), (1 + le) / (1 + n)
+
+
+def benjamini_hochberg(p: Float[np.ndarray, "n"], alpha: float) -> tuple[np.ndarray, float]:
+    """Benjamini-Hochberg step-up at false discovery rate ``alpha``.
+
+    With the p-values sorted, ``R`` is the largest ``k`` with ``p_(k) <= alpha k / n``; the
+    rejected tests are exactly those with ``p <= alpha R / n``.
+
+    Returns:
+        ``(rejected, threshold)``: a boolean mask over ``p``, and ``alpha R / n`` (``alpha / n``
+        when nothing is rejected: then every p-value lies above it).
+    """
+    p = np.asarray(p, dtype=np.float64)
+    n = p.size
+    ok = np.flatnonzero(np.sort(p) <= alpha * np.arange(1, n + 1) / n)
+    n_rej = int(ok[-1]) + 1 if len(ok) else 0
+    thr = alpha * max(n_rej, 1) / n
+    return (p <= thr) if n_rej else np.zeros(n, dtype=bool), float(thr)
+
+
 def contrast_grouping(names: list[str], forget: Float[np.ndarray, "nf m"], retain: Float[np.ndarray, "nr m"],
                       config: GroupingConfig | None = None) -> Grouping:
-    """Contrast mode (see the module docstring): specific groups from a bootstrapped forget-minus-retain contrast.
+    """Contrast mode (see the module docstring): specific groups from the forget-minus-retain contrast,
+    decided by a label-permutation test with Benjamini-Hochberg control of the false discovery rate.
 
     Args:
         names: the ``m`` module names, in column order.
@@ -306,12 +393,14 @@ def contrast_grouping(names: list[str], forget: Float[np.ndarray, "nf m"], retai
             an all-zero row, a sample its corruption left unchanged, is dropped with a warning and
             counted in ``thresholds["dropped_forget"]``).
         retain: the same for the retain samples.
-        config: ``top_k``, ``alpha``, ``n_boot`` and ``seed`` are read (``mode`` should be ``contrast``).
+        config: ``top_k``, ``alpha`` (the FDR), ``n_boot`` (permutations and bootstrap resamples)
+            and ``seed`` are read (``mode`` should be ``contrast``).
 
     Returns:
         The :class:`Grouping`, with the mean shares ``f``/``r`` as scores (raw and normalized), the
-        contrast, its interval and bootstrap sd per module, ``beta`` and ``k`` in ``thresholds``.
-        Deterministic for a given ``config.seed``.
+        contrast, its bootstrap interval and sd, and its permutation p-values per module; ``beta``,
+        ``k``, ``bh_threshold``, ``p_min`` and ``n_tests`` in ``thresholds``. Deterministic for a
+        given ``config.seed``.
     """
     cfg = config or GroupingConfig(mode="contrast")
     names = list(names)
@@ -323,6 +412,7 @@ def contrast_grouping(names: list[str], forget: Float[np.ndarray, "nf m"], retai
     f, r = fs.mean(0), rs.mean(0)
     beta, c = _contrast(f, r)
     rng = np.random.default_rng(cfg.seed)
+    # descriptive bootstrap: each set resampled with replacement
     idx_f = rng.integers(0, nf, size=(cfg.n_boot, nf))
     idx_r = rng.integers(0, nr, size=(cfg.n_boot, nr))
     count_f = (idx_f[:, :, None] == np.arange(nf)).sum(1)   # [n_boot, nf] times each row was drawn
@@ -330,41 +420,62 @@ def contrast_grouping(names: list[str], forget: Float[np.ndarray, "nf m"], retai
     _, cb = _contrast(count_f @ fs / nf, count_r @ rs / nr)  # [n_boot, m]
     low, high = np.percentile(cb, [50 * cfg.alpha, 100 - 50 * cfg.alpha], axis=0)
     sd = cb.std(0, ddof=1)
+    # the decision: label permutations of the pooled rows, then BH over both sides of every module
+    perms = rng.permuted(np.broadcast_to(np.arange(nf + nr), (cfg.n_boot, nf + nr)), axis=1)
+    p_f, p_r = permutation_pvalues(fs, rs, perms)
+    rejected, bh = benjamini_hochberg(np.concatenate([p_f, p_r]), cfg.alpha)
+    n_tests = 2 * m
+    splits = math.comb(nf + nr, nf)                 # distinct forget/retain splits of the pooled rows
+    p_min = max(1 / (1 + cfg.n_boot), 1 / splits)
+    if p_min > cfg.alpha / n_tests:
+        need = int(math.ceil(n_tests * p_min / cfg.alpha - 1e-9))
+        fix = (f"set n_boot >= {int(math.ceil(n_tests / cfg.alpha - 1 - 1e-9))}" if 1 / splits <= cfg.alpha / n_tests
+               else "use more forget/retain samples")
+        logger.warning("contrast grouping: the smallest attainable p-value is %.3g (%d permutations, %d distinct "
+                       "splits of %d + %d rows), so Benjamini-Hochberg at alpha=%g over %d tests can call modules "
+                       "specific only when at least %d of them are; %s to be able to detect a single module",
+                       p_min, cfg.n_boot, splits, nf, nr, cfg.alpha, n_tests, need, fix)
     z = np.divide(c, sd, out=np.where(c > 0, np.inf, np.where(c < 0, -np.inf, 0.0)), where=sd > 0)
     k = max(1, int(math.ceil(cfg.top_k * m)))
     level = f"{100 * (1 - cfg.alpha):g}%"
 
     def ci(i: int) -> str:
-        return f"contrast {c[i]:+.3g}, {level} CI [{low[i]:+.3g}, {high[i]:+.3g}]"
+        return f"{level} CI [{low[i]:+.3g}, {high[i]:+.3g}]"
+
+    def test(i: int) -> str:
+        return f"p_forget {p_f[i]:.3g}, p_retain {p_r[i]:.3g}"
 
     groups: dict[str, str] = {}
     reasons: dict[str, str] = {}
     cut: dict[int, str] = {}
-    for group, qualifies, key in (("forget_specific", low > _ZERO, -z), ("retain_specific", high < -_ZERO, z)):
+    sides = (("forget_specific", rejected[:m] & (c > _ZERO), -z, p_f, "p_forget"),
+             ("retain_specific", rejected[m:] & (c < -_ZERO), z, p_r, "p_retain"))
+    for group, qualifies, key, pv, pname in sides:
         cand = np.flatnonzero(qualifies)
         keep = {int(i) for i in cand[np.argsort(key[cand], kind="stable")[:k]]}
-        side = "above" if group == "forget_specific" else "below"
         for i in map(int, cand):
             if i in keep:
                 groups[names[i]] = group
-                reasons[names[i]] = f"{ci(i)} {side} 0 (beta {beta:.3g})"
+                reasons[names[i]] = (f"contrast {c[i]:+.3g}, {pname} {pv[i]:.3g} <= BH threshold {bh:.3g} "
+                                     f"(FDR {cfg.alpha:g}, {n_tests} tests); {ci(i)} (beta {beta:.3g})")
             else:
-                cut[i] = f"; CI {side} 0 but not among the top-{k} by contrast/sd ({z[i]:+.3g})"
+                cut[i] = (f"; {pname} {pv[i]:.3g} <= BH threshold {bh:.3g} but not among the top-{k} by "
+                          f"contrast/sd ({z[i]:+.3g})")
     mean = (f + r) / 2
     thr = float(np.sort(mean)[::-1][k - 1])
     for i, name in enumerate(names):
         if name in groups:
             continue
-        note = cut.get(i, "; CI includes 0")
-        if mean[i] >= thr and mean[i] > 0:
-            groups[name], reasons[name] = "task_shared", f"mean share {mean[i]:.3g} in the top-{k}; {ci(i)}{note}"
-        else:
-            groups[name], reasons[name] = "frozen", f"mean share {mean[i]:.3g} below the top-{k}; {ci(i)}{note}"
+        note = cut.get(i, f"; not significant ({test(i)}, BH threshold {bh:.3g})")
+        where = "in" if mean[i] >= thr and mean[i] > 0 else "below"
+        groups[name] = "task_shared" if where == "in" else "frozen"
+        reasons[name] = f"mean share {mean[i]:.3g} {where} the top-{k}; contrast {c[i]:+.3g}, {ci(i)}{note}"
     groups = {n: groups[n] for n in names}
     moving = np.array([groups[n] != "frozen" for n in names])
     fd = {n: float(v) for n, v in zip(names, f)}
     rd = {n: float(v) for n, v in zip(names, r)}
     thresholds = {"k": k, "beta": float(beta), "shared": thr, "alpha": cfg.alpha, "n_boot": cfg.n_boot,
+                  "bh_threshold": bh, "p_min": p_min, "n_tests": n_tests,
                   "n_forget": nf, "n_retain": nr, "dropped_forget": drop_f, "dropped_retain": drop_r,
                   "coverage_forget": float(f[moving].sum()),
                   "coverage_retain": float(r[moving].sum())}
@@ -374,7 +485,7 @@ def contrast_grouping(names: list[str], forget: Float[np.ndarray, "nf m"], retai
 
     return Grouping(groups, fd, rd, dict(fd), dict(rd), thresholds, reasons, cfg,
                     contrast=per_module(c), contrast_low=per_module(low), contrast_high=per_module(high),
-                    contrast_sd=per_module(sd))
+                    contrast_sd=per_module(sd), p_forget=per_module(p_f), p_retain=per_module(p_r))
 
 
 def random_grouping(reference: Grouping, seed: int = 0) -> Grouping:

@@ -123,3 +123,27 @@ def test_corruption_for_takes_donors_from_the_sources_training_split():
         others = {_history(d) for d in train if d.user_id != a.user_id}
         assert _history(b) in others and b.target_item == a.target_item
     assert sum(a.input != b.input for a, b in zip(samples, out)) >= 1
+
+
+def test_a_donor_whose_history_shows_the_target_is_not_drawn():
+    """U1A's target is Omega (id 9): a donor that liked it (by id), or disliked an item of that title, would
+    leave the target in the corrupted history; only U3 is eligible, on every seed."""
+    by_id = _sample(5, [(9, "Omega (1999)", 5), (30, "Nu (1970)", 4)], (31, "Xi (1971)", 5))
+    by_title = _sample(6, [(32, "Omicron (1972)", 5), (33, "Omega (1999)", 1)], (34, "Pi (1973)", 5))
+    assert U1A.target_item.id == 9 and by_title.disliked_ids == (33,)      # another id, the same title shown
+    for seed in range(10):
+        out = user_swap([by_id, by_title, U3], seed=seed)([U1A])[0]
+        assert _history(out) == _history(U3) and out.target_item == U1A.target_item
+        assert "Omega" not in "".join(out.liked + out.disliked)
+    # the draw is over the eligible donors only, in donor order: the same as if the others were absent
+    batch = [U1A, U1B, U2]
+    assert ([s.input for s in user_swap([by_id, U3, by_title, U4], seed=4)(batch)]
+            == [s.input for s in user_swap([U3, U4], seed=4)(batch)])
+    # a sample whose only donors show its target keeps its history; none left at all is the one-line error
+    for seed in range(4):
+        out = user_swap([by_id, U3], seed=seed)([U1A, U2])
+        assert _history(out[0]) == _history(U3) and _history(out[1]) in {_history(by_id), _history(U3)}
+    with pytest.raises(InputError, match="lacks the target"):
+        user_swap([by_id, by_title])([U1A])
+    kept = user_swap([by_id])([U1A, U2])
+    assert kept[0] == U1A and _history(kept[1]) == _history(by_id)

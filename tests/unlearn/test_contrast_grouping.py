@@ -1,4 +1,5 @@
-"""Contrast grouping: shares, the shared component removed, a bootstrap interval per module; CURE on it."""
+"""Contrast grouping: shares, the shared component removed, permutation p-values with Benjamini-Hochberg,
+a descriptive bootstrap interval per module; CURE on it."""
 
 import itertools
 import json
@@ -24,6 +25,7 @@ from recircuit.unlearn import (
     group_masks,
     group_modules,
 )
+from recircuit.unlearn.grouping import benjamini_hochberg, permutation_pvalues
 from recircuit.unlearn.methods.cure import self_contained_corruptions
 
 # forget rows: module a carries extra share in every row; b has share 0.3 in every row of both sets
@@ -55,16 +57,97 @@ def test_identical_rows_give_the_hand_computed_contrast():
     assert [g.contrast[m] for m in "abc"] == pytest.approx([0.1, 0.0, -0.1], abs=1e-12)
     assert g.contrast_low == pytest.approx(g.contrast, abs=1e-12)       # every resample is the same
     assert g.contrast_high == pytest.approx(g.contrast, abs=1e-12)
-    # b is equally important to both: not specific; it has the largest mean share (.4), so task-shared
-    assert g.groups == {"a": "forget_specific", "b": "task_shared", "c": "retain_specific"}
+    # 3 + 2 rows have only C(5, 3) = 10 splits: no p-value much below 1/10 (a permutation estimate of it), nothing passes BH at .05 over 6 tests
+    assert min(g.p_forget.values()) > 0.09 and g.sizes()["forget_specific"] == g.sizes()["retain_specific"] == 0
+    assert g.thresholds["p_min"] == pytest.approx(0.1) and g.thresholds["bh_threshold"] == pytest.approx(0.05 / 6)
     assert g.forget_scores == pytest.approx({"a": 0.4, "b": 0.4, "c": 0.2})
     assert g.retain_scores == pytest.approx({"a": 0.3, "b": 0.4, "c": 0.3})
+    # 6 + 6 of the same rows (same contrast), C(12, 6) = 924 splits: the observed one is the most extreme for
+    # a and c, so p = (1 + n_boot / 924 on average) / 2001 < BH's .05 / 6
+    g = contrast_grouping(["a", "b", "c"], np.array([[4.0, 4, 2]] * 6), np.array([[3.0, 4, 3]] * 6),
+                          _cfg(top_k=0.34, n_boot=2000))
+    assert [g.contrast[m] for m in "abc"] == pytest.approx([0.1, 0.0, -0.1], abs=1e-12)
+    assert g.p_forget["a"] == g.p_retain["c"] < 0.05 / 6 and g.p_forget["c"] == g.p_retain["a"] == 1.0
+    # b is equally important to both: not specific; it has the largest mean share (.4), so task-shared
+    assert g.groups == {"a": "forget_specific", "b": "task_shared", "c": "retain_specific"}
+    assert "not significant" in g.reasons["b"]
     # beta != 1: f = (.5, .25, .25), r = (.25, .25, .5): beta = .3125 / .375 = 5/6, c = (7, 1, -4) / 24
     g = contrast_grouping(["a", "b", "c"], np.array([[2.0, 1, 1]] * 2), np.array([[1.0, 1, 2]]), _cfg(top_k=1.0))
     assert g.thresholds["beta"] == pytest.approx(5 / 6)
     assert [g.contrast[m] for m in "abc"] == pytest.approx([7 / 24, 1 / 24, -4 / 24])
+    g = contrast_grouping(["a", "b", "c"], np.array([[2.0, 1, 1]] * 8), np.array([[1.0, 1, 2]] * 8),
+                          _cfg(top_k=1.0, n_boot=2000))
+    assert [g.contrast[m] for m in "abc"] == pytest.approx([7 / 24, 1 / 24, -4 / 24])
     assert g.groups == {"a": "forget_specific", "b": "forget_specific", "c": "retain_specific"}
-    assert "CI [+0.292, +0.292] above 0" in g.reasons["a"]
+    bh = g.thresholds["bh_threshold"]
+    assert bh == pytest.approx(0.05 * 3 / 6)          # BH: 3 of the 6 tests rejected, cut at alpha * 3 / 6
+    assert (f"contrast +0.292, p_forget {g.p_forget['a']:.3g} <= BH threshold {bh:.3g}" in g.reasons["a"]
+            and "95% CI [+0.292, +0.292]" in g.reasons["a"])
+
+
+def _contrast_by_hand(fs, rs):
+    f, r = fs.mean(0), rs.mean(0)
+    return f - (f @ r) / (r @ r) * r
+
+
+def test_permutation_pvalues_by_hand():
+    # one forget row x = (.75, .25), one retain row y = (.25, .75): beta = <x,y>/<y,y> = .375/.625 = .6,
+    # c = x - .6 y = (.6, -.2); the swapped labels give y - .6 x = (-.2, .6). Permutations: identity, swap.
+    x, y = np.array([[0.75, 0.25]]), np.array([[0.25, 0.75]])
+    p_f, p_r = permutation_pvalues(x, y, np.array([[0, 1], [1, 0]]))
+    # module 0: c = .6; perms give .6, -.2 -> #{>= .6} = 1, #{<= .6} = 2; module 1 mirrored
+    assert p_f == pytest.approx([(1 + 1) / 3, (1 + 2) / 3]) and p_r == pytest.approx([(1 + 2) / 3, (1 + 1) / 3])
+    # two + two rows, all 4! = 24 permutations: each of the 6 splits 4 times (ties counted)
+    fs, rs = F / F.sum(1, keepdims=True), R / R.sum(1, keepdims=True)
+    perms = np.array(list(itertools.permutations(range(4))))
+    p_f, p_r = permutation_pvalues(fs, rs, perms)
+    pool, c = np.concatenate([fs, rs]), _contrast_by_hand(fs, rs)
+    cp = np.array([_contrast_by_hand(pool[list(q[:2])], pool[list(q[2:])]) for q in perms])
+    assert p_f == pytest.approx((1 + (cp >= c - 1e-12).sum(0)) / 25)
+    assert p_r == pytest.approx((1 + (cp <= c + 1e-12).sum(0)) / 25)
+    # by hand: the observed split is the most extreme for every module (a up; b, c, d down), its 4 orders tie
+    assert p_f == pytest.approx([5 / 25, 1, 1, 1]) and p_r == pytest.approx([1, 5 / 25, 5 / 25, 5 / 25])
+
+
+def test_benjamini_hochberg_by_hand():
+    # sorted p against alpha k / n = .025, .05, .075, .1: the first three pass, the cut is .075
+    rej, thr = benjamini_hochberg(np.array([0.5, 0.02, 0.01, 0.03]), 0.1)
+    assert rej.tolist() == [False, True, True, True] and thr == pytest.approx(0.075)
+    # step-up: .03 > .05 * 1/2 alone, but .04 <= .05 * 2/2 rejects both
+    rej, thr = benjamini_hochberg(np.array([0.04, 0.03]), 0.05)
+    assert rej.tolist() == [True, True] and thr == pytest.approx(0.05)
+    rej, thr = benjamini_hochberg(np.array([0.2, 0.3]), 0.05)
+    assert not rej.any() and thr == pytest.approx(0.025)
+
+
+def _null_rows(seed: int, n: int, m: int = 300):
+    rng = np.random.default_rng(seed)
+    return rng.exponential(size=(n, m)), rng.exponential(size=(n, m))
+
+
+NULL_NAMES = [f"m{i}" for i in range(300)]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_noise_gives_no_specific_modules(seed):
+    """Forget and retain rows from one distribution (300 modules, 12 + 12 rows, enough permutations to find
+    a single module, see the next test). Observed: 0 forget- and 0 retain-specific on each seed; the old rule
+    (bootstrap interval excludes 0, no correction) called 22-40 forget- and 3-6 retain-specific here."""
+    f, r = _null_rows(seed, 12)
+    g = contrast_grouping(NULL_NAMES, f, r, _cfg(n_boot=15000, seed=seed))
+    assert g.thresholds["p_min"] < 0.05 / 600                 # the test can call a single module
+    sizes = g.sizes()
+    assert sizes["forget_specific"] <= 3 and sizes["retain_specific"] <= 3, sizes
+    # the descriptive intervals alone would have called many (what the uncorrected rule did)
+    assert sum(v > 0 for v in g.contrast_low.values()) >= 10
+
+
+def test_a_planted_module_is_found():
+    f, r = _null_rows(0, 12)
+    f[:, 0] += 0.05 * f.sum(1)          # module 0 carries extra share in every forget row
+    g = contrast_grouping(NULL_NAMES, f, r, _cfg(n_boot=15000, seed=0))
+    assert g.groups["m0"] == "forget_specific" and g.members("forget_specific") == ["m0"]
+    assert g.p_forget["m0"] == pytest.approx(1 / 15001) and g.sizes()["retain_specific"] == 0
 
 
 def test_the_interval_is_the_exact_bootstrap_percentile():
@@ -74,18 +157,26 @@ def test_the_interval_is_the_exact_bootstrap_percentile():
     assert [g.contrast_low[m] for m in NAMES] == pytest.approx(atoms[1], abs=1e-12)
     assert [g.contrast_high[m] for m in NAMES] == pytest.approx(atoms[14], abs=1e-12)
     assert [g.contrast_sd[m] for m in NAMES] == pytest.approx(atoms.std(0), rel=0.03)
-    # a: more forget share in every row -> forget-specific; b: equal share in both sets -> CI holds 0
-    assert g.groups == {"a": "forget_specific", "b": "task_shared", "c": "retain_specific", "d": "retain_specific"}
-    assert g.contrast_low["b"] < 0 < g.contrast_high["b"] and "includes 0" in g.reasons["b"]
+    # the interval is descriptive: a's lies above 0 and c's, d's below, yet 2 + 2 rows have 6 splits, the
+    # observed one each module's most extreme (see test_permutation_pvalues_by_hand): p -> 1/6 with many
+    # permutations, above every BH cut .2 k / 8 for k < 7, so nothing is specific
+    assert g.contrast_low["a"] > 0 and g.contrast_high["c"] < 0 and g.contrast_high["d"] < 0
+    assert [g.p_forget["a"], g.p_retain["c"], g.p_retain["d"]] == pytest.approx([1 / 6] * 3, abs=0.01)
+    assert g.groups == {"a": "task_shared", "b": "task_shared", "c": "frozen", "d": "frozen"}
+    assert g.contrast_low["b"] < 0 < g.contrast_high["b"] and "not significant" in g.reasons["b"]
     df = g.to_dataframe()
-    assert {"contrast", "contrast_low", "contrast_high", "contrast_sd"} <= set(df.columns)
+    assert {"contrast", "contrast_low", "contrast_high", "contrast_sd", "p_forget", "p_retain"} <= set(df.columns)
+    assert df.set_index("module").loc["a", "p_forget"] == g.p_forget["a"]
 
 
 def test_more_qualifiers_than_k_keep_the_largest_contrast_over_sd():
-    g = contrast_grouping(NAMES, F, R, _cfg(alpha=0.2, n_boot=20000, top_k=0.25))     # k = 1
-    atoms = _exact_bootstrap(F, R)
-    z = np.abs(atoms.mean(0) / atoms.std(0))    # c and d both qualify as retain-specific; d is tighter
-    assert z[3] > z[2] and g.contrast_high["c"] < 0 and g.contrast_high["d"] < 0
+    # F's and R's rows four times each (8 + 8 rows, same shares): c and d are both significant on the retain
+    # side, k = 1 keeps the larger |c| / sd
+    g = contrast_grouping(NAMES, np.tile(F, (4, 1)), np.tile(R, (4, 1)), _cfg(n_boot=4000, top_k=0.25))
+    bh = g.thresholds["bh_threshold"]
+    assert g.p_retain["c"] <= bh and g.p_retain["d"] <= bh and g.p_forget["a"] <= bh
+    z = {m: abs(g.contrast[m] / g.contrast_sd[m]) for m in NAMES}
+    assert z["d"] > z["c"] and g.contrast["c"] < g.contrast["d"] < 0         # d is tighter, c larger
     assert g.groups["d"] == "retain_specific" and g.groups["a"] == "forget_specific"
     # c is cut; its mean share (.2) is not the top-1 (a's .35), so it is frozen, with the reason said
     assert g.groups["c"] == "frozen" and "not among the top-1 by contrast/sd" in g.reasons["c"]
@@ -98,6 +189,9 @@ def test_deterministic_for_a_seed_and_round_trips(tmp_path):
     assert a.to_dict() == b.to_dict()
     c = contrast_grouping(NAMES, F, R, _cfg(n_boot=300, seed=4))
     assert c.contrast == a.contrast and c.contrast_sd != a.contrast_sd        # same data, other resamples
+    assert c.p_forget != a.p_forget                                           # and other permutations
+    big = [contrast_grouping(NULL_NAMES[:50], *_null_rows(7, 8, 50), _cfg(n_boot=500, seed=1)) for _ in range(2)]
+    assert big[0].to_dict() == big[1].to_dict() and len(set(big[0].p_forget.values())) > 10
     back = Grouping.load(a.save(tmp_path / "g.json"))
     assert back.to_dict() == json.loads(json.dumps(a.to_dict())) and back.config == a.config
     assert a.to_dict()["config"]["alpha"] == 0.05          # contrast knobs kept in contrast mode
@@ -115,6 +209,13 @@ def test_other_modes_keep_their_form_and_old_files_load(tmp_path):
     path.write_text(json.dumps(d))                          # the form written before contrast mode
     old = Grouping.load(path)
     assert old.groups == g.groups and old.contrast == {} and old.config == GroupingConfig(top_k=0.5)
+    # a contrast grouping written before the p-values existed loads, and its table has no p columns
+    c = contrast_grouping(NAMES, F, R, _cfg(n_boot=50)).to_dict()
+    del c["p_forget"], c["p_retain"]
+    path.write_text(json.dumps(c))
+    old = Grouping.load(path)
+    assert old.p_forget == {} and old.contrast == pytest.approx(c["contrast"])
+    assert "p_forget" not in old.to_dataframe().columns and "contrast_sd" in old.to_dataframe().columns
 
 
 def test_bad_contrast_inputs():

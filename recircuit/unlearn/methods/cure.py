@@ -13,7 +13,7 @@ Usage::
 
     # the reproducible split: per-sample importance of the answer's log-prob, bootstrapped contrast
     cfg = method_config("cure", importance_metric="logprob", corruption="user_swap",
-                        grouping={"mode": "contrast", "alpha": 0.05, "n_boot": 200})
+                        grouping={"mode": "contrast", "alpha": 0.05})
 
 Steps: (1) module importance I_f, I_r with the EAP engine (EAP-IG by default, metric
 ``importance_metric``) on forget and retain samples, computed on the original model (per sample
