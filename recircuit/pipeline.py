@@ -1129,8 +1129,9 @@ _DATA: dict[str, PipelineData] = {}
 
 
 def _data(config: PipelineConfig) -> PipelineData:
-    """:func:`prepare_data`, built once per process and data config (building the split takes seconds)."""
-    k = json.dumps(config.data.to_dict(), sort_keys=True)
+    """:func:`prepare_data`, built once per process and data (and base) config (building the split takes seconds)."""
+    k = json.dumps({"data": config.data.to_dict(), "base": config.base.to_dict() if config.base else None},
+                   sort_keys=True)
     if k not in _DATA:
         _DATA.clear()
         _DATA[k] = prepare_data(config)

@@ -162,3 +162,13 @@ def test_only_a_full_fine_tune_continues_the_base(shared_data, tmp_path):
         cached_recommender("tiny", split, TrainConfig(mode="lora", lr=1e-3, epochs=1, max_steps=1), 8, 4,
                            cache_root=tmp_path, progress=False, init=base)
     assert err.value.field == "mode"
+
+
+def test_the_data_memo_tells_a_run_with_a_base_from_one_without(shared_data):
+    """A process that prepared a run's data without a base must not hand it to a run with one."""
+    from recircuit.pipeline import _data
+
+    cfg = _tiny(shared_data)
+    plain = _data(dataclasses.replace(cfg, base=None))
+    based = _data(cfg)
+    assert not plain.base and len(based.base) == TINY_BASE.n_train
