@@ -34,3 +34,14 @@ def test_mean_of_per_sample_scores_is_the_batch_score(model, pairs, method):
 def test_per_sample_is_left_out_of_the_config_dict_when_off():
     assert "per_sample" not in AttributionConfig().to_dict()
     assert AttributionConfig(per_sample=True).to_dict()["per_sample"] is True
+
+
+def test_per_sample_rows_equal_single_sample_attribution_on_every_family(family_model, pairs):
+    """Every family (GQA, parallel blocks, post-block norms): the batch keeps each sample's own row."""
+    clean, corr = pairs[0][:3], pairs[1][:3]
+    kw = dict(method="eap-ig-inputs", steps=2, batch_size=3, align="left", progress=False)
+    per = attribute(family_model, clean, corr, AttributionConfig(per_sample=True, **kw))
+    for i in range(3):
+        alone = attribute(family_model, clean[i:i + 1], corr[i:i + 1], AttributionConfig(**kw)).scores
+        torch.testing.assert_close(per.per_sample_scores[i], alone, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(per.per_sample_scores.mean(0), per.scores, atol=1e-6, rtol=1e-5)

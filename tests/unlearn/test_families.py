@@ -93,3 +93,22 @@ def test_cure_leaves_its_frozen_group_bit_identical_on_every_family(family_model
     for k, v in m.state_dict().items():
         if v.data_ptr() not in ptrs:
             assert torch.equal(v, state[k]), k
+
+
+def test_cure_computes_its_contrast_grouping_and_freezes_the_rest_on_every_family(family_model, request_data):
+    """The contrast path end to end on every family: per-sample importance of the answer log-prob
+    under user_swap, the permutation grouping, one run; its frozen slices stay bit-identical."""
+    m = family_model
+    forget, retain, _ = _small(request_data)
+    cfg = method_config("cure", importance_samples=3, importance_steps=1, importance_metric="logprob",
+                        corruption="user_swap", grouping={"mode": "contrast", "n_boot": 200})
+    params = projection_params(m)
+    before = {n: p.detach().clone() for n, p in params.items()}
+    res = CURE(cfg).run(m, forget, retain, LOOP, progress=False)
+    assert res.status in OK_STATUSES
+    g = res.extra["grouping"]
+    assert set(g["p_forget"]) == set(g["groups"]) and g["thresholds"]["n_tests"] == 2 * len(g["groups"])
+    grouping = Grouping(**{**g, "config": GroupingConfig(**g["config"])})
+    masks = group_masks(m, grouping)
+    for n, p in params.items():
+        assert torch.equal(p.detach()[masks["frozen"][n]], before[n][masks["frozen"][n]]), n
