@@ -5,6 +5,7 @@ Original and Retrain). Stage 2: Original = base + a few epochs on the pool; Retr
 same on the retain users. Then the memorization check on forget / test / held-out samples.
 
     OMP_NUM_THREADS=2 python benchmarks/memorization_pilot.py --out runs/validity/pilot
+    # the first measurement (benchmarks/RESULTS.md): --n-base 256 --base-per-user 0 --n-pool 64 --rate 0.25
 
 Each stage writes its result JSON as it finishes and is skipped when its file exists.
 """
@@ -26,6 +27,7 @@ def main() -> None:
     ap.add_argument("--out", default="runs/validity/pilot")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--n-base", type=int, default=512)
+    ap.add_argument("--base-per-user", type=int, default=8, help="windows per base user (0: the first --n-base)")
     ap.add_argument("--per-user", type=int, default=4)
     ap.add_argument("--n-pool", type=int, default=128)
     ap.add_argument("--epochs", type=int, default=3)
@@ -49,7 +51,8 @@ def main() -> None:
     full = build_split("tallrec")
     pool = cap_per_user(full.train, a.per_user, a.n_pool)
     users = {s.user_id for s in pool}
-    base_train = [s for s in full.train if s.user_id not in users][: a.n_base]
+    outside = [s for s in full.train if s.user_id not in users]
+    base_train = cap_per_user(outside, a.base_per_user, a.n_base) if a.base_per_user else outside[: a.n_base]
     valid = full.valid[: a.n_valid]
     heldout = full.valid[len(full.valid) - a.n_heldout:]
     test = full.test[: a.n_test]
