@@ -122,6 +122,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for line in res.pipeline.report.meta.get("notes") or []:
         if " - cure-random" in line.split(":", 1)[0]:
             print(f"against its control: {line}")
+    for front in (res.pipeline.report.meta.get("pareto") or {}).values():
+        print(front["sentence"])
     print("steps (s): " + ", ".join(f"{k} {v:.0f}" for k, v in res.timings.items()))
     if res.reused:
         print("reused unchanged results of: " + ", ".join(res.reused) + " (--fresh recomputes them)")
