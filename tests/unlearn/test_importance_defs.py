@@ -96,3 +96,14 @@ def test_importance_metric_is_validated_and_left_out_of_the_dict_at_its_default(
     assert back["importance_metric"] == "logprob" and type(lp).from_dict(back, method="cure") == lp
     assert type(plain).from_dict(d) == plain
     assert "--importance-metric" in [f.flag for f in U.config_fields(type(lp))]
+
+
+def test_logprob_eap_is_the_derivative_of_exact_patching_on_every_family(family_model, request_data):
+    """The answer log-prob metric on every family (GQA, parallel blocks, post-block norms)."""
+    forget = request_data[0][:3]
+    corr = label_flip(forget)
+    g, fd = _fd_logprob_scores(family_model, forget, corr)
+    eap = attribute(family_model, forget, corr,
+                    AttributionConfig(method="eap", metric="logprob", align="left", progress=False))
+    a, x = eap.scores[g.edge_mask], fd[g.edge_mask]
+    assert torch.corrcoef(torch.stack([a, x]))[0, 1] > 0.99
