@@ -38,7 +38,7 @@ import dataclasses
 import json
 import sys
 
-from recircuit.errors import InputError, RunFailed
+from recircuit.errors import InputError, RunFailed, report_error
 from recircuit.pipeline import (
     DataConfig,
     GridConfig,
@@ -174,12 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         if second and second != "none":
             res.report.meta[f"grouping_jaccard_label_flip_vs_{second}"] = corruption_jaccard(cfg, res.runs, second)
             res.report.save(res.out_dir / "report")
-    except InputError as err:
-        print(f"unlearning.py: error: {err}", file=sys.stderr)
-        return 2
-    except RunFailed as err:
-        print(f"unlearning.py: error: {err}", file=sys.stderr)
-        return 1
+    except (InputError, RunFailed) as err:
+        return report_error("unlearning.py", err)
     print(grid_markdown(res))
     print(f"\n{len(res.submitted)} requests run now, {len(res.runs) - len(res.submitted)} reused from {args.out}/runs")
     print("\nSomething to forget? Original vs Retrain on the forget set:")

@@ -37,7 +37,7 @@ import sys
 from pathlib import Path
 
 from recircuit._io import atomic_write_json
-from recircuit.errors import InputError, RunFailed
+from recircuit.errors import InputError, RunFailed, report_error
 from recircuit.pipeline import (
     BaseConfig,
     DataConfig,
@@ -231,12 +231,8 @@ def main(argv: list[str] | None = None) -> int:
                 for p in report(out, res):
                     print(p)
             print(res.report.to_markdown())
-    except InputError as err:
-        print(f"validity.py: error: {err}", file=sys.stderr)
-        return 2
-    except RunFailed as err:
-        print(f"validity.py: error: {err}", file=sys.stderr)
-        return 1
+    except (InputError, RunFailed) as err:
+        return report_error("validity.py", err)
     return 0
 
 

@@ -36,3 +36,20 @@ class RunFailed(RuntimeError):
 
     The command line turns it into one line and a non-zero exit; nothing good on disk is replaced.
     """
+
+
+def report_error(prog: str, err: InputError | RunFailed) -> int:
+    """Print ``PROG: error: MESSAGE`` on stderr (one line, no traceback); return the exit status.
+
+    For scripts with their own ``main()`` (the benchmarks)::
+
+        except (InputError, RunFailed) as err:
+            return report_error("validity.py", err)
+
+    Returns:
+        2 for an :class:`InputError` (bad input), 1 for a :class:`RunFailed` (a result not to trust).
+    """
+    import sys
+
+    print(f"{prog}: error: {err}", file=sys.stderr)
+    return 2 if isinstance(err, InputError) else 1
