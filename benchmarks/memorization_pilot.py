@@ -6,6 +6,11 @@ same on the retain users. Then the memorization check on forget / test / held-ou
 
     OMP_NUM_THREADS=2 python benchmarks/memorization_pilot.py --out runs/validity/pilot
     # the first measurement (benchmarks/RESULTS.md): --n-base 256 --base-per-user 0 --n-pool 64 --rate 0.25
+    # the replay variant: --n-base 256 --n-pool 64 --rate 0.25 --replay 64
+
+Stage 2 may mix ``--replay`` base samples into both trainings (the same ones): forgetting is then
+measured against a model whose prior is anchored by data both runs share, as in the standard
+protocol where Original and Retrain train on the same large set minus the forget users.
 
 Each stage writes its result JSON as it finishes and is skipped when its file exists.
 """
@@ -36,6 +41,8 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=0.1)
     ap.add_argument("--n-test", type=int, default=200)
     ap.add_argument("--n-heldout", type=int, default=100)
+    ap.add_argument("--replay", type=int, default=0,
+                    help="base samples mixed into stage 2 for Original and Retrain alike (anchors the prior)")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -67,14 +74,19 @@ def main() -> None:
     req = forget_retain_split(Split("tallrec", pool, [], [], {}), level="user", fraction=a.rate, seed=a.seed)
     pool_cfg = TrainConfig(mode="full", lr=a.pool_lr, epochs=a.epochs, batch_size=8, warmup_ratio=0.1,
                            schedule="constant", loss="answer", seed=a.seed)
+    replay = []
+    if a.replay:
+        order = np.random.default_rng(a.seed).permutation(len(base_train))[: a.replay]
+        replay = [base_train[i] for i in sorted(order)]
     paths = {}
-    for who, samples in (("original", pool), ("retrain", req.retain)):
+    for who, samples in (("original", pool + replay), ("retrain", list(req.retain) + replay)):
         d = out / who
         if not (d / "model.safetensors").exists():
             model, _ = load_trained(base_path)
             t = time.time()
             res = train(model, samples, None, pool_cfg, out_dir=d, meta={"init": str(base_path)})
-            atomic_write_json(out / f"{who}_train.json", {"seconds": time.time() - t, "metrics": res.metrics})
+            atomic_write_json(out / f"{who}_train.json", {"seconds": time.time() - t, "metrics": res.metrics,
+                                                       "n_train": len(samples), "replay": len(replay)})
         paths[who] = d / "model.safetensors"
     if not (out / "memorization.json").exists():
         orig, _ = load_trained(paths["original"])
