@@ -167,17 +167,27 @@ class BaseConfig:
         n_valid: validation samples for its early stopping (the start of the valid split; must
             not reach the MIA non-members at its end).
         train: its fine-tuning (:class:`recircuit.train.TrainConfig`; ``mode`` must be ``full``).
+        replay: base samples mixed into the fine-tuning of Original *and* Retrain (the same ones:
+            a draw fixed by seed 0, whatever the request). They anchor the prior the two runs
+            share, as in the one-stage protocol where Original and Retrain train on one large set
+            that differs only by the forget users; without them, the few pool samples can move the
+            answer prior of the two runs apart and hide forgetting behind that shift. 0: none
+            (left out of :meth:`to_dict`).
     """
 
     n_train: int = 512
     per_user: int = 8
     n_valid: int = 200
     train: TrainConfig = field(default_factory=_base_train)
+    replay: int = 0
 
     def to_dict(self) -> dict:
         """JSON-able form."""
-        return {"n_train": self.n_train, "per_user": self.per_user, "n_valid": self.n_valid,
-                "train": self.train.to_dict()}
+        d = {"n_train": self.n_train, "per_user": self.per_user, "n_valid": self.n_valid,
+             "train": self.train.to_dict()}
+        if self.replay:
+            d["replay"] = self.replay
+        return d
 
 
 @dataclass
@@ -530,6 +540,10 @@ def validate(config: PipelineConfig, grid: GridConfig | None = None) -> None:
             v = getattr(cfg.base, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise InputError(f"must be a whole number >= 1, got {v!r}", field=f"base.{name}")
+        r = cfg.base.replay
+        if not isinstance(r, int) or isinstance(r, bool) or not 0 <= r <= cfg.base.n_train:
+            raise InputError(f"must be a whole number from 0 to base.n_train ({cfg.base.n_train}), got {r!r}",
+                             field="base.replay", fix="pass e.g. 0 (no replay) or a quarter of base.n_train")
         if cfg.base.train.mode != "full":
             raise InputError(f"the base recommender must be a full fine-tune, got mode {cfg.base.train.mode!r}",
                              field="base.train.mode", fix="set base.train.mode to 'full'")
@@ -567,6 +581,7 @@ class PipelineData:
     test: list[Sample]
     base: list[Sample] = field(default_factory=list)        # base recommender's users (none in the pool)
     base_valid: list[Sample] = field(default_factory=list)  # its early stopping
+    replay: list[Sample] = field(default_factory=list)      # base samples Original and Retrain both train on
 
     def ids(self) -> dict[str, list[str]]:
         """Sample ids of the evaluation sets (part of every result's cache key)."""
@@ -595,7 +610,7 @@ def prepare_data(config: PipelineConfig) -> PipelineData:
     pool = cap_per_user(full.train, d.per_user, d.n_train)
     valid = full.valid[: d.n_valid]
     params = {**full.params, "pool": {"per_user": d.per_user, "n_train": d.n_train}}
-    base, base_valid = [], []
+    base, base_valid, replay = [], [], []
     if config.base is not None:
         b = config.base
         if b.n_valid + d.n_heldout > len(full.valid):
@@ -609,9 +624,13 @@ def prepare_data(config: PipelineConfig) -> PipelineData:
             raise InputError(f"no training user is left outside the pool of {len(users)} users for the base "
                              "recommender", field="base.n_train", fix="lower data.n_train or data.per_user")
         base_valid = full.valid[: b.n_valid]
+        if b.replay > len(base):
+            raise InputError(f"base.replay ({b.replay}) exceeds the {len(base)} base samples", field="base.replay",
+                             fix=f"lower base.replay to at most {len(base)}")
+        replay = [base[i] for i in sorted(np.random.default_rng(0).permutation(len(base))[: b.replay])]
     return PipelineData(Split(full.name, pool, valid, full.test[: d.n_test], params), valid,
                         full.valid[: d.n_stop], full.valid[len(full.valid) - d.n_heldout:], full.test[: d.n_test],
-                        base, base_valid)
+                        base, base_valid, replay)
 
 
 def make_request(data: PipelineData, rate: float, seed: int, field_name: str = "data.forget_fraction"
@@ -631,10 +650,22 @@ def make_request(data: PipelineData, rate: float, seed: int, field_name: str = "
 
 
 def retain_split(data: PipelineData, request: ForgetRetain) -> Split:
-    """The split Retrain trains on: the retain part of the pool, same valid and test (``request``
-    from :func:`make_request`)."""
-    return Split(data.split.name, list(request.retain), data.valid, data.test,
-                 {**data.split.params, "request": request.params | {"level": request.level}})
+    """The split Retrain trains on: the retain part of the pool (plus the base replay, when
+    :attr:`BaseConfig.replay` asks for one), same valid and test (``request`` from
+    :func:`make_request`)."""
+    params = {**data.split.params, "request": request.params | {"level": request.level}}
+    if data.replay:
+        params["replay"] = len(data.replay)
+    return Split(data.split.name, list(request.retain) + list(data.replay), data.valid, data.test, params)
+
+
+def original_split(data: PipelineData) -> Split:
+    """The split Original trains on: the whole pool (plus the base replay, when
+    :attr:`BaseConfig.replay` asks for one; the pool itself stays ``data.split``)."""
+    if not data.replay:
+        return data.split
+    s = data.split
+    return Split(s.name, list(s.train) + list(data.replay), s.valid, s.test, {**s.params, "replay": len(data.replay)})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -693,8 +724,8 @@ def original_checkpoint(config: PipelineConfig, data: PipelineData, ctx: Context
 
     ctx = ctx or Context()
     init = base_checkpoint(config, data, ctx)
-    return cached_recommender(config.model, data.split, config.train, None, config.data.n_valid, config.device,
-                              cache_root=ctx.cache_root, progress=ctx.progress, init=init)
+    return cached_recommender(config.model, original_split(data), config.train, None, config.data.n_valid,
+                              config.device, cache_root=ctx.cache_root, progress=ctx.progress, init=init)
 
 
 def retrain_checkpoint(config: PipelineConfig, data: PipelineData, request: ForgetRetain,
@@ -813,7 +844,7 @@ def references(config: PipelineConfig, data: PipelineData, rate: float, seed: in
     meta = read_meta(gold_path)
     retrain_seconds = float((meta.get("metrics") or {}).get("seconds") or 0.0) or None
     original, retrained = _load(orig_path, config.device), _load(gold_path, config.device)
-    kw = dict(retain=request.retain, train=data.split.train)
+    kw = dict(retain=request.retain, train=original_split(data).train)
     bs = config.eval.batch_size
     rcache: dict = {}
     rows = {"original": {**evaluate_unlearning(original, retrained, request.forget, data.test, data.heldout, bs,
@@ -949,7 +980,7 @@ def run_method(config: PipelineConfig, name: str, data: PipelineData, refs: Refe
     rcache = {who: dict(o) for who, o in refs.outputs.items()}
     mine: dict = {}
     row = evaluate_unlearning(model, None, request.forget, data.test, data.heldout, config.eval.batch_size, rcache,
-                              original=original, retain=request.retain, train=data.split.train, seconds=secs,
+                              original=original, retain=request.retain, train=original_split(data).train, seconds=secs,
                               retrain_seconds=refs.retrain_seconds, outputs=mine)
     relearn = _relearn(config, model, request, data, refs.seed, ctx)
     if relearn:

@@ -163,3 +163,53 @@ def test_the_data_memo_tells_a_run_with_a_base_from_one_without(shared_data):
     plain = _data(dataclasses.replace(cfg, base=None))
     based = _data(cfg)
     assert not plain.base and len(based.base) == TINY_BASE.n_train
+
+
+def test_replay_is_the_same_base_samples_in_original_and_retrain(shared_data, tmp_path, monkeypatch):
+    import recircuit.train as train_pkg
+    from recircuit.pipeline import (
+        Context,
+        make_request,
+        original_checkpoint,
+        original_split,
+        retain_split,
+        retrain_checkpoint,
+    )
+
+    cfg = _tiny(shared_data, base=dataclasses.replace(TINY_BASE, replay=6))
+    data = prepare_data(cfg)
+    assert len(data.replay) == 6 and {s.uid for s in data.replay} <= {s.uid for s in data.base}
+    assert [s.uid for s in prepare_data(cfg).replay] == [s.uid for s in data.replay]  # fixed draw
+    request = make_request(data, 0.25, 0)
+    orig, gold = original_split(data), retain_split(data, request)
+    replay = {s.uid for s in data.replay}
+    assert {s.uid for s in orig.train} == {s.uid for s in data.split.train} | replay
+    assert {s.uid for s in gold.train} == {s.uid for s in request.retain} | replay
+    assert not {s.uid for s in request.forget} & {s.uid for s in gold.train}
+    assert orig.params["replay"] == gold.params["replay"] == 6
+    seen = []
+    real = train_pkg.cached_recommender
+    monkeypatch.setattr(train_pkg, "cached_recommender",
+                        lambda model, split, *a, **kw: seen.append(split) or real(model, split, *a, **kw))
+    ctx = Context(cache_root=str(tmp_path))
+    original_checkpoint(cfg, data, ctx)
+    retrain_checkpoint(cfg, data, request, ctx)
+    trained = [{s.uid for s in sp.train} for sp in seen if "base" not in sp.params]
+    assert trained == [{s.uid for s in orig.train}, {s.uid for s in gold.train}]
+    # no replay: Original trains on the pool itself, and the config leaves the field out
+    plain = prepare_data(_tiny(shared_data))
+    assert not plain.replay and original_split(plain) is plain.split
+    assert "replay" not in TINY_BASE.to_dict() and BaseConfig.__dataclass_fields__["replay"].default == 0
+
+
+@pytest.mark.parametrize("replay", [-1, 25, 1.5, True])
+def test_a_bad_replay_names_its_field(replay):
+    with pytest.raises(InputError) as err:
+        validate(PipelineConfig.tiny(base=dataclasses.replace(TINY_BASE, replay=replay)))
+    assert err.value.field == "base.replay"
+
+
+def test_replay_round_trips():
+    cfg = PipelineConfig.tiny(data_dir="d", base=dataclasses.replace(TINY_BASE, replay=5))
+    back = PipelineConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert back.base.replay == 5 and back == cfg
