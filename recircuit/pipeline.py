@@ -1633,10 +1633,15 @@ def against_control(runs: Sequence[MethodRun], metrics: Mapping[str, str] = CONT
     metric, over all requests and per deletion rate (:func:`recircuit.evaluate.stats.paired_difference`).
 
     Only requests both finished (status ok or early_stop) are paired; a comparison with fewer than
-    two pairs reports its count and no interval. ``better`` says whether the interval lies wholly on
-    the better side (lower forget JSD and MIA gap, higher test AUC). With ``measurable`` (the
-    ``(rate, seed)`` requests that passed the memorization check) a ``"measurable"`` scope pairs
-    those requests only: on the others there was nothing to forget.
+    two pairs reports its count and no interval. ``better`` (``worse``) says whether the interval
+    lies wholly on the better (worse) side (lower forget JSD and MIA gap, higher test AUC). With
+    ``measurable`` (the ``(rate, seed)`` requests that passed the memorization check) a
+    ``"measurable"`` scope pairs those requests only: on the others there was nothing to forget.
+
+    Within one rate the unit is the request (one per seed). The scopes that pool rates (``all``,
+    ``measurable``) average each seed's differences over its rates first and pair those means
+    (``unit`` says so): requests of one seed at several rates share the Original and nest their
+    forget users, so counting them as independent pairs would make the interval too narrow.
     """
     from recircuit.evaluate.stats import paired_difference
 
@@ -1653,16 +1658,23 @@ def against_control(runs: Sequence[MethodRun], metrics: Mapping[str, str] = CONT
         for scope in scopes:
             sel = [p for p in pairs if scope == "all" or p[0] == scope or (scope == "measurable" and p in measurable)]
             per = {}
+            pooled = isinstance(scope, str)
             for metric, better in metrics.items():
-                a = [ok[(method, *p)].get(metric) for p in sel]
-                b = [ok[(control, *p)].get(metric) for p in sel]
-                keep = [(x, y) for x, y in zip(a, b) if isinstance(x, int | float) and isinstance(y, int | float)
-                        and np.isfinite(x) and np.isfinite(y)]
+                by_unit: dict = {}
+                for p in sel:
+                    x, y = ok[(method, *p)].get(metric), ok[(control, *p)].get(metric)
+                    if (isinstance(x, int | float) and isinstance(y, int | float) and np.isfinite(x)
+                            and np.isfinite(y)):
+                        by_unit.setdefault(p[1] if pooled else p, []).append((float(x), float(y)))
+                keep = [tuple(np.mean(v, axis=0)) for _, v in sorted(by_unit.items())]
                 if len(keep) < 2:
                     per[metric] = {"n": len(keep)}
                     continue
                 d = paired_difference([x for x, _ in keep], [y for _, y in keep], n_boot=n_boot, seed=seed)
                 d["better"] = bool(d["ci_high"] < 0) if better == "lower" else bool(d["ci_low"] > 0)
+                d["worse"] = bool(d["ci_low"] > 0) if better == "lower" else bool(d["ci_high"] < 0)
+                d["unit"] = "seed (mean over its rates)" if pooled else "request"
+                d["n_requests"] = sum(len(v) for v in by_unit.values())
                 per[metric] = d
             comp[scope if isinstance(scope, str) else f"rate={scope}"] = per
         out[f"{method} - {control}"] = comp

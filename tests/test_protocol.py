@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 
 from recircuit.errors import InputError
@@ -213,3 +214,25 @@ def test_replay_round_trips():
     cfg = PipelineConfig.tiny(data_dir="d", base=dataclasses.replace(TINY_BASE, replay=5))
     back = PipelineConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
     assert back.base.replay == 5 and back == cfg
+
+
+def test_against_control_pools_rates_by_seed_and_pairs_requests_within_a_rate():
+    from recircuit.evaluate.stats import paired_difference
+    from recircuit.pipeline import MethodRun, against_control
+
+    def run(method, rate, seed, jsd):
+        return MethodRun(method, rate, seed, {"forget_jsd": jsd}, "ok", "", {}, {})
+
+    cure = {(0.1, 1): 0.10, (0.1, 2): 0.12, (0.1, 3): 0.11, (0.2, 1): 0.20, (0.2, 2): 0.25, (0.2, 3): 0.21}
+    ctrl = {k: v + 0.05 + 0.01 * k[1] for k, v in cure.items()}
+    runs = [run("cure", *k, v) for k, v in cure.items()] + [run("cure-random", *k, v) for k, v in ctrl.items()]
+    out = against_control(runs, {"forget_jsd": "lower"}, n_boot=200)["cure - cure-random"]
+    pooled = out["all"]["forget_jsd"]
+    # the rates of one seed share its Original and nest their forget users: one pair per seed, their mean
+    assert pooled["n"] == 3 and pooled["n_requests"] == 6 and pooled["unit"].startswith("seed")
+    want = paired_difference([np.mean([cure[(r, s)] for r in (0.1, 0.2)]) for s in (1, 2, 3)],
+                             [np.mean([ctrl[(r, s)] for r in (0.1, 0.2)]) for s in (1, 2, 3)], n_boot=200)
+    assert pooled["mean"] == pytest.approx(want["mean"]) and pooled["ci_low"] == pytest.approx(want["ci_low"])
+    per_rate = out["rate=0.2"]["forget_jsd"]
+    assert per_rate["n"] == 3 and per_rate["unit"] == "request"
+    assert pooled["better"] and not pooled["worse"]           # CURE's JSD is lower on every seed

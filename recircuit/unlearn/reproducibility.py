@@ -21,6 +21,7 @@ same modules land in a group every time.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -33,6 +34,8 @@ from recircuit.errors import InputError
 from recircuit.unlearn.config import LoopConfig
 from recircuit.unlearn.grouping import GROUPS, Grouping, grouping_jaccard, jaccard
 from recircuit.unlearn.methods.cure import CURE, CUREConfig
+
+logger = logging.getLogger(__name__)
 
 
 def resample_indices(n_items: int, n_draw: int, n_resamples: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -62,7 +65,9 @@ def resample_groupings(model, forget: Sequence[Sample], retain: Sequence[Sample]
         batch_size: attribution batch size.
 
     Returns:
-        One :class:`Grouping` per resample, over the same modules.
+        One :class:`Grouping` per resample, over the same modules; ``thresholds["resample_index"]`` is
+        its index and ``thresholds["resample_disjoint"]`` (1.0 or 0.0) whether the forget and retain
+        draws were disjoint across resamples.
 
     Raises:
         InputError: fewer than one resample, or no forget or retain samples.
@@ -76,6 +81,12 @@ def resample_groupings(model, forget: Sequence[Sample], retain: Sequence[Sample]
     rng = np.random.default_rng(seed)
     idx_f = resample_indices(len(forget), n, n_resamples, rng)
     idx_r = resample_indices(len(retain), n, n_resamples, rng)
+    disjoint = {"forget": len(forget) >= n * n_resamples, "retain": len(retain) >= n * n_resamples}
+    for which, ok in disjoint.items():
+        if not ok and n_resamples > 1:
+            logger.warning("resample_groupings: %d %s samples are fewer than %d resamples x %d, so the resamples "
+                           "share samples and their agreement overstates reproducibility", len(forget if which ==
+                           "forget" else retain), which, n_resamples, n)
     seeded = "seed" in corruption_arg_names(config.corruption)
     out = []
     for r in tqdm(range(n_resamples), desc="grouping resamples", disable=not progress):
@@ -87,13 +98,18 @@ def resample_groupings(model, forget: Sequence[Sample], retain: Sequence[Sample]
         chosen = set(idx_r[r].tolist())
         # the drawn retain samples first (the ones scored), then the rest (donors only)
         retain_r = [retain[i] for i in idx_r[r]] + [s for i, s in enumerate(retain) if i not in chosen]
-        out.append(method.make_grouping(model, [forget[i] for i in idx_f[r]], retain_r))
+        g = method.make_grouping(model, [forget[i] for i in idx_f[r]], retain_r)
+        g.thresholds["resample_index"] = float(r)
+        g.thresholds["resample_disjoint"] = float(disjoint["forget"] and disjoint["retain"])
+        out.append(g)
     return out
 
 
 def split_reproducibility(groupings: Sequence[Grouping]) -> dict[str, float]:
     """Per group, the mean pairwise Jaccard of its module sets (:func:`grouping_jaccard`), plus
-    each pair's value as ``"<group>/<i>-<j>"``.
+    each pair's value as ``"<group>/<i>-<j>"``, and ``"disjoint"`` (1.0 when the groupings came
+    from :func:`resample_groupings` on disjoint forget and retain draws, 0.0 when the draws shared
+    samples, which makes the agreement overstate reproducibility; absent for other groupings).
 
     Raises:
         ValueError: fewer than two groupings, or groupings over different modules.
@@ -107,6 +123,9 @@ def split_reproducibility(groupings: Sequence[Grouping]) -> dict[str, float]:
         for i in range(len(sets)):
             for j in range(i + 1, len(sets)):
                 out[f"{g}/{i}-{j}"] = jaccard(sets[i], sets[j])
+    marks = [x.thresholds.get("resample_disjoint") for x in groupings]
+    if marks and all(m is not None for m in marks):
+        out["disjoint"] = float(all(m == 1.0 for m in marks))
     return out
 
 

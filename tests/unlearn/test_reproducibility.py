@@ -52,6 +52,10 @@ def test_three_resamples_on_the_tiny_model(model, request_data, monkeypatch):
                  for i, j in ((0, 1), (0, 2), (1, 2))}
         assert {k: rep[k] for k in pairs} == pytest.approx(pairs)
         assert rep[g] == pytest.approx(np.mean(list(pairs.values())))
+    assert rep["disjoint"] == 1.0 and [g.thresholds["resample_index"] for g in gs] == [0.0, 1.0, 2.0]
+    # 12 forget samples cannot give 4 disjoint draws of 4: said in every grouping and in the agreement
+    overlap = resample_groupings(model, forget, retain, cfg, n_resamples=4, seed=1)
+    assert split_reproducibility(overlap)["disjoint"] == 0.0
 
 
 def test_a_seeded_corruption_gets_seed_plus_r(monkeypatch, request_data):
