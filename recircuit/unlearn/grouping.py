@@ -335,6 +335,13 @@ def _contrast(f: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return beta, f - beta[..., None] * r
 
 
+def _draw_counts(idx: np.ndarray, n: int) -> np.ndarray:
+    """``[n_draws, n]``: how often each of ``n`` rows appears in each row of ``idx`` (one bincount,
+    no ``[n_draws, k, n]`` intermediate)."""
+    flat = (idx + n * np.arange(len(idx))[:, None]).ravel()
+    return np.bincount(flat, minlength=n * len(idx)).reshape(len(idx), n)
+
+
 def permutation_pvalues(forget: Float[np.ndarray, "nf m"], retain: Float[np.ndarray, "nr m"],
                         perms: Int[np.ndarray, "n_perm n"]) -> tuple[Float[np.ndarray, "m"], Float[np.ndarray, "m"]]:
     """One-sided permutation p-values of the contrast ``c = f - beta r`` per module.
@@ -426,8 +433,8 @@ def contrast_grouping(names: list[str], forget: Float[np.ndarray, "nf m"], retai
     # descriptive bootstrap: each set resampled with replacement
     idx_f = rng.integers(0, nf, size=(cfg.n_boot, nf))
     idx_r = rng.integers(0, nr, size=(cfg.n_boot, nr))
-    count_f = (idx_f[:, :, None] == np.arange(nf)).sum(1)   # [n_boot, nf] times each row was drawn
-    count_r = (idx_r[:, :, None] == np.arange(nr)).sum(1)
+    count_f = _draw_counts(idx_f, nf)                        # [n_boot, nf] times each row was drawn
+    count_r = _draw_counts(idx_r, nr)
     _, cb = _contrast(count_f @ fs / nf, count_r @ rs / nr)  # [n_boot, m]
     low, high = np.percentile(cb, [50 * cfg.alpha, 100 - 50 * cfg.alpha], axis=0)
     sd = cb.std(0, ddof=1)
