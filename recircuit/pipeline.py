@@ -539,7 +539,8 @@ def validate(config: PipelineConfig, grid: GridConfig | None = None) -> None:
         for name in ("n_train", "per_user", "n_valid"):
             v = getattr(cfg.base, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise InputError(f"must be a whole number >= 1, got {v!r}", field=f"base.{name}")
+                raise InputError(f"must be a whole number >= 1, got {v!r}", field=f"base.{name}",
+                                 fix=f"pass e.g. the default ({getattr(BaseConfig(), name)})")
         r = cfg.base.replay
         if not isinstance(r, int) or isinstance(r, bool) or not 0 <= r <= cfg.base.n_train:
             raise InputError(f"must be a whole number from 0 to base.n_train ({cfg.base.n_train}), got {r!r}",

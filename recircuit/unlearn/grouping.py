@@ -133,11 +133,14 @@ class GroupingConfig:
 
     def __post_init__(self) -> None:
         if not 0 < self.top_k <= 1:
-            raise InputError(f"top_k is a fraction of modules in (0, 1], got {self.top_k}", field="top_k")
+            raise InputError(f"top_k is a fraction of modules in (0, 1], got {self.top_k}", field="top_k",
+                             fix="pass e.g. 0.2 (the top 20%)")
         if self.normalize not in ("share", "rank"):
-            raise InputError(f"normalize must be 'share' or 'rank', got {self.normalize!r}", field="normalize")
+            raise InputError(f"normalize must be 'share' or 'rank', got {self.normalize!r}", field="normalize",
+                             fix="pass 'share' (the default) or 'rank'")
         if self.mode not in MODES:
-            raise InputError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}", field="mode")
+            raise InputError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}", field="mode",
+                             fix=f"pass one of {', '.join(MODES)}")
         if not 0 < self.alpha < 1:
             raise InputError(f"alpha is a probability in (0, 1), got {self.alpha}", field="alpha",
                              fix="e.g. 0.05 (a 5% false discovery rate, 95% intervals)")

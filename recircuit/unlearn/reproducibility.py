@@ -73,9 +73,10 @@ def resample_groupings(model, forget: Sequence[Sample], retain: Sequence[Sample]
         InputError: fewer than one resample, or no forget or retain samples.
     """
     if n_resamples < 1:
-        raise InputError(f"must be >= 1, got {n_resamples}", field="n_resamples")
+        raise InputError(f"must be >= 1, got {n_resamples}", field="n_resamples", fix="pass e.g. 3")
     if not forget or not retain:
-        raise InputError("resampling needs forget and retain samples", field="forget" if not forget else "retain")
+        raise InputError("resampling needs forget and retain samples", field="forget" if not forget else "retain",
+                         fix="pass a deletion request with both sides non-empty")
     forget, retain = list(forget), list(retain)
     n = config.importance_samples
     rng = np.random.default_rng(seed)
