@@ -43,7 +43,11 @@ def main() -> None:
     ap.add_argument("--n-heldout", type=int, default=100)
     ap.add_argument("--replay", type=int, default=0,
                     help="base samples mixed into stage 2 for Original and Retrain alike (anchors the prior)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--base-lr", type=float, default=5e-5)
+    ap.add_argument("--base-warmup", type=float, default=0.1, help="the README recipe uses 0")
+    ap.add_argument("--original-from", default=None,
+                    help="a pilot directory whose Original to reuse (same base, pool and replay; another --seed)")
+    ap.add_argument("--seed", type=int, default=0, help="the request's seed (Original and Retrain train with seed 0)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     out = Path(a.out)
@@ -63,8 +67,8 @@ def main() -> None:
     valid = full.valid[: a.n_valid]
     heldout = full.valid[len(full.valid) - a.n_heldout:]
     test = full.test[: a.n_test]
-    base_cfg = TrainConfig(mode="full", lr=5e-5, epochs=1, batch_size=8, warmup_ratio=0.1, schedule="constant",
-                           eval_every=16, patience=2, loss="yes_no", seed=a.seed)
+    base_cfg = TrainConfig(mode="full", lr=a.base_lr, epochs=1, batch_size=8, warmup_ratio=a.base_warmup,
+                           schedule="constant", eval_every=16, patience=2, loss="yes_no", seed=0)
     t = time.time()
     base_split = Split("tallrec", base_train, valid, full.test, {"pilot": "base, pool users excluded"})
     base_path = cached_recommender("smollm2-135m-instruct", base_split, base_cfg, None, a.n_valid,
@@ -73,12 +77,18 @@ def main() -> None:
                                          "n_base": len(base_train), "pool_users": len(users), "pool": len(pool)})
     req = forget_retain_split(Split("tallrec", pool, [], [], {}), level="user", fraction=a.rate, seed=a.seed)
     pool_cfg = TrainConfig(mode="full", lr=a.pool_lr, epochs=a.epochs, batch_size=8, warmup_ratio=0.1,
-                           schedule="constant", loss="answer", seed=a.seed)
+                           schedule="constant", loss="answer", seed=0)
     replay = []
     if a.replay:
-        order = np.random.default_rng(a.seed).permutation(len(base_train))[: a.replay]
+        order = np.random.default_rng(0).permutation(len(base_train))[: a.replay]   # one draw for every request
         replay = [base_train[i] for i in sorted(order)]
     paths = {}
+    if a.original_from and not (out / "original" / "model.safetensors").exists():
+        import shutil
+
+        src = Path(a.original_from) / "original"
+        shutil.copytree(src, out / "original", dirs_exist_ok=True)
+        shutil.copy(Path(a.original_from) / "original_train.json", out / "original_train.json")
     for who, samples in (("original", pool + replay), ("retrain", list(req.retain) + replay)):
         d = out / who
         if not (d / "model.safetensors").exists():
