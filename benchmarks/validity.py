@@ -12,7 +12,9 @@ rerun the same command and it goes on where it stopped.
 
 **The protocol** (:func:`protocol_config`) is the two-stage one of
 :class:`recircuit.pipeline.BaseConfig`: a base recommender on users outside the pool, then
-Original = base + the whole pool, Retrain = base + the retain users, the same config and seed.
+Original = base + the whole pool, Retrain = base + the retain users, the same config and seed,
+both with the same 64 base samples replayed (``replay=64``: without them removing a few users
+flipped the answer prior and hid forgetting; with them the pilot request passed both checks).
 Every request is checked for measurable memorization (``memorization`` in each references
 file: MIA gap >= 0.2 with a bootstrap interval above 0, forget JSD >= 2x test JSD).
 
@@ -86,7 +88,7 @@ def protocol_config(model: str = "smollm2-135m-instruct", data_dir: str | None =
             eval=EvalConfig(relearn_steps=2, relearn_lr=1e-3))
     return PipelineConfig(
         model=model, device=device,
-        base=BaseConfig(n_train=256, per_user=8, n_valid=100),
+        base=BaseConfig(n_train=256, per_user=8, n_valid=100, replay=64),
         data=DataConfig(data_dir=data_dir, n_train=128, per_user=4, n_valid=0, n_stop=32, n_test=200, n_heldout=100),
         train=TrainConfig(mode="full", lr=1e-4, epochs=3, batch_size=8, warmup_ratio=0.1, schedule="constant"),
         loop=LoopConfig(steps=6, lr=2e-5, batch_size=4, eval_every=5, eval_samples=32),
