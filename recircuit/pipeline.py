@@ -44,7 +44,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -73,6 +73,9 @@ from recircuit.unlearn import (
     config_class,
     method_config,
 )
+
+if TYPE_CHECKING:
+    from recircuit.evaluate.relearn import RelearnConfig
 
 logger = logging.getLogger(__name__)
 
@@ -266,7 +269,7 @@ class EvalConfig:
                 del d[k]
         return d
 
-    def relearn_config(self, seed: int):
+    def relearn_config(self, seed: int) -> RelearnConfig | None:
         """The attack's :class:`~recircuit.evaluate.relearn.RelearnConfig` (None when off)."""
         from recircuit.evaluate.relearn import RelearnConfig
 

@@ -194,6 +194,9 @@ def auc_from_counts(pos: Float[np.ndarray, "p"], neg: Float[np.ndarray, "q"],
     Exactly ``sklearn.metrics.roc_auc_score`` of the sample in which ``pos[i]`` appears
     ``pos_counts[i]`` times and ``neg[j]`` appears ``neg_counts[j]`` times (ties count one half,
     the Mann-Whitney statistic), in O((p + q) log q) without building the resample.
+
+    Raises:
+        ValueError: no positive or no negative sample (counting multiplicities).
     """
     pos, neg = np.asarray(pos, dtype=np.float64), np.asarray(neg, dtype=np.float64)
     cp = np.ones(len(pos)) if pos_counts is None else np.asarray(pos_counts, dtype=np.float64)
