@@ -14,7 +14,8 @@ rerun the same command and it goes on where it stopped.
 :class:`recircuit.pipeline.BaseConfig`: a base recommender on users outside the pool, then
 Original = base + the whole pool, Retrain = base + the retain users, the same config and seed,
 both with the same 64 base samples replayed (``replay=64``: without them removing a few users
-flipped the answer prior and hid forgetting; with them the pilot request passed both checks).
+flipped the answer prior and hid forgetting; with them one of two pilot requests passed both
+checks, the other's Retrain drifted to one answer: see benchmarks/RESULTS.md).
 Every request is checked for measurable memorization (``memorization`` in each references
 file: MIA gap >= 0.2 with a bootstrap interval above 0, forget JSD >= 2x test JSD).
 
