@@ -56,6 +56,7 @@ def main() -> None:
     from recircuit.data.splits import Split
     from recircuit.evaluate.metrics import memorization_gap, model_outputs
     from recircuit.metrics import classification_metrics
+    from recircuit.pipeline import replay_samples
     from recircuit.train import TrainConfig, load_trained, train
     from recircuit.train.cache import cached_recommender
 
@@ -78,10 +79,7 @@ def main() -> None:
     req = forget_retain_split(Split("tallrec", pool, [], [], {}), level="user", fraction=a.rate, seed=a.seed)
     pool_cfg = TrainConfig(mode="full", lr=a.pool_lr, epochs=a.epochs, batch_size=8, warmup_ratio=0.1,
                            schedule="constant", loss="answer", seed=0)
-    replay = []
-    if a.replay:
-        order = np.random.default_rng(0).permutation(len(base_train))[: a.replay]   # one draw for every request
-        replay = [base_train[i] for i in sorted(order)]
+    replay = replay_samples(base_train, a.replay)     # the pipeline's draw: one for every request
     paths = {}
     if a.original_from and not (out / "original" / "model.safetensors").exists():
         import shutil

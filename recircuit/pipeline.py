@@ -631,10 +631,16 @@ def prepare_data(config: PipelineConfig) -> PipelineData:
         if b.replay > len(base):
             raise InputError(f"base.replay ({b.replay}) exceeds the {len(base)} base samples", field="base.replay",
                              fix=f"lower base.replay to at most {len(base)}")
-        replay = [base[i] for i in sorted(np.random.default_rng(0).permutation(len(base))[: b.replay])]
+        replay = replay_samples(base, b.replay)
     return PipelineData(Split(full.name, pool, valid, full.test[: d.n_test], params), valid,
                         full.valid[: d.n_stop], full.valid[len(full.valid) - d.n_heldout:], full.test[: d.n_test],
                         base, base_valid, replay)
+
+
+def replay_samples(base: Sequence[Sample], n: int) -> list[Sample]:
+    """The ``n`` base samples that Original and Retrain both replay (:attr:`BaseConfig.replay`): a
+    draw fixed by seed 0, whatever the request, kept in the base's order."""
+    return [base[i] for i in sorted(np.random.default_rng(0).permutation(len(base))[:n])]
 
 
 def make_request(data: PipelineData, rate: float, seed: int, field_name: str = "data.forget_fraction"
