@@ -73,6 +73,7 @@ from recircuit.unlearn import (
     config_class,
     method_config,
 )
+from recircuit.unlearn.registry import method_entry
 
 if TYPE_CHECKING:
     from recircuit.evaluate.relearn import RelearnConfig
@@ -470,6 +471,9 @@ def _check_method_name(name: str) -> None:
                          fix=f"choose among {', '.join(names)}")
     if name not in names:
         raise InputError(f"unknown unlearning method {name!r}", field="methods", fix=f"choose among {', '.join(names)}")
+    if getattr(method_entry(name)[0], "exact", False):
+        raise InputError(f"{name!r} is an exact method, which the pipeline does not run yet", field="methods",
+                         fix=f"run it with get_method({name!r}).run(base, forget, retain) (README: exact unlearning)")
 
 
 def _check_rate(value: Any, where: str) -> None:

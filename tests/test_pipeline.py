@@ -95,6 +95,12 @@ def test_cure_gets_the_runs_data_source_and_other_methods_none():
     assert get_method("cure", cure, **method_kwargs(ml, cure)).data_source.path == "d"
 
 
+def test_exact_methods_are_refused_by_the_pipeline_with_the_way_to_run_them():
+    with pytest.raises(InputError, match="exact method.*get_method") as err:
+        PipelineConfig.from_dict({"methods": {"sisa": {}}})
+    assert err.value.field == "methods"
+
+
 def test_from_dict_names_a_bad_method_setting():
     with pytest.raises(InputError) as err:
         PipelineConfig.from_dict({"methods": {"ga": {"no_such_knob": 1}}})

@@ -125,7 +125,13 @@ def check_args(args: argparse.Namespace):
     from recircuit.errors import InputError
     from recircuit.unlearn import LoopConfig, config_class, config_fields
     from recircuit.unlearn.config import from_flat
+    from recircuit.unlearn.registry import method_entry
 
+    if getattr(method_entry(args.method)[0], "exact", False):
+        raise InputError(f"{args.method!r} is an exact method: it trains shard adapters over a base model instead of "
+                         "changing one checkpoint", field="--method",
+                         fix=f"run it from Python: get_method({args.method!r}).run(base, forget, retain) "
+                             "(README: exact unlearning)")
     if args.forget_users is None and not (0 < args.forget_fraction < 1):
         raise InputError(f"is {args.forget_fraction:g}; it is the share of the pool's users to forget",
                          field="--forget-fraction", fix="give a number between 0 and 1 (exclusive), e.g. 0.1")

@@ -32,6 +32,7 @@ from recircuit.errors import InputError
 from recircuit.evaluate.stats import _check_boot, auc_difference_ci
 from recircuit.metrics import classification_metrics
 from recircuit.models.scoring import iter_batches
+from recircuit.train.losses import score_and_loss  # noqa: F401  (re-exported: evaluation reads it from here)
 
 
 def jsd_binary(p: Float[np.ndarray, "n"], q: Float[np.ndarray, "n"]) -> float:
@@ -58,40 +59,6 @@ def per_sample_loss(model, samples: Sequence[Sample], batch_size: int = 8) -> Fl
             out.append(answer_loss(model, chunk).double().cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0)
 
-
-@torch.no_grad()
-def score_and_loss(model, samples: Sequence[Sample], batch_size: int = 8
-                   ) -> tuple[Float[np.ndarray, "n"], Float[np.ndarray, "n"]]:
-    """P("Yes") and the answer cross-entropy of each sample from **one** forward pass.
-
-    The pass reads ``prompt + answer`` (as :func:`~recircuit.train.losses.answer_loss` does):
-    causal attention makes the logits at the last prompt position exactly those that
-    :func:`~recircuit.models.score` reads from the prompt alone, and the answer positions give
-    the loss. Evaluation needs both for every model, so this halves its forward passes. The
-    pass is :func:`~recircuit.train.losses.answer_forward`, the one the unlearning objectives use.
-
-    Returns:
-        ``(p_yes, loss)``, float64 arrays of length ``len(samples)``.
-    """
-    from recircuit.models.loading import plain_forward
-    from recircuit.models.scoring import p_yes_from_logits
-    from recircuit.train.losses import answer_forward
-
-    samples = list(samples)
-    if not samples:
-        return np.zeros(0), np.zeros(0)
-    p_out, l_out = [], []
-    was_training = model.training
-    model.eval()
-    try:
-        with plain_forward(model):
-            for chunk in iter_batches(samples, batch_size):
-                ce, yes_no = answer_forward(model, chunk)
-                p_out.append(p_yes_from_logits(yes_no).double().cpu().numpy())
-                l_out.append(ce.double().cpu().numpy())
-    finally:
-        model.train(was_training)
-    return np.concatenate(p_out), np.concatenate(l_out)
 
 
 def model_outputs(model, forget: Sequence[Sample], test: Sequence[Sample], heldout: Sequence[Sample],

@@ -6,6 +6,7 @@ Usage::
     per_sample = answer_loss(model, samples)                  # [n] mean CE over " Yes." / " No."
     ce, yes_no = answer_forward(model, samples)               # the same CE and the Yes/No logits [n, 2]
     loss = answer_loss(model, samples, reduction="mean")      # scalar, differentiable
+    p_yes, ce = score_and_loss(model, samples)                # numpy, one no-grad pass (evaluation)
 
 Prompt and answer are tokenized separately and concatenated, so the prompt tokens are exactly
 those that scoring sees (the model's BOS, if its tokenizer adds one, only at the very start; the
@@ -21,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from jaxtyping import Float, Int
 
@@ -138,3 +140,42 @@ def answer_forward(model, samples: Sequence[Sample]) -> tuple[Float[torch.Tensor
     ce = answer_nll(logits, b)
     first = b.target_mask[:, :-1].bool().int().argmax(dim=1)  # position predicting the first answer token
     return ce, read_yes_no(logits, first, answer_tokens(model.tokenizer))
+
+
+@torch.no_grad()
+def score_and_loss(model, samples: Sequence[Sample], batch_size: int = 8
+                   ) -> tuple[Float[np.ndarray, "n"], Float[np.ndarray, "n"]]:
+    """P("Yes") and the answer cross-entropy of each sample from **one** forward pass.
+
+    The pass reads ``prompt + answer`` (as :func:`~recircuit.train.losses.answer_loss` does):
+    causal attention makes the logits at the last prompt position exactly those that
+    :func:`~recircuit.models.score` reads from the prompt alone, and the answer positions give
+    the loss. Evaluation needs both for every model, so this halves its forward passes. The
+    pass is :func:`~recircuit.train.losses.answer_forward`, the one the unlearning objectives use.
+
+    ``model`` may also be an object with ``answer_outputs(samples, batch_size)`` (an exact
+    unlearning method's ensemble predictor), which is asked instead.
+
+    Returns:
+        ``(p_yes, loss)``, float64 arrays of length ``len(samples)``.
+    """
+    from recircuit.models.loading import plain_forward
+    from recircuit.models.scoring import iter_batches, p_yes_from_logits
+
+    if hasattr(model, "answer_outputs"):     # an exact method's predictor (recircuit.unlearn.methods._exact)
+        return model.answer_outputs(samples, batch_size)
+    samples = list(samples)
+    if not samples:
+        return np.zeros(0), np.zeros(0)
+    p_out, l_out = [], []
+    was_training = model.training
+    model.eval()
+    try:
+        with plain_forward(model):
+            for chunk in iter_batches(samples, batch_size):
+                ce, yes_no = answer_forward(model, chunk)
+                p_out.append(p_yes_from_logits(yes_no).double().cpu().numpy())
+                l_out.append(ce.double().cpu().numpy())
+    finally:
+        model.train(was_training)
+    return np.concatenate(p_out), np.concatenate(l_out)

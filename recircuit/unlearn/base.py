@@ -201,6 +201,8 @@ class UnlearnMethod:
     name = "base"
     config_class: type = MethodConfig
     grad_masks: dict[str, torch.Tensor] | None = None
+    #: Exact methods (SISA, APA) retrain shard adapters; their result's ``model`` is a predictor.
+    exact: bool = False
 
     def __init__(self, config: MethodConfig | None = None) -> None:
         self.config = config if config is not None else self.config_class()

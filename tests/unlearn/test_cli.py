@@ -69,6 +69,10 @@ def test_method_flags_come_from_the_method_configs(tmp_path, capsys):
     rc = main(["unlearn", "--method", "cure", "--forget-rule", "magic", "--model", "tiny", "--out", str(tmp_path)])
     err = capsys.readouterr().err
     assert rc == 2 and "--forget-rule" in err and "npo" in err
+    # an exact method changes no checkpoint: the command refuses it in one line, before any work
+    rc = main(["unlearn", "--method", "apa", "--model", "tiny", "--out", str(tmp_path / "apa")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "exact method" in err and not (tmp_path / "apa").exists()
 
 
 def test_unlearn_from_a_lora_checkpoint_saves_the_unlearned_model_whole(shared_data, tmp_path, capsys):

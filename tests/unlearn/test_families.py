@@ -23,6 +23,8 @@ FAST = {
     "cure-random": {"importance_samples": 2, "importance_steps": 1},
     "e2urec": {"e2urec_aug_steps": 1, "e2urec_aug_lr": 1e-3},
     "ga": {"ga_bound": None},   # a random model's answer loss is already above the default bound
+    "sisa": {"k": 1, "shard_epochs": 1, "shard_batch_size": 4},     # toy prompts repeat: one shard keeps them varied
+    "apa": {"k": 1, "partition": "random", "shard_epochs": 1, "shard_batch_size": 4, "n_neighbors": 2},
 }
 LOOP = LoopConfig(steps=2, lr=1e-3, batch_size=4, early_stop=False, guard_samples=4)
 
@@ -49,12 +51,21 @@ def test_every_method_runs_on_every_family(family_model, request_data, name):
         fam = _family(m)
         method = get_method("retrain", model_spec=lambda: tiny_model(0, family=fam),
                             train_config=TrainConfig(mode="full", lr=1e-3, batch_size=4, max_steps=2))
+    elif getattr(get_method(name), "exact", False):
+        method = get_method(name, method_config(name, **FAST.get(name, {})), valid=heldout)
     else:
         method = get_method(name, method_config(name, **FAST.get(name, {})))
     res = method.run(m, forget, retain, LOOP, heldout=heldout, progress=False)
     assert res.status in OK_STATUSES, (name, res.status, res.stopped)
     after = _state(m)
     assert after.keys() == before.keys()
+    if getattr(method, "exact", False):
+        # exact methods leave the base bit-identical; the unlearned model is the ensemble's predictor
+        assert all(torch.equal(before[k], after[k]) for k in before), name
+        p, loss = res.model.answer_outputs(heldout)
+        assert p.shape == loss.shape == (len(heldout),) and torch.isfinite(torch.as_tensor(loss)).all()
+        assert res.extra["affected"] == [0]
+        return
     moved = {k for k in before if not torch.equal(before[k], after[k])}
     assert moved, name
     if name != "retrain":

@@ -8,11 +8,14 @@ Usage::
 
 One file per method, each holding its config dataclass and its ``@register(name, Config)``
 class: ``ga``, ``graddiff``, ``npo``, ``pcgrad``, ``e2urec``, ``cure``, ``cure-random``
-(random_groups.py) and ``retrain`` (the gold standard, via :func:`recircuit.train.retrain`).
+(random_groups.py) and ``retrain`` (the gold standard, via :func:`recircuit.train.retrain`);
+the exact methods ``sisa`` and ``apa`` (shard adapters, :mod:`recircuit.unlearn.ensemble`, their
+shared run in ``_exact.py``).
 A new method is one more file imported here.
 """
 
 from recircuit.unlearn.methods import (  # noqa: F401
+    apa,
     cure,
     e2urec,
     ga,
@@ -21,4 +24,5 @@ from recircuit.unlearn.methods import (  # noqa: F401
     pcgrad,
     random_groups,
     retrain,
+    sisa,
 )
