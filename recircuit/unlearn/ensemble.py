@@ -109,6 +109,65 @@ def train_shard(base, samples: Sequence[Sample], config: TrainConfig, seed: int,
             detach_lora(base)
 
 
+def _shard_task(name: str, base_state: dict[str, torch.Tensor], samples: list[Sample], config: TrainConfig,
+                seed: int, valid: list[Sample] | None) -> tuple[dict[str, torch.Tensor], float]:
+    """One shard's training in a Ray worker: rebuild the base from its name and weights, one thread."""
+    from recircuit.models.loading import load_model
+
+    torch.set_num_threads(1)
+    base = load_model(name, device="cpu")
+    base.load_state_dict(base_state)
+    t0 = time.perf_counter()
+    state = train_shard(base, samples, config, seed, valid)
+    return state, time.perf_counter() - t0
+
+
+def train_shards(base, jobs: Mapping[int, Sequence[Sample]], config: TrainConfig, seed: int,
+                 valid: Sequence[Sample] | None = None, workers: int = 1,
+                 progress: bool = True) -> dict[int, tuple[dict[str, torch.Tensor], float]]:
+    """Train shard ``k``'s adapter on ``jobs[k]`` for every ``k``: ``{k: (adapter, seconds)}``.
+
+    ``workers == 1`` trains them one after another in this process, on ``base``; ``workers > 1``
+    runs them as Ray tasks of one core each, each rebuilding the base from its name and weights:
+    on a Ray you initialised (a cluster, or a local one kept up over a stream of deletions), else
+    on a local one with ``workers`` cores, started and shut down here.
+    An adapter is bit-identical across reruns of the same mode; the fit and every deletion of an
+    ensemble use the same ``workers`` so that retrained shards match trained-from-scratch ones.
+    """
+    out: dict[int, tuple[dict[str, torch.Tensor], float]] = {}
+    if workers <= 1 or not jobs:
+        for k in tqdm(list(jobs), desc="shard adapters", unit="shard", disable=not progress, leave=False):
+            t0 = time.perf_counter()
+            out[k] = (train_shard(base, jobs[k], config, shard_seed(seed, k), valid), time.perf_counter() - t0)
+        return out
+    import logging
+
+    import ray
+
+    from recircuit.models.loading import model_name
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=workers, include_dashboard=False, logging_level=logging.WARNING)
+    try:
+        task = ray.remote(num_cpus=1)(_shard_task)
+        state = ray.put({n: t.detach().cpu() for n, t in base.state_dict().items()})
+        vals = list(valid) if valid else None
+        pending = {task.remote(model_name(base), state, list(jobs[k]), config, shard_seed(seed, k), vals): k
+                   for k in jobs}
+        bar = tqdm(total=len(pending), desc="shard adapters (Ray)", unit="shard", disable=not progress, leave=False)
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            k = pending.pop(ready[0])
+            out[k] = ray.get(ready[0])
+            bar.update(1)
+        bar.close()
+    finally:
+        if started:
+            ray.shutdown()
+    return out
+
+
 def _check_config(config: TrainConfig) -> None:
     if config.mode != "lora":
         raise InputError(f"shard models are LoRA adapters, got mode={config.mode!r}", field="train.mode",
@@ -136,6 +195,7 @@ class ShardEnsemble:
         seed: the ensemble's seed.
         audit: one record per deletion, each chaining to the previous by hash (see :meth:`delete`).
         train_seconds: wall time of each shard's latest training.
+        workers: parallel shard trainings (Ray tasks; 1: in this process), for the fit and every deletion.
     """
 
     shards: list[list[str]]
@@ -144,6 +204,7 @@ class ShardEnsemble:
     seed: int = 0
     audit: list[dict] = field(default_factory=list)
     train_seconds: list[float] = field(default_factory=list)
+    workers: int = 1
 
     @property
     def k(self) -> int:
@@ -167,8 +228,10 @@ class ShardEnsemble:
     @classmethod
     def fit(cls, base, samples: Sequence[Sample], shards: Sequence[Sequence[int]], config: TrainConfig,
             valid: Sequence[Sample] | None = None, seed: int = 0, max_size: int | None = None,
-            progress: bool = True) -> ShardEnsemble:
+            workers: int = 1, progress: bool = True) -> ShardEnsemble:
         """Train one adapter per shard of ``samples`` (shards as index lists, from :mod:`recircuit.unlearn.shards`).
+
+        ``workers > 1`` trains the shards as parallel Ray tasks (:func:`train_shards`).
 
         Raises:
             InputError: a non-LoRA config, or a partition that does not cover the samples once.
@@ -177,20 +240,17 @@ class ShardEnsemble:
         samples = list(samples)
         check_partition(shards, len(samples), max_size)
         ids = [[_uid(samples[i]) for i in s] for s in shards]
-        ens = cls(ids, [None] * len(ids), config, seed, [], [0.0] * len(ids))
-        by_id = {_uid(s): s for s in samples}
-        for k in tqdm(range(ens.k), desc="shard adapters", unit="shard", disable=not progress, leave=False):
-            ens._train(base, k, by_id, valid)
+        ens = cls(ids, [None] * len(ids), config, seed, [], [0.0] * len(ids), workers)
+        ens._train(base, range(ens.k), {_uid(s): s for s in samples}, valid, progress)
         return ens
 
-    def _train(self, base, k: int, by_id: Mapping[str, Sample], valid) -> None:
-        t0 = time.perf_counter()
-        if self.shards[k]:
-            self.adapters[k] = train_shard(base, [by_id[u] for u in self.shards[k]], self.config,
-                                           shard_seed(self.seed, k), valid)
-        else:
-            self.adapters[k] = None
-        self.train_seconds[k] = time.perf_counter() - t0
+    def _train(self, base, ks: Sequence[int], by_id: Mapping[str, Sample], valid, progress: bool) -> None:
+        jobs = {k: [by_id[u] for u in self.shards[k]] for k in ks if self.shards[k]}
+        for k in ks:
+            if not self.shards[k]:
+                self.adapters[k], self.train_seconds[k] = None, 0.0
+        for k, (state, secs) in train_shards(base, jobs, self.config, self.seed, valid, self.workers, progress).items():
+            self.adapters[k], self.train_seconds[k] = state, secs
 
     def delete(self, base, uids: Sequence[str] | set[str], samples: Sequence[Sample] | Mapping[str, Sample],
                valid: Sequence[Sample] | None = None, progress: bool = True) -> dict:
@@ -218,9 +278,9 @@ class ShardEnsemble:
             raise InputError(f"{len(missing)} remaining shard sample(s) are not in the samples given "
                              f"(first {missing[0]!r})", field="samples", fix="pass the ensemble's training samples")
         t0 = time.perf_counter()
-        for k in tqdm(affected, desc="retrain shards", unit="shard", disable=not progress, leave=False):
+        for k in affected:
             self.shards[k] = [u for u in self.shards[k] if u not in gone]
-            self._train(base, k, by_id, valid)
+        self._train(base, affected, by_id, valid, progress)
         record = {"request": len(self.audit), "deleted": n_deleted, "affected": affected,
                   "seconds": time.perf_counter() - t0, "before": before, "after": self.state_hash(),
                   "previous": self.audit[-1]["record_hash"] if self.audit else None}
@@ -241,7 +301,7 @@ class ShardEnsemble:
         tensors = {f"shard{k}.{n}": t.contiguous() for k, a in enumerate(self.adapters) for n, t in (a or {}).items()}
         weights = atomic_write(d / "ensemble.safetensors", lambda p: save_file(tensors, str(p)))
         meta = {"format": FORMAT, "shards": self.shards, "live": self.live, "config": self.config.to_dict(),
-                "seed": self.seed, "audit": self.audit, "train_seconds": self.train_seconds,
+                "seed": self.seed, "audit": self.audit, "train_seconds": self.train_seconds, "workers": self.workers,
                 "sha256": sha256_file(weights)}
         return atomic_write_json(d / "ensemble.json", meta)
 
@@ -271,7 +331,7 @@ class ShardEnsemble:
             pre = f"shard{k}."
             adapters[k] = {n[len(pre):]: t for n, t in flat.items() if n.startswith(pre)}
         return cls(meta["shards"], adapters, TrainConfig(**meta["config"]), meta["seed"],
-                   meta["audit"], meta["train_seconds"])
+                   meta["audit"], meta["train_seconds"], meta.get("workers", 1))
 
 
 @contextlib.contextmanager

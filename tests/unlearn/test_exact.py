@@ -220,6 +220,25 @@ def test_deletion_is_bit_identical_to_training_from_scratch(fitted, samples):
     assert fresh.state_hash() == ens.state_hash()
 
 
+def test_parallel_shard_training_on_ray_equals_one_thread_training(samples):
+    ray = pytest.importorskip("ray")
+    shards = random_partition(len(samples), 3, seed=0)
+    ray.init(num_cpus=2, include_dashboard=False)        # one local Ray for the fit and the deletion
+    threads = torch.get_num_threads()
+    try:
+        par = ShardEnsemble.fit(tiny_model(0), samples, shards, CFG, seed=4, workers=2, progress=False)
+        torch.set_num_threads(1)                   # a Ray task trains on one core
+        ref = ShardEnsemble.fit(tiny_model(0), samples, shards, CFG, seed=4, progress=False)
+        gone = {par.shards[2][1]}
+        rec = par.delete(tiny_model(0), gone, samples, progress=False)    # the affected shard, on Ray again
+        ref.delete(tiny_model(0), gone, samples, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+        ray.shutdown()
+    assert rec["affected"] == [2] and par.workers == 2
+    assert par.state_hash() == ref.state_hash()
+
+
 def test_a_deletion_touching_no_shard_retrains_nothing_and_records_chain(fitted, samples, monkeypatch):
     ens = fitted.copy()
     h = ens.state_hash()

@@ -56,6 +56,7 @@ class ExactConfig(MethodConfig):
         lora_rank: adapter rank.
         lora_alpha: adapter alpha (the delta is scaled by alpha / rank).
         shard_seed: the ensemble's seed (partition and every shard's training seed).
+        workers: shards trained in parallel as Ray tasks of one core each (1: one after another, in this process).
     """
 
     k: int = 4
@@ -67,6 +68,7 @@ class ExactConfig(MethodConfig):
     lora_rank: int = 8
     lora_alpha: float = 16.0
     shard_seed: int = 0
+    workers: int = 1
 
     def __post_init__(self) -> None:
         if self.partition not in PARTITIONS:
@@ -121,7 +123,8 @@ class ExactMethod(UnlearnMethod):
         t0 = time.perf_counter()
         samples = list(samples)
         self.ensemble = ShardEnsemble.fit(base, samples, self.partition(base, samples), self.config.train_config(),
-                                          seed=self.config.shard_seed, max_size=self.config.max_size, progress=progress)
+                                          seed=self.config.shard_seed, max_size=self.config.max_size,
+                                          workers=self.config.workers, progress=progress)
         self.samples = {sample_key(s): s for s in samples}
         self.after_fit(base)
         self.fit_seconds = time.perf_counter() - t0
