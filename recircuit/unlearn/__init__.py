@@ -3,7 +3,7 @@
 Usage::
 
     from recircuit.unlearn import LoopConfig, get_method, method_config, available_methods
-    available_methods()      # ['cure', 'cure-random', 'e2urec', 'ga', 'graddiff', 'npo', 'pcgrad', 'retrain']
+    available_methods()      # ['apa', 'cure', 'cure-random', 'e2urec', ..., 'retrain', 'sisa']
     loop = LoopConfig(steps=30, lr=1e-5, batch_size=8, seed=0)     # the budget every method gets
     cfg = method_config("cure", forget_rule="npo")                  # CUREConfig: only CURE's knobs
     res = get_method("cure", cfg).run(model, request.forget, request.retain, loop, heldout=split.valid[:64])
