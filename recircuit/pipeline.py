@@ -40,6 +40,7 @@ import dataclasses
 import json
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -50,7 +51,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from recircuit._io import atomic_write, atomic_write_bytes, atomic_write_json, sha256_file
+from recircuit._io import (
+    atomic_write,
+    atomic_write_bytes,
+    atomic_write_json,
+    sha256_file,
+    temp_prefix,
+)
 from recircuit.cache import Cache
 from recircuit.circuits import AttributionConfig, corruption_names
 from recircuit.circuits.corruptions import check_corruption_args
@@ -471,9 +478,6 @@ def _check_method_name(name: str) -> None:
                          fix=f"choose among {', '.join(names)}")
     if name not in names:
         raise InputError(f"unknown unlearning method {name!r}", field="methods", fix=f"choose among {', '.join(names)}")
-    if getattr(method_entry(name)[0], "exact", False):
-        raise InputError(f"{name!r} is an exact method, which the pipeline does not run yet", field="methods",
-                         fix=f"run it with get_method({name!r}).run(base, forget, retain) (README: exact unlearning)")
 
 
 def _check_rate(value: Any, where: str) -> None:
@@ -985,6 +989,10 @@ def run_method(config: PipelineConfig, name: str, data: PipelineData, refs: Refe
         if reused is not None:
             reused.append(f"unlearn_{name}")
         return hit
+    if getattr(method_entry(name)[0], "exact", False):
+        run = _run_exact(config, name, data, refs, request, ctx)
+        cache.put(f"unlearn_{name}", key, run.to_dict())
+        return run
     original = _load(original_checkpoint(config, data, ctx), config.device)
     model = copy_model(original)   # not copy.deepcopy: TL 4.3 hook closures would point at the original
     t = time.perf_counter()
@@ -1018,6 +1026,95 @@ def run_method(config: PipelineConfig, name: str, data: PipelineData, refs: Refe
         logger.warning("%s on rate %s seed %s: %s (%s)", name, refs.rate, refs.seed, status, res.stopped)
     cache.put(f"unlearn_{name}", key, run.to_dict())
     return run
+
+
+def exact_valid(data: PipelineData) -> list[Sample]:
+    """The validation samples an exact method weights its adapters on (APA): the fine-tuning's
+    valid set, else the base recommender's, else the unlearning early-stopping set (never the
+    MIA non-members)."""
+    return list(data.valid or data.base_valid or data.stop)
+
+
+def exact_ensemble(config: PipelineConfig, name: str, data: PipelineData, base, base_id: str,
+                   ctx: Context | None = None):
+    """Exact method ``name`` with its shard ensemble fitted on Original's training set (cached).
+
+    The ensemble is an exact method's Original: one LoRA adapter per shard of the pool (plus the
+    replayed base samples), over the base recommender (or the base model without one). It is
+    cached in ``models/`` as safetensors with APA's validation embeddings and errors, keyed on
+    the method's config, the base, and the sample ids; every request of a seed deletes from a
+    fresh copy of it.
+    """
+    from safetensors.numpy import load_file, save_file
+
+    from recircuit.unlearn import get_method
+    from recircuit.unlearn.ensemble import ShardEnsemble
+
+    ctx = ctx or Context()
+    mcfg = config.methods[name]
+    train, valid = original_split(data).train, exact_valid(data)
+    method = get_method(name, mcfg, valid=valid)
+    models = Cache(None if ctx.cache_root is None else Path(ctx.cache_root) / "models", subdir="models")
+    key = models.key(step="ensemble", method=name, config=mcfg.to_dict(), base=base_id, model=config.model,
+                     train=_uids(train), valid=_uids(valid), code=("unlearn", "train", "models"))
+    step = f"ensemble-{name.replace(':', '-')}"
+    entry = models.lookup(step, key)
+    if entry is not None:
+        method.ensemble = ShardEnsemble.load(entry.path / "files")
+        method.samples = {_uids([s])[0]: s for s in train}
+        method.fit_seconds = float(entry.payload["fit_seconds"])
+        serving = load_file(str(entry.file("serving.safetensors"))) if "serving.safetensors" in entry.files else {}
+        for k, v in serving.items():
+            setattr(method, k, v)
+        return method
+    method.fit(base, train, progress=ctx.progress)
+    models.root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=temp_prefix(step), dir=models.root) as tmp:
+        method.ensemble.save(tmp)
+        serving = {k: np.ascontiguousarray(getattr(method, k)) for k in ("valid_embeddings", "valid_errors")
+                   if getattr(method, k, None) is not None}
+        files = {"ensemble.safetensors": Path(tmp) / "ensemble.safetensors", "ensemble.json": Path(tmp) / "ensemble.json"}
+        if serving:
+            save_file(serving, str(Path(tmp) / "serving.safetensors"))
+            files["serving.safetensors"] = Path(tmp) / "serving.safetensors"
+        models.put(step, key, {"fit_seconds": method.fit_seconds, "shard_sizes": [len(x) for x in method.ensemble.shards]},
+                   files=files)
+    return method
+
+
+def _run_exact(config: PipelineConfig, name: str, data: PipelineData, refs: References, request: ForgetRetain,
+               ctx: Context) -> MethodRun:
+    """An exact method on one request: delete the forget samples from the seed's fitted ensemble
+    (retraining only the shards that held them), then evaluate the ensemble's predictor. Its
+    ``seconds`` are the deletion's; the fit is ``row["fit_seconds"]``. The relearning attack, the
+    weight-update norms and ``forget_jsd_to_original`` (its Original is its own ensemble, not the
+    pipeline's) are left out: there is no single fine-tuned model."""
+    from recircuit.evaluate import audit_record, evaluate_unlearning
+    from recircuit.models import load_model
+
+    mcfg = config.methods[name]
+    base_path = base_checkpoint(config, data, ctx)
+    base = _load(base_path, config.device) if base_path is not None else load_model(config.model, device=config.device)
+    base_id = checkpoint_id(base_path) if base_path is not None else f"model:{config.model}"
+    method = exact_ensemble(config, name, data, base, base_id, ctx)
+    method.ensemble = method.ensemble.copy()          # the cached fit stays as it was for the next request
+    before = method.ensemble.state_hash()
+    if getattr(method, "valid_errors", None) is not None:
+        method.valid_errors = np.array(method.valid_errors, copy=True)
+    res = method.run(base, request.forget, request.retain, progress=ctx.progress)
+    mine: dict = {}
+    rcache = {who: dict(o) for who, o in refs.outputs.items()}
+    row = evaluate_unlearning(res.model, None, request.forget, data.test, data.heldout, config.eval.batch_size, rcache,
+                              retain=request.retain, train=original_split(data).train, seconds=res.seconds,
+                              retrain_seconds=refs.retrain_seconds, outputs=mine)
+    row["fit_seconds"] = method.fit_seconds
+    settings = {"method": mcfg.to_dict()}
+    record = audit_record(request.forget, before, method.ensemble.state_hash(), settings, name, res.seconds,
+                          extra={"stopped": res.stopped, "exact": res.extra["audit"]}, status=res.status)
+    result = json.loads(json.dumps({**res.to_dict(), "outputs": {k: np.asarray(v).tolist() for k, v in mine.items()}},
+                                   default=str))
+    return MethodRun(name, refs.rate, refs.seed, {**row, "steps": res.steps}, res.status, res.stopped, record, {},
+                     None, result)
 
 
 def _save_attention(model, prompt: str, heads: list[tuple[int, int]], out: Path) -> None:

@@ -7,6 +7,7 @@ import json
 import math
 import shutil
 
+import numpy as np
 import pytest
 
 from recircuit.data import DataSource
@@ -93,12 +94,6 @@ def test_cure_gets_the_runs_data_source_and_other_methods_none():
     assert method_kwargs(PipelineConfig.tiny(source=bx), cure) == {"data_source": bx}
     assert method_kwargs(ml, method_config("ga")) == {}
     assert get_method("cure", cure, **method_kwargs(ml, cure)).data_source.path == "d"
-
-
-def test_exact_methods_are_refused_by_the_pipeline_with_the_way_to_run_them():
-    with pytest.raises(InputError, match="exact method.*get_method") as err:
-        PipelineConfig.from_dict({"methods": {"sisa": {}}})
-    assert err.value.field == "methods"
 
 
 def test_from_dict_names_a_bad_method_setting():
@@ -252,6 +247,29 @@ def test_fresh_recomputes_and_overwrites_a_wrong_shape_entry(demo_run, demo_cach
     payload = json.loads((entry / "manifest.json").read_text())["payload"]
     assert isinstance(payload["updates"], dict)              # the entry was overwritten with a good one
     assert run_pipeline(cfg, tmp_path / "out2", progress=False).reused == ["evaluate_references", "unlearn_ga"]
+
+
+def test_an_exact_method_runs_on_the_pipeline_from_its_cached_ensemble(demo_run, demo_cache, tmp_path, monkeypatch):
+    from recircuit.unlearn import method_config
+    from recircuit.unlearn.ensemble import ShardEnsemble
+
+    cfg = dataclasses.replace(demo_run["config"], methods={"sisa": method_config("sisa", k=2, shard_lr=3e-3)},
+                              circuit=dataclasses.replace(demo_run["config"].circuit, enabled=False))
+    res = run_pipeline(cfg, tmp_path / "out", progress=False)
+    assert res.reused == ["evaluate_references"]          # Original and Retrain are the demo's
+    row = res.table.loc["sisa"]
+    exact_metrics = [k for k in METRICS if k != "forget_jsd_to_original"]   # its Original is its own ensemble
+    assert all(np.isfinite(row[k]) for k in exact_metrics) and row["fit_seconds"] > 0
+    run = json.loads((tmp_path / "out" / "report.json").read_text())
+    (entry,) = list((demo_cache / "models").glob("ensemble-sisa-*"))
+    assert {p.name for p in (entry / "files").iterdir()} == {"ensemble.safetensors", "ensemble.json"}
+    # the next request deletes from the cached fit, which the first deletion left untouched
+    shutil.rmtree(_entry(demo_cache, "unlearn_sisa"))
+    monkeypatch.setattr(ShardEnsemble, "fit", classmethod(lambda *a, **k: pytest.fail("the ensemble is cached")))
+    again = run_pipeline(cfg, tmp_path / "out2", progress=False)
+    for k in exact_metrics:
+        assert again.table.loc["sisa", k] == pytest.approx(row[k], rel=1e-9, abs=1e-12), k
+    assert run["rows"] and again.table.loc["sisa", "seconds"] > 0
 
 
 # --- the grid through Ray --------------------------------------------------------------------

@@ -110,12 +110,12 @@ def train_shard(base, samples: Sequence[Sample], config: TrainConfig, seed: int,
 
 
 def _shard_task(name: str, base_state: dict[str, torch.Tensor], samples: list[Sample], config: TrainConfig,
-                seed: int, valid: list[Sample] | None) -> tuple[dict[str, torch.Tensor], float]:
-    """One shard's training in a Ray worker: rebuild the base from its name and weights, one thread."""
+                seed: int, valid: list[Sample] | None, device: str = "cpu") -> tuple[dict[str, torch.Tensor], float]:
+    """One shard's training in a Ray worker: rebuild the base from its name and weights (one CPU thread, or its GPU)."""
     from recircuit.models.loading import load_model
 
     torch.set_num_threads(1)
-    base = load_model(name, device="cpu")
+    base = load_model(name, device=device)
     base.load_state_dict(base_state)
     t0 = time.perf_counter()
     state = train_shard(base, samples, config, seed, valid)
@@ -128,7 +128,8 @@ def train_shards(base, jobs: Mapping[int, Sequence[Sample]], config: TrainConfig
     """Train shard ``k``'s adapter on ``jobs[k]`` for every ``k``: ``{k: (adapter, seconds)}``.
 
     ``workers == 1`` trains them one after another in this process, on ``base``; ``workers > 1``
-    runs them as Ray tasks of one core each, each rebuilding the base from its name and weights:
+    runs them as Ray tasks of one core each (one GPU each when ``base`` is on CUDA), each
+    rebuilding the base from its name and weights:
     on a Ray you initialised (a cluster, or a local one kept up over a stream of deletions), else
     on a local one with ``workers`` cores, started and shut down here.
     An adapter is bit-identical across reruns of the same mode; the fit and every deletion of an
@@ -150,10 +151,12 @@ def train_shards(base, jobs: Mapping[int, Sequence[Sample]], config: TrainConfig
     if started:
         ray.init(num_cpus=workers, include_dashboard=False, logging_level=logging.WARNING)
     try:
-        task = ray.remote(num_cpus=1)(_shard_task)
+        gpu = next(base.parameters()).device.type == "cuda"
+        task = ray.remote(num_cpus=1, num_gpus=1 if gpu else 0)(_shard_task)
         state = ray.put({n: t.detach().cpu() for n, t in base.state_dict().items()})
         vals = list(valid) if valid else None
-        pending = {task.remote(model_name(base), state, list(jobs[k]), config, shard_seed(seed, k), vals): k
+        device = "cuda" if gpu else "cpu"
+        pending = {task.remote(model_name(base), state, list(jobs[k]), config, shard_seed(seed, k), vals, device): k
                    for k in jobs}
         bar = tqdm(total=len(pending), desc="shard adapters (Ray)", unit="shard", disable=not progress, leave=False)
         while pending:

@@ -19,6 +19,7 @@ Modules are named ``a{L}.h{H}`` (attention heads) and ``m{L}`` (MLPs).
 - :func:`pareto_plot` - JSD to Retrain against test AUC, with error bars over seeds
 - :func:`pareto_figure` - the same from per-seed rows, one panel per deletion rate (also MIA gap)
 - :func:`relearn_figure` - relearning attack: held-out forget loss against relearning step
+- :func:`stream_figure` - a stream of deletion requests: test AUC and forget JSD after each request
 - :func:`jaccard_table`, :func:`jaccard_figure` - reproducibility of CURE's groups (Jaccard)
 - :func:`weight_change_map` - per-module norm of the unlearning update
 - :func:`attention_patterns_html` - circuitsvis attention patterns, self-contained HTML
@@ -56,6 +57,7 @@ from recircuit.viz.pareto import (
     pareto_summary,
     relearn_figure,
 )
+from recircuit.viz.streams import stream_figure
 from recircuit.viz.style import GROUP_COLORS, GROUP_LABELS, PALETTE, apply_paper_style
 
 __all__ = [
@@ -65,5 +67,5 @@ __all__ = [
     "circuit_comparison", "circuit_diagram", "faithfulness_curves", "figure_to_html", "figure_to_image",
     "group_scatter", "importance_heatmap", "jaccard_figure", "jaccard_table", "node_edges", "pareto_figure",
     "pareto_front", "pareto_plot", "pareto_summary", "relearn_figure", "save_figure",
-    "save_html", "static_export_available", "static_export_session", "weight_change_map",
+    "save_html", "static_export_available", "static_export_session", "stream_figure", "weight_change_map",
 ]
