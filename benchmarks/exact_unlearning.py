@@ -8,8 +8,9 @@
 
 The protocol is the validity study's (``benchmarks/validity.py``: a base recommender, Original
 and Retrain continuing it on the pool and the retain users), so the requests are the CURE
-table's. The exact methods fit their shard adapters once per seed over the base recommender on
-Original's training set (cached), and each request retrains the shards that held its samples.
+table's. The exact methods fit their shard adapters once over the base recommender on
+Original's training set (cached; every seed's request deletes from a copy), and each request
+retrains the shards that held its samples.
 Besides APA (semantic partition, adaptive weights, decomposition level) the grid runs APA(ND)
 (``apa:nd``) and the ablations: random partition (``apa:random``), average weights
 (``apa:average``) and the major adapter alone (``apa:major``). Every phase writes what it
@@ -63,7 +64,8 @@ def study_config(model: str, data_dir: str | None, device: str | None, k: int) -
 
 def latency(cfg: PipelineConfig, out: Path, n: int = 32) -> dict:
     """Seconds per sample to serve ``n`` test samples one at a time: Retrain (one fine-tuned model),
-    APA(D) and APA(ND) (embedding lookup, merge, one pass), SISA (K passes); ratios to Retrain."""
+    APA(D) and APA(ND) (the embedding pass, the weights, the merge, one pass), SISA (K passes);
+    ratios to Retrain."""
     from recircuit.models import load_model
     from recircuit.pipeline import (
         Context,
@@ -86,6 +88,7 @@ def latency(cfg: PipelineConfig, out: Path, n: int = 32) -> dict:
     base = _load(base_path, cfg.device) if base_path else load_model(cfg.model, device=cfg.device)
     base_id = checkpoint_id(base_path) if base_path else f"model:{cfg.model}"
     timings = {}
+    score_and_loss(gold, test[:2], batch_size=1)          # warm up before timing
     t0 = time.perf_counter()
     score_and_loss(gold, test, batch_size=1)
     timings["retrain"] = (time.perf_counter() - t0) / n

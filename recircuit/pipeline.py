@@ -1032,7 +1032,13 @@ def exact_valid(data: PipelineData) -> list[Sample]:
     """The validation samples an exact method weights its adapters on (APA): the fine-tuning's
     valid set, else the base recommender's, else the unlearning early-stopping set (never the
     MIA non-members)."""
-    return list(data.valid or data.base_valid or data.stop)
+    valid = list(data.valid or data.base_valid or data.stop)
+    members = set(_uids(data.heldout))
+    if members.intersection(_uids(valid)):
+        raise InputError("the validation samples an exact method weights on overlap the MIA non-members",
+                         field="data.n_heldout", fix="lower data.n_valid / n_stop or data.n_heldout so the "
+                         "valid split's start and end do not meet")
+    return valid
 
 
 def exact_ensemble(config: PipelineConfig, name: str, data: PipelineData, base, base_id: str,
@@ -1042,8 +1048,9 @@ def exact_ensemble(config: PipelineConfig, name: str, data: PipelineData, base, 
     The ensemble is an exact method's Original: one LoRA adapter per shard of the pool (plus the
     replayed base samples), over the base recommender (or the base model without one). It is
     cached in ``models/`` as safetensors with APA's validation embeddings and errors, keyed on
-    the method's config, the base, and the sample ids; every request of a seed deletes from a
-    fresh copy of it.
+    the method's config, the base, the model's identity, the content of every training and
+    validation sample, the device and thread count (bit-exact retraining needs the same ones) and
+    the code; every request deletes from a fresh copy of it.
     """
     from safetensors.numpy import load_file, save_file
 
@@ -1055,8 +1062,14 @@ def exact_ensemble(config: PipelineConfig, name: str, data: PipelineData, base, 
     train, valid = original_split(data).train, exact_valid(data)
     method = get_method(name, mcfg, valid=valid)
     models = Cache(None if ctx.cache_root is None else Path(ctx.cache_root) / "models", subdir="models")
-    key = models.key(step="ensemble", method=name, config=mcfg.to_dict(), base=base_id, model=config.model,
-                     train=_uids(train), valid=_uids(valid), code=("unlearn", "train", "models"))
+    from recircuit.evaluate.report import samples_hash
+    from recircuit.train.cache import model_identity
+
+    device = str(next(base.parameters()).device)
+    key = models.key(step="ensemble", method=name, config=mcfg.to_dict(), base=base_id,
+                     model=model_identity(config.model), train=samples_hash(train), valid=samples_hash(valid),
+                     device=device, threads=torch.get_num_threads() if getattr(mcfg, "workers", 1) <= 1 else 1,
+                     code=("unlearn", "train", "models", "data"))
     step = f"ensemble-{name.replace(':', '-')}"
     entry = models.lookup(step, key)
     if entry is not None:

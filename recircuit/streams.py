@@ -48,6 +48,7 @@ from recircuit.pipeline import (
     PipelineData,
     _fresh_context,
     _load,
+    _uids,
     base_checkpoint,
     checkpoint_id,
     exact_ensemble,
@@ -157,13 +158,15 @@ def _references(config: PipelineConfig, data: PipelineData, requests: list[Forge
         cum = cumulative(requests, i)
         ckpt = retrain_checkpoint(config, data, cum, ctx)
         cid = checkpoint_id(ckpt)
-        if i < len(done) and done[i].get("retrain_id") == cid:
+        ident = {"retrain_id": cid, "eval": config.eval.to_dict(), "forget": _uids(cum.forget),
+                 **{k: v for k, v in data.ids().items() if k in ("test", "heldout")}}
+        if i < len(done) and done[i].get("identity") == json.loads(json.dumps(ident)):
             refs.append(done[i])
             continue
         gold = _load(ckpt, config.device)
         outs = model_outputs(gold, cum.forget, data.test, data.heldout, config.eval.batch_size)
         secs = float((read_meta(ckpt).get("metrics") or {}).get("seconds") or 0.0) or None
-        refs.append({"request": i, "retrain_id": cid, "retrain_seconds": secs,
+        refs.append({"request": i, "identity": ident, "retrain_seconds": secs,
                      "outputs": {k: np.asarray(v).tolist() for k, v in outs.items()}})
         atomic_write_json(path, refs)
     return refs

@@ -263,7 +263,7 @@ def test_an_exact_method_runs_on_the_pipeline_from_its_cached_ensemble(demo_run,
     run = json.loads((tmp_path / "out" / "report.json").read_text())
     (entry,) = list((demo_cache / "models").glob("ensemble-sisa-*"))
     assert {p.name for p in (entry / "files").iterdir()} == {"ensemble.safetensors", "ensemble.json"}
-    # the next request deletes from the cached fit, which the first deletion left untouched
+    # the next request deletes from the cached fit (read back and verified), not from the first deletion's result
     shutil.rmtree(_entry(demo_cache, "unlearn_sisa"))
     monkeypatch.setattr(ShardEnsemble, "fit", classmethod(lambda *a, **k: pytest.fail("the ensemble is cached")))
     again = run_pipeline(cfg, tmp_path / "out2", progress=False)

@@ -15,18 +15,24 @@ Usage::
     p, loss = apa_outputs(base, ens, test, w, level="ab")   # APA(D): one merged adapter per sample
     ens.save("runs/apa"); ShardEnsemble.load("runs/apa")
 
-**Exactness.** Shard ``k``'s adapter is a function of the base weights, the shard's samples in
-their order, the training config and the shard's own seed (:func:`shard_seed`, which depends on
-the ensemble seed and ``k`` only). A deletion removes the samples from their shards, keeping the
-order of the rest, and retrains exactly those shards with the same function. So after a
-deletion every adapter is what training from scratch on the remaining data would give: bit for
-bit on a deterministic device (the tests check it). A shard emptied by a deletion loses its
-adapter; the aggregations then use the others.
+**Exactness, given the partition.** Shard ``k``'s adapter is a function of the base weights,
+the shard's samples in their order, the training config and the shard's own seed
+(:func:`shard_seed`, which depends on the ensemble seed and ``k`` only). A deletion removes the
+samples from their shards, keeping the order of the rest, and retrains exactly those shards with
+the same function. So after a deletion every adapter is what training from scratch on the
+remaining samples *of its shard* would give: bit for bit on a deterministic device with the same
+thread count (the tests check it). The partition itself was drawn at fit time, with the deleted
+samples present: APA's K-means centres and its size-capped walk saw them, so which shard a
+remaining sample sits in can still depend on them (as in APA and SISA themselves). A partition
+that no other sample influences is ``user_partition`` (a hash of the user id). A shard emptied
+by a deletion loses its adapter; the aggregations then use the others. A deletion whose
+retraining fails changes nothing (shards and adapters are replaced together).
 
 **Aggregation.** SISA aggregates predictions: P(Yes) is the mean of the K adapters' P(Yes) (K
 forward passes); the answer loss (for the loss-based MIA) is that of the mixture,
-``-log(mean_k exp(-loss_k))``. APA aggregates parameters, so serving costs one pass: per test
-sample, the adapters are merged with sample-adaptive weights at the decomposition level
+``-log(mean_k P_k(answer))`` with ``P_k(answer) = exp(-T * loss_k)`` over the answer's ``T``
+tokens. APA aggregates parameters, so serving costs one pass of the merged model (plus the base
+model's embedding pass that picks the weights) instead of SISA's K: per test sample, the adapters are merged with sample-adaptive weights at the decomposition level
 (``"ab"``: ``A = sum w_k A_k``, ``B = sum w_k B_k``, APA(D)) or the non-decomposition level
 (``"ba"``: ``delta W = sum w_k B_k A_k``, APA(ND)). The weights (:func:`apa_weights`) come from
 the test sample's ``n`` most similar validation samples: ``w = softmax(-tau * error_k)`` with
@@ -95,18 +101,32 @@ def train_shard(base, samples: Sequence[Sample], config: TrainConfig, seed: int,
     The adapter depends only on ``base``'s weights, the samples in order, ``config`` and ``seed``.
     """
     from recircuit.train import train
+    from recircuit.train.lora import lora_state_dict
 
+    with _base_kept(base):
+        try:
+            train(base, list(samples), list(valid) if valid else None, dataclasses.replace(config, seed=seed),
+                  progress=False)
+            return lora_state_dict(base)
+        finally:
+            if lora_modules(base):
+                detach_lora(base)
+
+
+@contextlib.contextmanager
+def _base_kept(base) -> Iterator[None]:
+    """Refuse a base that already carries adapters; give back its ``requires_grad`` flags and train/eval mode."""
     if lora_modules(base):
-        detach_lora(base)
+        raise InputError("the base model already has LoRA adapters attached", field="base",
+                         fix="merge them (merge_lora) or detach them before building a shard ensemble on it")
+    flags = [p.requires_grad for p in base.parameters()]
+    mode = base.training
     try:
-        train(base, list(samples), list(valid) if valid else None, dataclasses.replace(config, seed=seed),
-              progress=False)
-        from recircuit.train.lora import lora_state_dict
-
-        return lora_state_dict(base)
+        yield
     finally:
-        if lora_modules(base):
-            detach_lora(base)
+        for p, f in zip(base.parameters(), flags):
+            p.requires_grad_(f)
+        base.train(mode)
 
 
 def _shard_task(name: str, base_state: dict[str, torch.Tensor], samples: list[Sample], config: TrainConfig,
@@ -225,8 +245,9 @@ class ShardEnsemble:
         return self.config.lora
 
     def state_hash(self) -> str:
-        """sha256 over every shard's sample ids and adapter tensors (the audit's model hash)."""
-        return _state_hash(self.adapters, self.shards)
+        """sha256 over the training config, every shard's sample ids and adapter tensors (the audit's model hash)."""
+        return hashlib.sha256((json.dumps(self.config.to_dict(), sort_keys=True)
+                               + _state_hash(self.adapters, self.shards)).encode()).hexdigest()
 
     @classmethod
     def fit(cls, base, samples: Sequence[Sample], shards: Sequence[Sequence[int]], config: TrainConfig,
@@ -281,9 +302,11 @@ class ShardEnsemble:
             raise InputError(f"{len(missing)} remaining shard sample(s) are not in the samples given "
                              f"(first {missing[0]!r})", field="samples", fix="pass the ensemble's training samples")
         t0 = time.perf_counter()
+        trial = self.copy()                        # a failed retraining leaves this ensemble as it was
         for k in affected:
-            self.shards[k] = [u for u in self.shards[k] if u not in gone]
-        self._train(base, affected, by_id, valid, progress)
+            trial.shards[k] = [u for u in trial.shards[k] if u not in gone]
+        trial._train(base, affected, by_id, valid, progress)
+        self.shards, self.adapters, self.train_seconds = trial.shards, trial.adapters, trial.train_seconds
         record = {"request": len(self.audit), "deleted": n_deleted, "affected": affected,
                   "seconds": time.perf_counter() - t0, "before": before, "after": self.state_hash(),
                   "previous": self.audit[-1]["record_hash"] if self.audit else None}
@@ -306,6 +329,7 @@ class ShardEnsemble:
         meta = {"format": FORMAT, "shards": self.shards, "live": self.live, "config": self.config.to_dict(),
                 "seed": self.seed, "audit": self.audit, "train_seconds": self.train_seconds, "workers": self.workers,
                 "sha256": sha256_file(weights)}
+        meta["meta_sha256"] = _meta_hash(meta)
         return atomic_write_json(d / "ensemble.json", meta)
 
     @classmethod
@@ -325,6 +349,9 @@ class ShardEnsemble:
         meta = json.loads(meta_path.read_text())
         if meta.get("format") != FORMAT:
             raise InputError(f"format {meta.get('format')!r}, expected {FORMAT!r}", path=meta_path, field="format")
+        if meta.get("meta_sha256") != _meta_hash(meta):
+            raise InputError("the sidecar does not match its own sha256 (shards, config or audit were edited)",
+                             path=meta_path, fix="save the ensemble again")
         if sha256_file(weights) != meta.get("sha256"):
             raise InputError("the adapter tensors do not match the sidecar's sha256", path=weights,
                              fix="the file was changed or truncated; save the ensemble again")
@@ -335,6 +362,11 @@ class ShardEnsemble:
             adapters[k] = {n[len(pre):]: t for n, t in flat.items() if n.startswith(pre)}
         return cls(meta["shards"], adapters, TrainConfig(**meta["config"]), meta["seed"],
                    meta["audit"], meta["train_seconds"], meta.get("workers", 1))
+
+
+def _meta_hash(meta: dict) -> str:
+    body = {k: v for k, v in meta.items() if k != "meta_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 @contextlib.contextmanager
@@ -350,26 +382,28 @@ def adapter_applied(base, state: Mapping[str, torch.Tensor], lora: LoraConfig) -
     if any(k.endswith(".delta") for k in state):
         projs = projections(base, lora.targets)
         keep = {}
-        with torch.no_grad():
-            for key, delta in state.items():
-                name = key.removesuffix(".delta")
-                lin = projs[name].module
-                keep[name] = lin.weight.detach().clone()
-                delta = delta.T if projs[name].layout == "conv1d" else delta      # GPT-2 stores [in, out]
-                lin.weight.add_(lora.scale * delta.to(lin.weight.device, lin.weight.dtype))
         try:
+            with torch.no_grad():
+                for key, delta in state.items():
+                    name = key.removesuffix(".delta")
+                    lin = projs[name].module
+                    keep[name] = lin.weight.detach().clone()
+                    delta = delta.T if projs[name].layout == "conv1d" else delta      # GPT-2 stores [in, out]
+                    lin.weight.add_(lora.scale * delta.to(lin.weight.device, lin.weight.dtype))
             yield
         finally:
             with torch.no_grad():
                 for name, w in keep.items():
                     projs[name].module.weight.copy_(w)
         return
-    attach_lora(base, lora)
-    try:
-        load_lora_state_dict(base, dict(state))
-        yield
-    finally:
-        detach_lora(base)
+    with _base_kept(base):
+        with torch.random.fork_rng(devices=[]):     # the fresh adapter's init must not move the caller's RNG
+            attach_lora(base, lora)
+        try:
+            load_lora_state_dict(base, dict(state))
+            yield
+        finally:
+            detach_lora(base)
 
 
 def adapter_outputs(base, ens: ShardEnsemble, samples: Sequence[Sample], batch_size: int = 8,
@@ -388,10 +422,20 @@ def adapter_outputs(base, ens: ShardEnsemble, samples: Sequence[Sample], batch_s
 def sisa_outputs(base, ens: ShardEnsemble, samples: Sequence[Sample], batch_size: int = 8,
                  progress: bool = True) -> tuple[Float[np.ndarray, "n"], Float[np.ndarray, "n"]]:
     """SISA's prediction-level aggregation: mean P(Yes) over the live adapters, and the mixture's answer loss."""
+    from scipy.special import logsumexp
+
     p, loss = adapter_outputs(base, ens, samples, batch_size, progress)
     live = ens.live
-    mix = -np.log(np.mean(np.exp(-loss[:, live]), axis=1))
+    t = answer_lengths(base.tokenizer, samples)[:, None]      # loss is the mean CE per answer token
+    mix = -(logsumexp(-t * loss[:, live], axis=1) - np.log(len(live))) / t[:, 0]
     return p[:, live].mean(axis=1), mix
+
+
+def answer_lengths(tokenizer, samples: Sequence[Sample]) -> Float[np.ndarray, "n"]:
+    """How many tokens each sample's answer (``" Yes."`` / ``" No."``) has: the answer loss is their mean CE."""
+    from recircuit.models.tokenize import encode_continuation
+
+    return np.array([len(encode_continuation(tokenizer, s.answer)) for s in samples], dtype=np.float64)
 
 
 def validation_errors(base, ens: ShardEnsemble, valid: Sequence[Sample], batch_size: int = 8,
@@ -433,15 +477,14 @@ def apa_weights(query: Float[np.ndarray, "m d"], valid: Float[np.ndarray, "n_val
     n = min(n_neighbors, len(valid))
     sims = cosine_similarity(query, valid)
     nearest = np.argsort(-sims, axis=1, kind="stable")[:, :n]
-    err = errors[nearest].mean(axis=1)                            # (m, k)
-    err = np.where(live, err, np.inf)
+    err = np.where(live, errors[nearest].mean(axis=1), 0.0)     # (m, k); dead columns masked below
     if scheme == "major":
         w = np.zeros_like(err)
-        w[np.arange(m), np.argmin(err, axis=1)] = 1.0
+        w[np.arange(m), np.argmin(np.where(live, err, np.inf), axis=1)] = 1.0
         return w
-    z = -tau * err
+    z = np.where(live, -tau * err, -np.inf)
     z = z - z.max(axis=1, keepdims=True)
-    e = np.where(live, np.exp(z), 0.0)
+    e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
 
 

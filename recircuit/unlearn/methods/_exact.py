@@ -13,7 +13,9 @@ Usage::
 ``model`` is the **base** the adapters sit on (in the two-stage protocol, the base recommender),
 not a fine-tuned Original: an exact method's "original" is its ensemble. ``run`` fits the
 ensemble on ``forget + retain`` first if :meth:`ExactMethod.fit` was not called (that time is
-``extra["fit_seconds"]``, not ``seconds``, which is the deletion's retraining alone).
+``extra["fit_seconds"]``, not ``seconds``, which is the deletion's retraining plus refreshing
+what serving needs for the retrained shards: APA's validation errors). The ensemble is exact
+given its partition (see :mod:`recircuit.unlearn.ensemble`).
 """
 
 from __future__ import annotations

@@ -97,17 +97,17 @@ class APA(ExactMethod):
         for k in shards:
             self.valid_errors[:, k] = np.abs(y - p[:, k]) if ens.adapters[k] is not None else np.nan
 
-    def weights_for(self, base, samples: Sequence[Sample]) -> Float[np.ndarray, "n k"]:
+    def weights_for(self, base, samples: Sequence[Sample], batch_size: int = 8) -> Float[np.ndarray, "n k"]:
         """Each sample's aggregation weights over the K adapters."""
         c = self.config
         if c.weights == "average":
             live = np.array([a is not None for a in self.ensemble.adapters], dtype=np.float64)
             return np.tile(live / live.sum(), (len(samples), 1))
-        return apa_weights(prompt_embeddings(base, samples, progress=False), self.valid_embeddings,
-                           self.valid_errors, c.n_neighbors, c.tau, c.weights)
+        return apa_weights(prompt_embeddings(base, samples, batch_size=batch_size, progress=False),
+                           self.valid_embeddings, self.valid_errors, c.n_neighbors, c.tau, c.weights)
 
     def outputs(self, base, samples: Sequence[Sample], batch_size: int = 8,
                 progress: bool = False) -> tuple[Float[np.ndarray, "n"], Float[np.ndarray, "n"]]:
         """P(Yes) and answer loss of each sample under its merged adapter (:func:`apa_outputs`)."""
-        return apa_outputs(base, self.ensemble, samples, self.weights_for(base, samples), self.config.level,
+        return apa_outputs(base, self.ensemble, samples, self.weights_for(base, samples, batch_size), self.config.level,
                            batch_size, progress)
