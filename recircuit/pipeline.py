@@ -1048,7 +1048,8 @@ def exact_ensemble(config: PipelineConfig, name: str, data: PipelineData, base, 
     The ensemble is an exact method's Original: one LoRA adapter per shard of the pool (plus the
     replayed base samples), over the base recommender (or the base model without one). It is
     cached in ``models/`` as safetensors with APA's validation embeddings and errors, keyed on
-    the method's config, the base, the model's identity, the content of every training and
+    the settings the shards depend on (:meth:`ExactConfig.fit_settings`: APA's serving variants
+    and a SISA on the same partition share one fit), the base, the model's identity, the content of every training and
     validation sample, the device and thread count (bit-exact retraining needs the same ones) and
     the code; every request deletes from a fresh copy of it.
     """
@@ -1066,19 +1067,21 @@ def exact_ensemble(config: PipelineConfig, name: str, data: PipelineData, base, 
     from recircuit.train.cache import model_identity
 
     device = str(next(base.parameters()).device)
-    key = models.key(step="ensemble", method=name, config=mcfg.to_dict(), base=base_id,
+    key = models.key(step="ensemble", fit=mcfg.fit_settings(), base=base_id,
                      model=model_identity(config.model), train=samples_hash(train), valid=samples_hash(valid),
                      device=device, threads=torch.get_num_threads() if getattr(mcfg, "workers", 1) <= 1 else 1,
                      code=("unlearn", "train", "models", "data"))
-    step = f"ensemble-{name.replace(':', '-')}"
+    step = "ensemble"
     entry = models.lookup(step, key)
     if entry is not None:
         method.ensemble = ShardEnsemble.load(entry.path / "files")
         method.samples = {_uids([s])[0]: s for s in train}
         method.fit_seconds = float(entry.payload["fit_seconds"])
-        serving = load_file(str(entry.file("serving.safetensors"))) if "serving.safetensors" in entry.files else {}
-        for k, v in serving.items():
-            setattr(method, k, v)
+        if "serving.safetensors" in entry.files:
+            for k, v in load_file(str(entry.file("serving.safetensors"))).items():
+                setattr(method, k, v)
+        else:                       # fitted by a variant that serves without them (SISA, average weights)
+            method.after_fit(base)
         return method
     method.fit(base, train, progress=ctx.progress)
     models.root.mkdir(parents=True, exist_ok=True)

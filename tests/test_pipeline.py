@@ -261,7 +261,7 @@ def test_an_exact_method_runs_on_the_pipeline_from_its_cached_ensemble(demo_run,
     exact_metrics = [k for k in METRICS if k != "forget_jsd_to_original"]   # its Original is its own ensemble
     assert all(np.isfinite(row[k]) for k in exact_metrics) and row["fit_seconds"] > 0
     run = json.loads((tmp_path / "out" / "report.json").read_text())
-    (entry,) = list((demo_cache / "models").glob("ensemble-sisa-*"))
+    (entry,) = list((demo_cache / "models").glob("ensemble-*"))
     assert {p.name for p in (entry / "files").iterdir()} == {"ensemble.safetensors", "ensemble.json"}
     # the next request deletes from the cached fit (read back and verified), not from the first deletion's result
     shutil.rmtree(_entry(demo_cache, "unlearn_sisa"))

@@ -20,6 +20,7 @@ given its partition (see :mod:`recircuit.unlearn.ensemble`).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -79,6 +80,11 @@ class ExactConfig(MethodConfig):
             raise InputError(f"k={self.k}", field="k", fix="use at least 1 shard")
         if self.max_size is not None and self.max_size < 1:
             raise InputError(f"max_size={self.max_size}", field="max_size", fix="use at least 1, or None")
+
+    def fit_settings(self) -> dict:
+        """The settings the shard adapters depend on (ExactConfig's own fields): two configs with
+        the same ones (APA's level, weight and tau variants; SISA and APA on one partition) share a fit."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(ExactConfig)}
 
     def train_config(self) -> TrainConfig:
         """The shard adapters' :class:`TrainConfig` (LoRA on q and v, cosine schedule, as TALLRec)."""
