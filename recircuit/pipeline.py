@@ -1055,6 +1055,8 @@ def exact_ensemble(config: PipelineConfig, name: str, data: PipelineData, base, 
     """
     from safetensors.numpy import load_file, save_file
 
+    from recircuit.evaluate.report import samples_hash
+    from recircuit.train.cache import model_identity
     from recircuit.unlearn import get_method
     from recircuit.unlearn.ensemble import ShardEnsemble
 
@@ -1063,9 +1065,6 @@ def exact_ensemble(config: PipelineConfig, name: str, data: PipelineData, base, 
     train, valid = original_split(data).train, exact_valid(data)
     method = get_method(name, mcfg, valid=valid)
     models = Cache(None if ctx.cache_root is None else Path(ctx.cache_root) / "models", subdir="models")
-    from recircuit.evaluate.report import samples_hash
-    from recircuit.train.cache import model_identity
-
     device = str(next(base.parameters()).device)
     key = models.key(step="ensemble", fit=mcfg.fit_settings(), base=base_id,
                      model=model_identity(config.model), train=samples_hash(train), valid=samples_hash(valid),
@@ -1100,7 +1099,7 @@ def exact_ensemble(config: PipelineConfig, name: str, data: PipelineData, base, 
 
 def _run_exact(config: PipelineConfig, name: str, data: PipelineData, refs: References, request: ForgetRetain,
                ctx: Context) -> MethodRun:
-    """An exact method on one request: delete the forget samples from the seed's fitted ensemble
+    """An exact method on one request: delete the forget samples from a copy of the fitted ensemble
     (retraining only the shards that held them), then evaluate the ensemble's predictor. Its
     ``seconds`` are the deletion's; the fit is ``row["fit_seconds"]``. The relearning attack, the
     weight-update norms and ``forget_jsd_to_original`` (its Original is its own ensemble, not the
