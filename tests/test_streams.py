@@ -1,6 +1,7 @@
 """Streams of deletion requests on the tiny model: the draw, the chain of audit records, resuming."""
 
 import dataclasses
+import json
 
 import pytest
 
@@ -64,3 +65,18 @@ def test_a_stream_runs_every_method_chains_models_and_resumes(tiny_cfg, tmp_path
     monkeypatch.setattr(U, "get_method", lambda *a, **k: pytest.fail("nothing should run again"))
     again = run_stream(tiny_cfg, stream, tmp_path / "out", progress=False)
     assert again.table.equals(table)
+
+
+def test_the_stream_command_prints_rows_and_refuses_bad_input_in_one_line(shared_data, tmp_path, monkeypatch,
+                                                                          capsys):
+    from recircuit.cli import main
+
+    rc = main(["stream", "--model", "tiny", "--n-requests", "0", "--out", str(tmp_path / "bad")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "n_requests" in err and not (tmp_path / "bad").exists()
+    monkeypatch.setenv("RECIRCUIT_CACHE", str(tmp_path / "cache"))
+    rc = main(["stream", "--model", "tiny", "--data-dir", str(shared_data / "ml-100k"), "--n-requests", "1",
+               "--methods", "ga", "--out", str(tmp_path / "s"), "--json"])
+    rows = json.loads(capsys.readouterr().out)
+    assert rc == 0 and {r["method"] for r in rows} == {"retrain", "ga"} and all(r["request"] == 0 for r in rows)
+    assert (tmp_path / "s" / "stream.json").is_file()

@@ -214,10 +214,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from recircuit.cli.circuit import add_circuit_parser
     from recircuit.cli.models import add_models_parser
+    from recircuit.cli.stream import add_stream_parser
     from recircuit.cli.train import add_train_parser
     from recircuit.cli.unlearn import add_unlearn_parser
 
-    for add in (add_train_parser, add_circuit_parser, add_unlearn_parser, add_models_parser):
+    for add in (add_train_parser, add_circuit_parser, add_unlearn_parser, add_stream_parser, add_models_parser):
         add(sub)
     return parser
 
