@@ -7,6 +7,8 @@ same on the retain users. Then the memorization check on forget / test / held-ou
     OMP_NUM_THREADS=2 python benchmarks/memorization_pilot.py --out runs/validity/pilot
     # the first measurement (benchmarks/RESULTS.md): --n-base 256 --base-per-user 0 --n-pool 64 --rate 0.25
     # the replay variant: --n-base 256 --n-pool 64 --rate 0.25 --replay 64
+    # the README recipe as the base: --n-base 512 --base-per-user 0 --base-lr 5e-5 --base-warmup 0 \
+    #     --n-pool 64 --rate 0.25 --replay 64  (then --seed 1 --original-from <that run> for a second request)
 
 Stage 2 may mix ``--replay`` base samples into both trainings (the same ones): forgetting is then
 measured against a model whose prior is anchored by data both runs share, as in the standard
