@@ -90,13 +90,11 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """The whole mission end to end (see :mod:`recircuit.demo`), then a short results table."""
-    from recircuit.cli.common import data_source_from_args
+    from recircuit.cli.common import data_source_from_args, pipeline_data
     from recircuit.demo import SUMMARY_COLUMNS, demo_config, run_demo
 
     source = data_source_from_args(args)
-    # plain MovieLens stays data.data_dir, so the demo's config (and its cache keys) are those of before
-    plain = source.format == "movielens" and set(source.to_dict()) <= {"format", "path"}
-    data_dir, source = (source.path, None) if plain else (None, source)
+    data_dir, source = pipeline_data(source)
     cfg = demo_config(args.model, device=args.device, data_dir=data_dir, source=source, n_train=args.n_train,
                       forget_fraction=args.forget_fraction, seed=args.seed, steps=args.steps,
                       methods=args.methods or None, faithfulness=False if args.no_faithfulness else None)

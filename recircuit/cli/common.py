@@ -167,3 +167,11 @@ def corruption_args_from(pairs: list[str] | None, flag: str = "--corruption-arg"
             value = text
         out[key] = value if value is None or isinstance(value, str | int | float | bool) else text
     return out
+
+
+def pipeline_data(source) -> tuple[str | None, object | None]:
+    """``(data_dir, source)`` for :func:`recircuit.demo.demo_config`: plain MovieLens stays
+    ``data_dir`` (so the configs, and their cache keys, are those of before sources existed);
+    any other data set is passed as its source."""
+    plain = source.format == "movielens" and set(source.to_dict()) <= {"format", "path"}
+    return (source.path, None) if plain else (None, source)

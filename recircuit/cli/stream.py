@@ -36,14 +36,13 @@ def add_stream_parser(subparsers) -> argparse.ArgumentParser:
 
 def cmd_stream(args: argparse.Namespace) -> int:
     """Run the stream and print one row per method and request."""
-    from recircuit.cli.common import data_source_from_args, emit
+    from recircuit.cli.common import data_source_from_args, emit, pipeline_data
     from recircuit.demo import demo_config
     from recircuit.streams import STREAM_COLUMNS, StreamConfig, run_stream
 
     stream = StreamConfig(args.n_requests, args.users_per_request, args.seed, tuple(args.methods))
     source = data_source_from_args(args)
-    plain = source.format == "movielens" and set(source.to_dict()) <= {"format", "path"}
-    data_dir, source = (source.path, None) if plain else (None, source)
+    data_dir, source = pipeline_data(source)
     cfg = demo_config(args.model, device=args.device, data_dir=data_dir, source=source, n_train=args.n_train,
                       methods=[m for m in args.methods], faithfulness=False)
     res = run_stream(cfg, stream, args.out, progress=not args.json)
