@@ -9,6 +9,7 @@ same on the retain users. Then the memorization check on forget / test / held-ou
     # the replay variant: --n-base 256 --n-pool 64 --rate 0.25 --replay 64
     # the README recipe as the base: --n-base 512 --base-per-user 0 --base-lr 5e-5 --base-warmup 0 \
     #     --n-pool 64 --rate 0.25 --replay 64  (then --seed 1 --original-from <that run> for a second request)
+    # a gentler stage 2 on the same base: add --pool-loss yes_no (and/or --pool-lr 5e-5)
 
 Stage 2 may mix ``--replay`` base samples into both trainings (the same ones): forgetting is then
 measured against a model whose prior is anchored by data both runs share, as in the standard
@@ -39,6 +40,8 @@ def main() -> None:
     ap.add_argument("--n-pool", type=int, default=128)
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--pool-lr", type=float, default=1e-4)
+    ap.add_argument("--pool-loss", default="answer", choices=("answer", "yes_no"),
+                    help="stage 2's loss: the answer tokens' loss, or the two-way Yes/No loss of stage 1")
     ap.add_argument("--n-valid", type=int, default=100)
     ap.add_argument("--rate", type=float, default=0.1)
     ap.add_argument("--n-test", type=int, default=200)
@@ -80,7 +83,7 @@ def main() -> None:
                                          "n_base": len(base_train), "pool_users": len(users), "pool": len(pool)})
     req = forget_retain_split(Split("tallrec", pool, [], [], {}), level="user", fraction=a.rate, seed=a.seed)
     pool_cfg = TrainConfig(mode="full", lr=a.pool_lr, epochs=a.epochs, batch_size=8, warmup_ratio=0.1,
-                           schedule="constant", loss="answer", seed=0)
+                           schedule="constant", loss=a.pool_loss, seed=0)
     replay = replay_samples(base_train, a.replay)     # the pipeline's draw: one for every request
     paths = {}
     if a.original_from and not (out / "original" / "model.safetensors").exists():

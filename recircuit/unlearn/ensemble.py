@@ -143,8 +143,8 @@ def _shard_task(name: str, base_state: dict[str, torch.Tensor], samples: list[Sa
 
 
 def train_shards(base, jobs: Mapping[int, Sequence[Sample]], config: TrainConfig, seed: int,
-                 valid: Sequence[Sample] | None = None, workers: int = 1,
-                 progress: bool = True) -> dict[int, tuple[dict[str, torch.Tensor], float]]:
+                 valid: Sequence[Sample] | None = None, workers: int = 1, progress: bool = True,
+                 timing: dict[str, float] | None = None) -> dict[int, tuple[dict[str, torch.Tensor], float]]:
     """Train shard ``k``'s adapter on ``jobs[k]`` for every ``k``: ``{k: (adapter, seconds)}``.
 
     ``workers == 1`` trains them one after another in this process, on ``base``; ``workers > 1``
@@ -154,7 +154,12 @@ def train_shards(base, jobs: Mapping[int, Sequence[Sample]], config: TrainConfig
     on a local one with ``workers`` cores, started and shut down here.
     An adapter is bit-identical across reruns of the same mode; the fit and every deletion of an
     ensemble use the same ``workers`` so that retrained shards match trained-from-scratch ones.
+    ``timing``, when given, receives ``"runner_seconds"``: the time spent starting and stopping a
+    local Ray here (0 when Ray was already up or ``workers == 1``), so a caller can report the
+    retraining apart from the runner's start-up.
     """
+    if timing is not None:
+        timing["runner_seconds"] = 0.0
     out: dict[int, tuple[dict[str, torch.Tensor], float]] = {}
     if workers <= 1 or not jobs:
         for k in tqdm(list(jobs), desc="shard adapters", unit="shard", disable=not progress, leave=False):
@@ -169,7 +174,10 @@ def train_shards(base, jobs: Mapping[int, Sequence[Sample]], config: TrainConfig
 
     started = not ray.is_initialized()
     if started:
+        t0 = time.perf_counter()
         ray.init(num_cpus=workers, include_dashboard=False, logging_level=logging.WARNING)
+        if timing is not None:
+            timing["runner_seconds"] += time.perf_counter() - t0
     try:
         gpu = next(base.parameters()).device.type == "cuda"
         task = ray.remote(num_cpus=1, num_gpus=1 if gpu else 0)(_shard_task)
@@ -187,7 +195,10 @@ def train_shards(base, jobs: Mapping[int, Sequence[Sample]], config: TrainConfig
         bar.close()
     finally:
         if started:
+            t0 = time.perf_counter()
             ray.shutdown()
+            if timing is not None:
+                timing["runner_seconds"] += time.perf_counter() - t0
     return out
 
 
@@ -195,6 +206,16 @@ def _check_config(config: TrainConfig) -> None:
     if config.mode != "lora":
         raise InputError(f"shard models are LoRA adapters, got mode={config.mode!r}", field="train.mode",
                          fix="use TrainConfig(mode='lora', ...)")
+
+
+def _valid_hash(valid: Sequence[Sample] | None) -> str | None:
+    """sha256 over the ids and content of the validation samples a shard trains against (None: none)."""
+    if not valid:
+        return None
+    h = hashlib.sha256()
+    for s in valid:
+        h.update(f"{_uid(s)}\x1f{s.instruction}\x1f{s.input}\x1f{s.output}\x1e".encode())
+    return h.hexdigest()
 
 
 def _state_hash(adapters: Sequence[dict[str, torch.Tensor] | None], shards: Sequence[Sequence[str]]) -> str:
@@ -219,6 +240,9 @@ class ShardEnsemble:
         audit: one record per deletion, each chaining to the previous by hash (see :meth:`delete`).
         train_seconds: wall time of each shard's latest training.
         workers: parallel shard trainings (Ray tasks; 1: in this process), for the fit and every deletion.
+        valid_hash: sha256 of the ids and content of the validation samples the fit trained against (early
+            stopping); every deletion must pass the same ones, or its retrained shards would not be
+            what training from scratch gives.
     """
 
     shards: list[list[str]]
@@ -228,6 +252,7 @@ class ShardEnsemble:
     audit: list[dict] = field(default_factory=list)
     train_seconds: list[float] = field(default_factory=list)
     workers: int = 1
+    valid_hash: str | None = None
 
     @property
     def k(self) -> int:
@@ -264,16 +289,18 @@ class ShardEnsemble:
         samples = list(samples)
         check_partition(shards, len(samples), max_size)
         ids = [[_uid(samples[i]) for i in s] for s in shards]
-        ens = cls(ids, [None] * len(ids), config, seed, [], [0.0] * len(ids), workers)
+        ens = cls(ids, [None] * len(ids), config, seed, [], [0.0] * len(ids), workers, _valid_hash(valid))
         ens._train(base, range(ens.k), {_uid(s): s for s in samples}, valid, progress)
         return ens
 
-    def _train(self, base, ks: Sequence[int], by_id: Mapping[str, Sample], valid, progress: bool) -> None:
+    def _train(self, base, ks: Sequence[int], by_id: Mapping[str, Sample], valid, progress: bool,
+               timing: dict[str, float] | None = None) -> None:
         jobs = {k: [by_id[u] for u in self.shards[k]] for k in ks if self.shards[k]}
         for k in ks:
             if not self.shards[k]:
                 self.adapters[k], self.train_seconds[k] = None, 0.0
-        for k, (state, secs) in train_shards(base, jobs, self.config, self.seed, valid, self.workers, progress).items():
+        for k, (state, secs) in train_shards(base, jobs, self.config, self.seed, valid, self.workers, progress,
+                                             timing).items():
             self.adapters[k], self.train_seconds[k] = state, secs
 
     def delete(self, base, uids: Sequence[str] | set[str], samples: Sequence[Sample] | Mapping[str, Sample],
@@ -284,15 +311,25 @@ class ShardEnsemble:
             base: the base model the adapters sit on (left without adapters).
             uids: ids of the samples to delete (ids in no shard are ignored: nothing is retrained for them).
             samples: the training samples (a list or an id -> sample map) the remaining shard ids refer to.
-            valid: validation samples for the shards' early stopping (as at :meth:`fit`).
+            valid: validation samples for the shards' early stopping: the same as at :meth:`fit`.
 
         Returns:
-            ``{"request", "deleted", "affected", "seconds", "before", "after", "previous"}``: the
-            request's index, how many samples were removed, the retrained shards, the wall time of
-            the retraining, the ensemble hash before and after, and the previous record's hash
-            (``record_hash``), so the records form a chain.
+            ``{"request", "requested", "deleted", "affected", "seconds", "runner_seconds", "before",
+            "after", "previous"}``: the request's index, how many ids were asked for and how many
+            samples were removed (ids in no shard count in the first only), the retrained shards,
+            the wall time of the deletion and the part of it spent starting and stopping a local
+            Ray (:func:`train_shards`), the ensemble hash before and after, and the previous
+            record's hash (``record_hash``), so the records form a chain.
+
+        Raises:
+            InputError: ``valid`` differs from the fit's, or a remaining shard sample is missing
+                from ``samples``.
         """
         gone = set(uids)
+        if _valid_hash(valid) != self.valid_hash:
+            raise InputError("the validation samples differ from the ones the ensemble was fitted with, so the "
+                             "retrained shards would not match training from scratch", field="valid",
+                             fix="pass delete() the valid= given to ShardEnsemble.fit (None if none was)")
         by_id = samples if isinstance(samples, Mapping) else {_uid(s): s for s in samples}
         before = self.state_hash()
         affected = [k for k, s in enumerate(self.shards) if gone.intersection(s)]
@@ -305,10 +342,12 @@ class ShardEnsemble:
         trial = self.copy()                        # a failed retraining leaves this ensemble as it was
         for k in affected:
             trial.shards[k] = [u for u in trial.shards[k] if u not in gone]
-        trial._train(base, affected, by_id, valid, progress)
+        timing: dict[str, float] = {}
+        trial._train(base, affected, by_id, valid, progress, timing)
         self.shards, self.adapters, self.train_seconds = trial.shards, trial.adapters, trial.train_seconds
-        record = {"request": len(self.audit), "deleted": n_deleted, "affected": affected,
-                  "seconds": time.perf_counter() - t0, "before": before, "after": self.state_hash(),
+        record = {"request": len(self.audit), "requested": len(gone), "deleted": n_deleted, "affected": affected,
+                  "seconds": time.perf_counter() - t0, "runner_seconds": timing.get("runner_seconds", 0.0),
+                  "before": before, "after": self.state_hash(),
                   "previous": self.audit[-1]["record_hash"] if self.audit else None}
         record["record_hash"] = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
         self.audit.append(record)
@@ -328,7 +367,7 @@ class ShardEnsemble:
         weights = atomic_write(d / "ensemble.safetensors", lambda p: save_file(tensors, str(p)))
         meta = {"format": FORMAT, "shards": self.shards, "live": self.live, "config": self.config.to_dict(),
                 "seed": self.seed, "audit": self.audit, "train_seconds": self.train_seconds, "workers": self.workers,
-                "sha256": sha256_file(weights)}
+                "valid_hash": self.valid_hash, "sha256": sha256_file(weights)}
         meta["meta_sha256"] = _meta_hash(meta)
         return atomic_write_json(d / "ensemble.json", meta)
 
@@ -361,7 +400,7 @@ class ShardEnsemble:
             pre = f"shard{k}."
             adapters[k] = {n[len(pre):]: t for n, t in flat.items() if n.startswith(pre)}
         return cls(meta["shards"], adapters, TrainConfig(**meta["config"]), meta["seed"],
-                   meta["audit"], meta["train_seconds"], meta.get("workers", 1))
+                   meta["audit"], meta["train_seconds"], meta.get("workers", 1), meta.get("valid_hash"))
 
 
 def _meta_hash(meta: dict) -> str:

@@ -318,9 +318,35 @@ def test_a_deletion_touching_no_shard_retrains_nothing_and_records_chain(fitted,
 
     monkeypatch.setattr(E, "train_shard", lambda *a, **k: pytest.fail("no shard should be retrained"))
     r1 = ens.delete(tiny_model(0), {"u999:i1:t1"}, samples, progress=False)
-    assert r1["affected"] == [] and r1["deleted"] == 0 and r1["before"] == r1["after"] == h
+    assert r1["affected"] == [] and r1["deleted"] == 0 and r1["requested"] == 1 and r1["before"] == r1["after"] == h
+    assert r1["runner_seconds"] == 0.0            # no Ray was started for a one-worker ensemble
     r2 = ens.delete(tiny_model(0), set(), samples, progress=False)
     assert r2["previous"] == r1["record_hash"] and r2["request"] == 1
+
+
+def test_a_deletion_must_use_the_fit_validation_samples(samples):
+    base = tiny_model(0)
+    cfg = TrainConfig(mode="lora", lr=5e-3, epochs=1, batch_size=4, eval_every=2, patience=1)
+    ens = ShardEnsemble.fit(base, samples[:12], random_partition(12, 2, 0), cfg, valid=samples[20:], progress=False)
+    h = ens.state_hash()
+    for wrong in (None, samples[18:]):               # none, or others: the retraining would not be from scratch
+        with pytest.raises(InputError, match="validation samples differ"):
+            ens.delete(base, {ens.shards[0][0]}, samples, valid=wrong, progress=False)
+    assert ens.state_hash() == h and ens.audit == []
+    rec = ens.delete(base, {ens.shards[0][0]}, samples, valid=samples[20:], progress=False)
+    assert rec["affected"] == [0]
+
+
+def test_exact_method_refuses_or_reports_forget_samples_outside_its_shards(samples, caplog):
+    base = tiny_model(0)
+    sisa = get_method("sisa", method_config("sisa", k=2, partition="random", shard_batch_size=4))
+    sisa.fit(base, samples[:12], progress=False)
+    with pytest.raises(InputError, match="none of the 2 forget samples"):
+        sisa.run(base, samples[12:14], samples[:12], progress=False)
+    with caplog.at_level("WARNING"):
+        res = sisa.run(base, [samples[0], samples[13]], samples[1:12], progress=False)
+    assert res.extra["audit"]["deleted"] == 1 and "1 of 2 forget samples were in no shard" in res.stopped
+    assert "in no shard" in caplog.text
 
 
 def test_an_emptied_shard_drops_out_of_the_aggregation(fitted, samples):

@@ -21,6 +21,7 @@ given its partition (see :mod:`recircuit.unlearn.ensemble`).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ from recircuit.unlearn.shards import (
     user_partition,
 )
 
+logger = logging.getLogger(__name__)
 
 @dataclass
 class ExactConfig(MethodConfig):
@@ -159,13 +161,23 @@ class ExactMethod(UnlearnMethod):
         if self.ensemble is None:
             self.fit(model, list(forget) + list(retain), progress)
         gone = {sample_key(s) for s in forget}
+        held = {u for shard in self.ensemble.shards for u in shard}
+        if not gone & held:
+            raise InputError(f"none of the {len(gone)} forget samples is in the ensemble's shards, so there is "
+                             "nothing to delete", field="forget",
+                             fix="pass samples the ensemble was fitted on (same uid, or same prompt when uid is empty)")
         record = self.ensemble.delete(model, gone, self.samples, progress=progress)
         t0 = time.perf_counter()
         self.after_fit(model, record["affected"])
         record["serving_prep_seconds"] = time.perf_counter() - t0
         steps = len(record["affected"])
+        stopped = f"retrained {steps} of {self.ensemble.k} shards"
+        if record["deleted"] < record["requested"]:
+            stopped += (f"; {record['requested'] - record['deleted']} of {record['requested']} forget samples "
+                        "were in no shard (never trained on, nothing to remove)")
+            logger.warning("%s: %s", self.name, stopped)
         return UnlearnResult(self.name, steps, record["seconds"] + record["serving_prep_seconds"], [],
-                             f"retrained {steps} of {self.ensemble.k} shards",
+                             stopped,
                              {"audit": record, "fit_seconds": self.fit_seconds, "shard_sizes":
                               [len(s) for s in self.ensemble.shards], "affected": record["affected"]},
                              ExactPredictor(self, model), "ok")
