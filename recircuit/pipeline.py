@@ -174,7 +174,9 @@ class BaseConfig:
     Attributes:
         n_train: base training samples: the split's training samples of users not in the pool,
             at most ``per_user`` windows each, the first ``n_train``.
-        per_user: windows kept per base user (more users, fewer windows each, generalize better).
+        per_user: windows kept per base user (more users, fewer windows each, generalize better);
+            0: no cap, the first ``n_train`` samples of users outside the pool in the split's order
+            (TALLRec's own recipe: long runs of one user's windows).
         n_valid: validation samples for its early stopping (the start of the valid split; must
             not reach the MIA non-members at its end).
         train: its fine-tuning (:class:`recircuit.train.TrainConfig`; ``mode`` must be ``full``).
@@ -548,10 +550,11 @@ def validate(config: PipelineConfig, grid: GridConfig | None = None) -> None:
                              fix=err.fix) from err
     if cfg.base is not None:
         for name in ("n_train", "per_user", "n_valid"):
-            v = getattr(cfg.base, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise InputError(f"must be a whole number >= 1, got {v!r}", field=f"base.{name}",
-                                 fix=f"pass e.g. the default ({getattr(BaseConfig(), name)})")
+            v, least = getattr(cfg.base, name), 0 if name == "per_user" else 1
+            if not isinstance(v, int) or isinstance(v, bool) or v < least:
+                raise InputError(f"must be a whole number >= {least}, got {v!r}", field=f"base.{name}",
+                                 fix=f"pass e.g. the default ({getattr(BaseConfig(), name)})"
+                                 + (" or 0 for no cap" if name == "per_user" else ""))
         r = cfg.base.replay
         if not isinstance(r, int) or isinstance(r, bool) or not 0 <= r <= cfg.base.n_train:
             raise InputError(f"must be a whole number from 0 to base.n_train ({cfg.base.n_train}), got {r!r}",
@@ -631,7 +634,7 @@ def prepare_data(config: PipelineConfig) -> PipelineData:
                              "on MIA non-members", field="base.n_valid", fix="lower base.n_valid or data.n_heldout")
         users = {s.user_id for s in pool}
         outside = [s for s in full.train if s.user_id not in users]
-        base = cap_per_user(outside, b.per_user, b.n_train) if outside else []
+        base = (cap_per_user(outside, b.per_user, b.n_train) if b.per_user else outside[: b.n_train]) if outside else []
         if not base:
             raise InputError(f"no training user is left outside the pool of {len(users)} users for the base "
                              "recommender", field="base.n_train", fix="lower data.n_train or data.per_user")

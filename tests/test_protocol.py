@@ -29,6 +29,7 @@ def test_base_config_round_trips_and_is_left_out_when_none():
 
 @pytest.mark.parametrize("base, field", [
     ({"n_train": 0}, "base.n_train"),
+    ({"per_user": -1}, "base.per_user"),
     ({"train": {"mode": "lora"}}, "base.train.mode"),
     ({"train": {"lr": -1}}, "base.train.lr"),
     ({"n_trian": 3}, "base.n_trian"),
@@ -47,6 +48,16 @@ def test_base_users_are_outside_the_pool(shared_data):
     assert max(sum(s.user_id == u for s in data.base) for u in base_users) <= 4
     heldout = {s.uid for s in data.heldout}
     assert not heldout & {s.uid for s in data.base_valid}
+
+
+def test_base_per_user_zero_takes_the_first_samples_outside_the_pool(shared_data):
+    from recircuit.data import build_split
+
+    data = prepare_data(_tiny(shared_data, base=dataclasses.replace(TINY_BASE, per_user=0)))
+    pool_users = {s.user_id for s in data.split.train}
+    full = build_split("tallrec", data_dir=str(shared_data / "ml-100k"))
+    assert [s.uid for s in data.base] == [s.uid for s in full.train if s.user_id not in pool_users][:24]
+    assert max(sum(s.user_id == u for s in data.base) for u in {s.user_id for s in data.base}) > 4   # no cap
 
 
 def test_base_validation_may_not_reach_the_mia_nonmembers(shared_data):
