@@ -21,6 +21,8 @@ Each stage writes its result JSON as it finishes and is skipped when its file ex
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 import time
 from pathlib import Path
 
@@ -52,6 +54,9 @@ def main() -> None:
     ap.add_argument("--base-warmup", type=float, default=0.1, help="the README recipe uses 0")
     ap.add_argument("--original-from", default=None,
                     help="a pilot directory whose Original to reuse (same base, pool and replay; another --seed)")
+    ap.add_argument("--base-from", default=None,
+                    help="a pilot directory whose base checkpoint to reuse (default: --original-from's); the "
+                         "base cache is keyed on the training code, so a code change would retrain it")
     ap.add_argument("--seed", type=int, default=0, help="the request's seed (Original and Retrain train with seed 0)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -77,8 +82,13 @@ def main() -> None:
                            schedule="constant", eval_every=16, patience=2, loss="yes_no", seed=0)
     t = time.time()
     base_split = Split("tallrec", base_train, valid, full.test, {"pilot": "base, pool users excluded"})
-    base_path = cached_recommender("smollm2-135m-instruct", base_split, base_cfg, None, a.n_valid,
-                                   progress=True)
+    reuse = a.base_from or a.original_from
+    if reuse:
+        base_path = Path(json.loads((Path(reuse) / "base.json").read_text())["checkpoint"])
+        load_trained(base_path)                # verifies the checkpoint's sha256 before anything trains on it
+    else:
+        base_path = cached_recommender("smollm2-135m-instruct", base_split, base_cfg, None, a.n_valid,
+                                       progress=True)
     atomic_write_json(out / "base.json", {"checkpoint": str(base_path), "seconds": time.time() - t,
                                          "n_base": len(base_train), "pool_users": len(users), "pool": len(pool)})
     req = forget_retain_split(Split("tallrec", pool, [], [], {}), level="user", fraction=a.rate, seed=a.seed)
@@ -86,6 +96,7 @@ def main() -> None:
                            schedule="constant", loss=a.pool_loss, seed=0)
     replay = replay_samples(base_train, a.replay)     # the pipeline's draw: one for every request
     paths = {}
+    stage2 = {"train": pool_cfg.to_dict(), "n_pool": len(pool), "replay": len(replay), "base": str(base_path)}
     if a.original_from and not (out / "original" / "model.safetensors").exists():
         import shutil
 
@@ -94,12 +105,17 @@ def main() -> None:
         shutil.copy(Path(a.original_from) / "original_train.json", out / "original_train.json")
     for who, samples in (("original", pool + replay), ("retrain", list(req.retain) + replay)):
         d = out / who
+        done = out / f"{who}_train.json"
+        if done.is_file() and json.loads(done.read_text()).get("stage2", stage2) != stage2:
+            sys.exit(f"memorization_pilot.py: {done}: stage 2 was trained with other settings than this run's "
+                     "(--pool-loss, --pool-lr, --epochs, --n-pool, --replay or the base); use another --out")
         if not (d / "model.safetensors").exists():
             model, _ = load_trained(base_path)
             t = time.time()
             res = train(model, samples, None, pool_cfg, out_dir=d, meta={"init": str(base_path)})
             atomic_write_json(out / f"{who}_train.json", {"seconds": time.time() - t, "metrics": res.metrics,
-                                                       "n_train": len(samples), "replay": len(replay)})
+                                                       "n_train": len(samples), "replay": len(replay),
+                                                       "stage2": stage2})
         paths[who] = d / "model.safetensors"
     if not (out / "memorization.json").exists():
         orig, _ = load_trained(paths["original"])

@@ -1126,6 +1126,7 @@ def _run_exact(config: PipelineConfig, name: str, data: PipelineData, refs: Refe
                               retain=request.retain, train=original_split(data).train, seconds=res.seconds,
                               retrain_seconds=refs.retrain_seconds, outputs=mine)
     row["fit_seconds"] = method.fit_seconds
+    row["runner_seconds"] = res.extra["audit"].get("runner_seconds", 0.0)      # Ray start-up inside `seconds`
     settings = {"method": mcfg.to_dict()}
     record = audit_record(request.forget, before, method.ensemble.state_hash(), settings, name, res.seconds,
                           extra={"stopped": res.stopped, "exact": res.extra["audit"]}, status=res.status)

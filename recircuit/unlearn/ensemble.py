@@ -79,6 +79,8 @@ from recircuit.unlearn.shards import check_partition, cosine_similarity
 FORMAT = "recircuit.shard_ensemble/1"
 #: Aggregation levels of APA: decomposition (APA(D)) and non-decomposition (APA(ND)).
 LEVELS = ("ab", "ba")
+#: ``valid_hash`` of an ensemble saved before it was recorded: its deletions are refused (refit it).
+UNKNOWN_VALID = "unknown"
 #: APA's weight schemes: sample-adaptive, and the paper's two ablations.
 WEIGHT_SCHEMES = ("adaptive", "average", "major")
 
@@ -315,7 +317,7 @@ class ShardEnsemble:
 
         Returns:
             ``{"request", "requested", "deleted", "affected", "seconds", "runner_seconds", "before",
-            "after", "previous"}``: the request's index, how many ids were asked for and how many
+            "after", "previous"}``: the request's index, how many distinct ids were asked for and how many
             samples were removed (ids in no shard count in the first only), the retrained shards,
             the wall time of the deletion and the part of it spent starting and stopping a local
             Ray (:func:`train_shards`), the ensemble hash before and after, and the previous
@@ -326,6 +328,10 @@ class ShardEnsemble:
                 from ``samples``.
         """
         gone = set(uids)
+        if self.valid_hash == UNKNOWN_VALID:
+            raise InputError("the ensemble was saved without the hash of its validation samples, so a deletion "
+                             "cannot be checked to retrain as the fit trained", field="valid_hash",
+                             fix="fit the ensemble again (ShardEnsemble.fit) and save it")
         if _valid_hash(valid) != self.valid_hash:
             raise InputError("the validation samples differ from the ones the ensemble was fitted with, so the "
                              "retrained shards would not match training from scratch", field="valid",
@@ -400,7 +406,8 @@ class ShardEnsemble:
             pre = f"shard{k}."
             adapters[k] = {n[len(pre):]: t for n, t in flat.items() if n.startswith(pre)}
         return cls(meta["shards"], adapters, TrainConfig(**meta["config"]), meta["seed"],
-                   meta["audit"], meta["train_seconds"], meta.get("workers", 1), meta.get("valid_hash"))
+                   meta["audit"], meta["train_seconds"], meta.get("workers", 1),
+                   meta.get("valid_hash", UNKNOWN_VALID))
 
 
 def _meta_hash(meta: dict) -> str:

@@ -55,6 +55,12 @@ def base():
     return tiny_model(0)
 
 
+def json_hash(d: dict) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
+
+
 def _state(m) -> dict:
     return {k: v.detach().clone() for k, v in m.state_dict().items()}
 
@@ -256,6 +262,7 @@ def test_parallel_shard_training_on_ray_equals_one_thread_training(samples):
         torch.set_num_threads(threads)
         ray.shutdown()
     assert rec["affected"] == [2] and par.workers == 2
+    assert rec["runner_seconds"] == 0.0                 # Ray was up already: no start-up inside the deletion
     assert par.state_hash() == ref.state_hash()
 
 
@@ -319,7 +326,7 @@ def test_a_deletion_touching_no_shard_retrains_nothing_and_records_chain(fitted,
     monkeypatch.setattr(E, "train_shard", lambda *a, **k: pytest.fail("no shard should be retrained"))
     r1 = ens.delete(tiny_model(0), {"u999:i1:t1"}, samples, progress=False)
     assert r1["affected"] == [] and r1["deleted"] == 0 and r1["requested"] == 1 and r1["before"] == r1["after"] == h
-    assert r1["runner_seconds"] == 0.0            # no Ray was started for a one-worker ensemble
+    assert r1["runner_seconds"] == 0.0            # a one-worker ensemble starts no Ray
     r2 = ens.delete(tiny_model(0), set(), samples, progress=False)
     assert r2["previous"] == r1["record_hash"] and r2["request"] == 1
 
@@ -347,6 +354,20 @@ def test_exact_method_refuses_or_reports_forget_samples_outside_its_shards(sampl
         res = sisa.run(base, [samples[0], samples[13]], samples[1:12], progress=False)
     assert res.extra["audit"]["deleted"] == 1 and "1 of 2 forget samples were in no shard" in res.stopped
     assert "in no shard" in caplog.text
+
+
+def test_an_ensemble_saved_without_its_validation_hash_refuses_deletions(fitted, samples, tmp_path):
+    import recircuit.unlearn.ensemble as E
+
+    fitted.save(tmp_path)
+    meta = json.loads((tmp_path / "ensemble.json").read_text())
+    del meta["valid_hash"]                                   # as an older version saved it
+    meta["meta_sha256"] = E._meta_hash(meta)
+    (tmp_path / "ensemble.json").write_text(json.dumps(meta))
+    old = ShardEnsemble.load(tmp_path)
+    assert old.state_hash() == fitted.state_hash()           # it still serves
+    with pytest.raises(InputError, match="fit the ensemble again"):
+        old.delete(tiny_model(0), {old.shards[0][0]}, samples, progress=False)
 
 
 def test_an_emptied_shard_drops_out_of_the_aggregation(fitted, samples):
@@ -395,6 +416,9 @@ def test_apa_method_deletes_and_refreshes_only_the_affected_errors(samples):
     retain = [s for s in pool if s not in forget]
     res = apa.run(base, forget, retain, progress=False)
     assert res.extra["affected"] == [2] and res.extra["audit"]["deleted"] == 2
+    chained = {k: v for k, v in apa.ensemble.audit[-1].items() if k != "record_hash"}
+    assert "serving_prep_seconds" in res.extra["audit"] and "serving_prep_seconds" not in chained
+    assert json_hash(chained) == apa.ensemble.audit[-1]["record_hash"]       # the chained record is as hashed
     np.testing.assert_array_equal(apa.valid_errors[:, :2], errors0[:, :2])
     np.testing.assert_allclose(apa.valid_errors, validation_errors(base, apa.ensemble, valid, progress=False))
     p, loss = res.model.answer_outputs(samples[:4])

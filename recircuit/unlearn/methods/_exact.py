@@ -166,7 +166,7 @@ class ExactMethod(UnlearnMethod):
             raise InputError(f"none of the {len(gone)} forget samples is in the ensemble's shards, so there is "
                              "nothing to delete", field="forget",
                              fix="pass samples the ensemble was fitted on (same uid, or same prompt when uid is empty)")
-        record = self.ensemble.delete(model, gone, self.samples, progress=progress)
+        record = dict(self.ensemble.delete(model, gone, self.samples, progress=progress))   # the chained one stays
         t0 = time.perf_counter()
         self.after_fit(model, record["affected"])
         record["serving_prep_seconds"] = time.perf_counter() - t0
@@ -174,7 +174,7 @@ class ExactMethod(UnlearnMethod):
         stopped = f"retrained {steps} of {self.ensemble.k} shards"
         if record["deleted"] < record["requested"]:
             stopped += (f"; {record['requested'] - record['deleted']} of {record['requested']} forget samples "
-                        "were in no shard (never trained on, nothing to remove)")
+                        "were in no shard (never trained on, or deleted by an earlier request; nothing to remove)")
             logger.warning("%s: %s", self.name, stopped)
         return UnlearnResult(self.name, steps, record["seconds"] + record["serving_prep_seconds"], [],
                              stopped,
