@@ -15,7 +15,9 @@ rerun the same command and it goes on where it stopped.
 Original = base + the whole pool, Retrain = base + the retain users, the same config and seed,
 both with the same 64 base samples replayed (``replay=64``: without them removing a few users
 flipped the answer prior and hid forgetting; with them one of two pilot requests passed both
-checks, the other's Retrain drifted to one answer: see benchmarks/RESULTS.md).
+checks, the other's Retrain drifted to one answer: see benchmarks/RESULTS.md). The base is the
+README's recipe (:data:`README_RECIPE`, the first 512 samples outside the pool, no per-user cap):
+a base drawn over fewer windows per user answered one way.
 Every request is checked for measurable memorization (``memorization`` in each references
 file: MIA gap >= 0.2 with a bootstrap interval above 0, forget JSD >= 2x test JSD).
 
@@ -71,6 +73,10 @@ CANDIDATES: dict[str, dict] = {
 CURE_BASE = {"importance_samples": 8, "importance_steps": 3}
 
 BASELINES = ("ga", "graddiff", "npo", "pcgrad", "e2urec")
+#: The base recommender's fine-tuning: the README's recipe (the first 512 samples outside the pool,
+#: Yes/No loss, lr 5e-5 constant without warmup; the third pilot's base, which answers both ways).
+README_RECIPE = TrainConfig(mode="full", lr=5e-5, epochs=1, batch_size=8, warmup_ratio=0.0, schedule="constant",
+                            eval_every=16, patience=2, loss="yes_no")
 SELECTION = {"seed": 0, "rate": 0.2}
 SEEDS = (1, 2, 3)
 RATES = (0.05, 0.1, 0.2)
@@ -89,7 +95,7 @@ def protocol_config(model: str = "smollm2-135m-instruct", data_dir: str | None =
             eval=EvalConfig(relearn_steps=2, relearn_lr=1e-3))
     return PipelineConfig(
         model=model, device=device,
-        base=BaseConfig(n_train=256, per_user=8, n_valid=100, replay=64),
+        base=BaseConfig(n_train=512, per_user=0, n_valid=100, replay=64, train=README_RECIPE),
         data=DataConfig(data_dir=data_dir, n_train=128, per_user=4, n_valid=0, n_stop=32, n_test=200, n_heldout=100),
         train=TrainConfig(mode="full", lr=1e-4, epochs=3, batch_size=8, warmup_ratio=0.1, schedule="constant"),
         loop=LoopConfig(steps=6, lr=2e-5, batch_size=4, eval_every=5, eval_samples=32),
