@@ -959,12 +959,13 @@ def data_source(config: PipelineConfig) -> DataSource:
 
 
 def method_kwargs(config: PipelineConfig, mcfg: MethodConfig) -> dict[str, Any]:
-    """What the run gives a method's constructor besides its config: CURE (and its variants) gets
+    """What the run gives a method's constructor besides its config: CURE (and its variants) and CLUE get
     the run's :func:`data_source`, so its importance step can build catalogue-based corruptions
     (``target_swap``, ``history_resample``, ``ppr``) from the samples' own data set."""
+    from recircuit.unlearn.methods.clue import CLUEConfig
     from recircuit.unlearn.methods.cure import CUREConfig
 
-    return {"data_source": data_source(config)} if isinstance(mcfg, CUREConfig) else {}
+    return {"data_source": data_source(config)} if isinstance(mcfg, CUREConfig | CLUEConfig) else {}
 
 
 def run_method(config: PipelineConfig, name: str, data: PipelineData, refs: References,

@@ -69,13 +69,15 @@ class LogicConfig:
         threshold: a node joins the circuit when its necessity or sufficiency is at least this
             fraction of the circuit's metric gap.
         max_nodes: at most this many nodes per circuit (the largest ``max(n, s)`` first).
-        min_gap: the smallest ``|clean - corrupted|`` metric gap accepted (below it the
-            corruption does not move the behaviour and fractions of it mean nothing).
+        min_gap: the smallest ``|clean - corrupted|`` metric gap accepted (below it fractions of
+            the gap mean nothing). It only guards the division: whether a corruption moves the
+            behaviour beyond noise is :func:`recircuit.circuits.faithfulness.check_corruption`'s
+            question, and the circuit keeps its ``gap`` for the report.
     """
 
     threshold: float = 0.02
     max_nodes: int = 256
-    min_gap: float = 1e-3
+    min_gap: float = 1e-6
 
     def __post_init__(self) -> None:
         if not 0 < self.threshold < 1:
@@ -94,6 +96,7 @@ class BooleanCircuit:
         or_nodes: the inputs any one of which suffices.
         necessity: per node, the fraction of the gap lost when it alone is broken.
         sufficiency: per node, the fraction restored when it alone is repaired.
+        gap: the clean-minus-corrupted metric gap the fractions are of.
     """
 
     name: str
@@ -101,6 +104,7 @@ class BooleanCircuit:
     or_nodes: list[Node]
     necessity: dict[Node, float] = field(default_factory=dict)
     sufficiency: dict[Node, float] = field(default_factory=dict)
+    gap: float = 0.0
 
     @property
     def nodes(self) -> list[Node]:
@@ -147,7 +151,7 @@ class BooleanCircuit:
         kept = sorted(nec, key=lambda v: -max(nec[v], suf[v]))[: config.max_nodes]
         kept_set = set(kept)
         return cls(name, [v for v in kept if nec[v] >= suf[v]], [v for v in kept if nec[v] < suf[v]],
-                   {v: nec[v] for v in kept_set}, {v: suf[v] for v in kept_set})
+                   {v: nec[v] for v in kept_set}, {v: suf[v] for v in kept_set}, float(gap))
 
 
 @dataclass

@@ -518,6 +518,32 @@ def head_slice(model, short: str, index: int, layer: int = 0) -> tuple[slice, sl
     return (block, everything) if on_rows else (everything, block)
 
 
+def neuron_slice(model, short: str, index: int, layer: int = 0) -> tuple[slice, slice]:
+    """The part of ``blocks.{layer}.{short}``'s weight that MLP neuron ``index`` owns, as ``(rows, cols)``.
+
+    A neuron is one hidden feature of the MLP: one output feature of ``gate`` and ``up`` (its
+    pre-activations) and one input feature of ``down`` (what it writes), placed as a row or a
+    column according to the weight's layout (``conv1d`` weights are stored ``[in, out]``).
+
+    Raises:
+        ValueError: an attention projection, or a neuron index out of range.
+    """
+    role = PROJECTIONS.get(short)
+    if role is None or role.component != "mlp":
+        raise ValueError(f"{short!r} is not an MLP projection; neurons own gate, up and down.")
+    d_mlp = model.cfg.d_mlp
+    if not 0 <= index < d_mlp:
+        raise ValueError(f"neuron {index} out of range ({d_mlp} neurons).")
+    mod = _module(model, layer, role)
+    layout = _layout(mod) if mod is not None else None
+    if layout is None:
+        family_of(model)  # names what is missing
+        raise ValueError(f"blocks.{layer}.{role.component}.{role.bridge} is not a linear layer.")
+    on_rows = (short != "down") == (layout == "linear")
+    one, everything = slice(index, index + 1), slice(None)
+    return (one, everything) if on_rows else (everything, one)
+
+
 def fused_qkv_rows(family: Family, part: str, head: int, n_heads: int, n_kv: int, d_head: int
                    ) -> Int[torch.Tensor, " d_head"]:
     """Output-feature indices of one head's ``part`` (``"q"``, ``"k"``, ``"v"``) in the family's fused matrix.

@@ -29,7 +29,13 @@ import torch
 from jaxtyping import Bool
 from torch.utils.hooks import RemovableHandle
 
-from recircuit.models.families import family_of, head_slice, n_kv_heads, projection_params
+from recircuit.models.families import (
+    family_of,
+    head_slice,
+    n_kv_heads,
+    neuron_slice,
+    projection_params,
+)
 from recircuit.nodes import head_name, mlp_name
 from recircuit.unlearn.grouping import GROUPS, Grouping
 
@@ -103,3 +109,31 @@ def attach_grad_masks(model, mask: dict[str, Bool[torch.Tensor, "..."]]) -> list
         keep = m.to(device=p.device, dtype=torch.bool)
         handles.append(p.register_hook(lambda g, keep=keep: torch.where(keep, g, torch.zeros_like(g))))
     return handles
+
+
+def node_masks(model, nodes) -> dict[str, Bool[torch.Tensor, "..."]]:
+    """Boolean masks over the projection weights of ``nodes`` (``(kind, layer, index)``, as in
+    :mod:`recircuit.circuits.neurons`): a neuron owns its row or column of the MLP's gate, up and
+    down weights (:func:`~recircuit.models.families.neuron_slice`); a head its q and o blocks and
+    the K/V slices of its KV group (shared with the group's other heads: a KV slice is in the
+    mask when any of its heads is).
+
+    Returns:
+        ``{param_name: mask}`` for every weight of :func:`~recircuit.models.families.projection_params`.
+    """
+    fam = family_of(model)
+    H, K = model.cfg.n_heads, n_kv_heads(model)
+    params = projection_params(model)
+    masks = {n: torch.zeros_like(p, dtype=torch.bool) for n, p in params.items()}
+    for kind, layer, i in nodes:
+        if kind == "neuron":
+            for short in fam.mlp_projections:
+                masks[f"blocks.{layer}.{short}"][neuron_slice(model, short, i, layer)] = True
+        elif kind == "head":
+            for short in ("q", "o"):
+                masks[f"blocks.{layer}.{short}"][head_slice(model, short, i, layer)] = True
+            for short in ("k", "v"):
+                masks[f"blocks.{layer}.{short}"][head_slice(model, short, i // (H // K), layer)] = True
+        else:
+            raise ValueError(f"node kind must be 'neuron' or 'head', got {kind!r}")
+    return masks

@@ -99,7 +99,7 @@ def test_bad_input_is_refused_in_one_line():
         BooleanCircuit.from_scores("forget", NodeScores({"noising": torch.zeros(1, 2)}, {"noising": torch.zeros(1, 1)},
                                                         1.0, 0.0, 1, {}))
     with pytest.raises(InputError, match="moves the metric"):
-        BooleanCircuit.from_scores("forget", _scores([0.0], [0.0], clean=0.5, corrupted=0.5))
+        BooleanCircuit.from_scores("forget", _scores([0.0], [0.0], clean=0.5, corrupted=0.5 + 1e-8))
     with pytest.raises(InputError, match="nothing to switch off"):
         localize(BooleanCircuit("forget", [], []), [])
     with pytest.raises(InputError, match="threshold"):
