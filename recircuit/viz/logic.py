@@ -1,0 +1,90 @@
+"""CLUE's figures: where the forget and conflict nodes sit, and why each node is an AND or an OR input.
+
+Usage::
+
+    from recircuit.viz.logic import localization_figure, gate_scatter
+    localization_figure(res.extra["localization"], n_layers=30).show()   # forget / conflict nodes per layer
+    gate_scatter(forget_circuit).show()      # necessity against sufficiency, AND above the diagonal
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from recircuit.errors import InputError
+from recircuit.viz.style import GROUP_COLORS, apply_paper_style, legend_below
+
+#: Colours of CLUE's two trained groups (CURE's forget-specific and task-shared colours: the same roles).
+CLUE_COLORS = {"forget": GROUP_COLORS["forget_specific"], "conflict": GROUP_COLORS["task_shared"]}
+
+
+def _nodes(loc, key: str) -> list[tuple[str, int, int]]:
+    raw = loc[key] if isinstance(loc, Mapping) else getattr(loc, key)
+    return [tuple(v) for v in raw]
+
+
+def localization_figure(loc, n_layers: int, title: str | None = None) -> go.Figure:
+    """Forget and conflict nodes per layer, neurons and heads in two panels (stacked bars).
+
+    Args:
+        loc: a :class:`recircuit.circuits.logic.Localization` or its ``to_dict()`` (as in
+            ``res.extra["localization"]``).
+        n_layers: the model's layers (the x axis).
+        title: figure title (default: says whether the formula was satisfiable).
+
+    Raises:
+        InputError: a node outside ``n_layers``.
+    """
+    groups = {"forget": _nodes(loc, "forget_nodes"), "conflict": _nodes(loc, "conflict_nodes")}
+    bad = [v for vs in groups.values() for v in vs if not 0 <= v[1] < n_layers]
+    if bad:
+        raise InputError(f"node {bad[0]} lies outside the model's {n_layers} layers", field="n_layers",
+                         fix="pass the model's cfg.n_layers")
+    sat = loc["satisfiable"] if isinstance(loc, Mapping) else loc.satisfiable
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("MLP neurons", "attention heads"), horizontal_spacing=0.1)
+    layers = list(range(n_layers))
+    for col, kind in ((1, "neuron"), (2, "head")):
+        for g, nodes in groups.items():
+            counts = [sum(1 for v in nodes if v[0] == kind and v[1] == layer) for layer in layers]
+            fig.add_trace(go.Bar(x=layers, y=counts, name=f"{g} nodes", legendgroup=g, showlegend=col == 1,
+                                 marker_color=CLUE_COLORS[g], meta={"group": g, "kind": kind},
+                                 hovertemplate=f"layer %{{x}}: %{{y}} {g} {kind}s<extra></extra>"), row=1, col=col)
+        fig.update_xaxes(title_text="layer", row=1, col=col)
+        fig.update_yaxes(title_text="nodes", row=1, col=col)
+    fig.update_layout(barmode="stack", title=title or ("CLUE localization" if sat else
+                                                       "CLUE localization (unsatisfiable: all forget nodes conflict)"))
+    apply_paper_style(fig)
+    legend_below(fig)
+    return fig
+
+
+def gate_scatter(circuit, title: str | None = None) -> go.Figure:
+    """Each node of a :class:`~recircuit.circuits.logic.BooleanCircuit`: necessity against sufficiency,
+    AND inputs (on or above the diagonal) and OR inputs (below it) in two colours.
+
+    Raises:
+        InputError: an empty circuit.
+    """
+    if not circuit.nodes:
+        raise InputError(f"the {circuit.name} circuit has no node", field="circuit",
+                         fix="lower LogicConfig.threshold")
+    fig = go.Figure()
+    for gate, nodes, colour in (("AND", circuit.and_nodes, GROUP_COLORS["forget_specific"]),
+                                ("OR", circuit.or_nodes, GROUP_COLORS["retain_specific"])):
+        fig.add_trace(go.Scatter(
+            x=[circuit.sufficiency[v] for v in nodes], y=[circuit.necessity[v] for v in nodes], mode="markers",
+            name=f"{gate} inputs ({len(nodes)})", marker={"color": colour, "size": 6},
+            text=[f"{k} L{layer}.{i}" for k, layer, i in nodes], meta={"gate": gate},
+            hovertemplate="%{text}<br>sufficiency %{x:.3f}<br>necessity %{y:.3f}<extra></extra>"))
+    top = max(max(circuit.necessity.values()), max(circuit.sufficiency.values()), 1e-9)
+    fig.add_trace(go.Scatter(x=[0, top], y=[0, top], mode="lines", line={"dash": "dot", "color": "grey"},
+                             showlegend=False, hoverinfo="skip"))
+    fig.update_layout(title=title or f"{circuit.name} circuit: gate of each node",
+                      xaxis_title="sufficiency (share of the gap restored alone)",
+                      yaxis_title="necessity (share of the gap lost alone)")
+    apply_paper_style(fig)
+    legend_below(fig)
+    return fig
