@@ -73,6 +73,8 @@ CANDIDATES: dict[str, dict] = {
 CURE_BASE = {"importance_samples": 8, "importance_steps": 3}
 
 BASELINES = ("ga", "graddiff", "npo", "pcgrad", "e2urec")
+#: Other localization methods run in the same table (same requests and seeds): CLUE (neurons).
+LOCALIZERS = ("clue",)
 #: The base recommender's fine-tuning: the README's recipe (the first 512 samples outside the pool,
 #: Yes/No loss, lr 5e-5 constant without warmup; the third pilot's base, which answers both ways).
 README_RECIPE = TrainConfig(mode="full", lr=5e-5, epochs=1, batch_size=8, warmup_ratio=0.0, schedule="constant",
@@ -156,14 +158,16 @@ def select(cfg: PipelineConfig, out: Path, n_resamples: int = 3, tiny: bool = Fa
 
 
 def grid_config(cfg: PipelineConfig, winner: str, tiny: bool = False, seeds: tuple[int, ...] = SEEDS,
-                rates: tuple[float, ...] = RATES, baselines: tuple[str, ...] = BASELINES
-                ) -> tuple[PipelineConfig, GridConfig]:
-    """Phase 2's config: the winner as ``cure`` with its control, today's CURE as ``cure:today``, the baselines."""
+                rates: tuple[float, ...] = RATES, baselines: tuple[str, ...] = BASELINES,
+                localizers: tuple[str, ...] = LOCALIZERS) -> tuple[PipelineConfig, GridConfig]:
+    """Phase 2's config: the winner as ``cure`` with its control, today's CURE as ``cure:today``,
+    the baselines and the other localization methods (CLUE)."""
     best = candidate_config(winner, tiny)
     methods = {"cure": best, "cure-random": method_config("cure-random", **best.to_dict())}
     if winner != "today":
         methods["cure:today"] = candidate_config("today", tiny)
     methods.update({m: method_config(m) for m in baselines})
+    methods.update({m: method_config(m, **({"node_samples": 4, "max_nodes": 32} if tiny else {})) for m in localizers})
     cfg = dataclasses.replace(cfg, methods=methods, circuit=dataclasses.replace(cfg.circuit, enabled=False))
     return cfg, GridConfig(tuple(methods), tuple(seeds), tuple(rates))
 
@@ -222,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="request seeds of the grid")
     ap.add_argument("--rates", type=float, nargs="+", default=list(RATES), help="deletion rates of the grid")
     ap.add_argument("--baselines", nargs="*", default=list(BASELINES))
+    ap.add_argument("--localizers", nargs="*", default=list(LOCALIZERS), help="other localization methods (clue)")
     args = ap.parse_args(argv)
     out, tiny = Path(args.out), args.model == "tiny"
     try:
@@ -234,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise InputError(f"{sel} is missing: the grid runs the selected CURE", path=str(sel),
                                  fix="run the select phase first")
             gcfg, grid = grid_config(cfg, json.loads(sel.read_text())["winner"], tiny, tuple(args.seeds),
-                                     tuple(args.rates), tuple(args.baselines))
+                                     tuple(args.rates), tuple(args.baselines), tuple(args.localizers))
             res = run_grid(gcfg, grid, out / "grid", num_cpus=args.num_cpus, compute=args.phase != "report")
             if args.phase in ("report", "all"):
                 for p in report(out, res):
