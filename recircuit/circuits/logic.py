@@ -34,9 +34,10 @@ a weighted MaxSAT (RC2): switch off as much of the forget circuit as the retain 
 weighted by each node's importance to the forget behaviour. The result reads as three groups:
 
 - **forget nodes**: forget-circuit nodes the optimum switches off;
-- **conflict nodes**: forget-circuit nodes that *no* satisfying assignment switches off (the SAT
-  call with ``x_v = False`` assumed is unsatisfiable: a retain output needs them); they get the
-  combined forget + retain objective;
+- **conflict nodes**: forget-circuit nodes the optimum keeps working because a retain output
+  needs them, alone (no satisfying assignment switches them off) or together (the last working
+  input of a retain OR group the forget circuit also holds); they get the combined forget +
+  retain objective;
 - **untouched**: everything else (frozen).
 
 When the forget output cannot be made False at all (every way to break it switches off a node a
@@ -51,11 +52,14 @@ reads a SAT assignment as unlearning groups.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 from recircuit.circuits.neurons import NodeScores
 from recircuit.errors import InputError
+
+logger = logging.getLogger(__name__)
 
 #: A node: ``(kind, layer, index)`` with ``kind`` ``"neuron"`` or ``"head"``.
 Node = tuple[str, int, int]
@@ -105,6 +109,12 @@ class BooleanCircuit:
     necessity: dict[Node, float] = field(default_factory=dict)
     sufficiency: dict[Node, float] = field(default_factory=dict)
     gap: float = 0.0
+
+    def __post_init__(self) -> None:
+        both = set(self.and_nodes) & set(self.or_nodes)
+        if both or len(set(self.and_nodes)) != len(self.and_nodes) or len(set(self.or_nodes)) != len(self.or_nodes):
+            raise InputError(f"the {self.name} circuit lists a node twice (first in both: {sorted(both)[:1]})",
+                             field="and_nodes", fix="give each node one gate")
 
     @property
     def nodes(self) -> list[Node]:
@@ -160,7 +170,7 @@ class Localization:
 
     Attributes:
         forget_nodes: switched off by the optimum (the forget objective trains them).
-        conflict_nodes: forget-circuit nodes no satisfying assignment switches off.
+        conflict_nodes: forget-circuit nodes the optimum keeps working for a retain output.
         satisfiable: whether forget False and every retain True can hold together.
         core: when not satisfiable, a minimal set of named constraints that cannot all hold.
         n_variables: variables of the CNF (nodes plus Tseitin gates).
@@ -252,12 +262,18 @@ def localize(forget: BooleanCircuit, retain: Sequence[BooleanCircuit]) -> Locali
     from pysat.formula import WCNF
     from pysat.solvers import Solver
 
+    names = [forget.name] + [c.name for c in retain]
+    if len(set(names)) != len(names):
+        raise InputError(f"circuit names must differ (they name the constraints), got {names}", field="name",
+                         fix="give each retain circuit its own name, none of them the forget circuit's")
     if not forget.nodes:
         raise InputError("the forget circuit has no node above the threshold, so there is nothing to switch off",
                          field="threshold", fix="lower LogicConfig.threshold or attribute on more forget samples")
     enc = _Encoder()
     sels = [enc.require(-enc.output(forget), "forget output False")]
     for c in retain:
+        if not c.nodes:
+            logger.warning("the %s circuit has no node above the threshold: it constrains nothing", c.name)
         sels.append(enc.require(enc.output(c), f"{c.name} output True"))
         for v in c.and_nodes:          # named so that a core can say which needed node clashes
             sels.append(enc.require(enc.node(v), f"{c.name} needs {v[0]} L{v[1]}.{v[2]}"))
@@ -268,7 +284,6 @@ def localize(forget: BooleanCircuit, retain: Sequence[BooleanCircuit]) -> Locali
             core = _minimal_core(clauses, s.get_core())
             names = sorted(enc.selectors[x] for x in core)
             return Localization([], list(forget.nodes), False, names, enc.pool.top, len(clauses))
-        conflicts = [v for v in forget.nodes if not s.solve(assumptions=sels + [-enc.node(v)])]
     wcnf = WCNF()
     for cl in clauses:
         wcnf.append(cl)
@@ -279,4 +294,4 @@ def localize(forget: BooleanCircuit, retain: Sequence[BooleanCircuit]) -> Locali
     with RC2(wcnf) as rc2:
         model = set(rc2.compute() or [])
     off = [v for v in forget.nodes if -enc.node(v) in model]
-    return Localization(off, conflicts, True, [], enc.pool.top, len(clauses))
+    return Localization(off, [v for v in forget.nodes if v not in set(off)], True, [], enc.pool.top, len(clauses))

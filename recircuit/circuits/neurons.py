@@ -35,7 +35,8 @@ which every scored node moves from the run's value to the other run's at once
 (``a_run + alpha (a_other - a_run)``; the value is set, the gradient still flows through the
 node's own computation), the embeddings staying those of the run being patched. The two
 directions share no path (the embeddings and where each path starts differ), so EAP-IG keeps the
-asymmetry, and it follows the effect better than ``eap`` where the metric saturates.
+asymmetry. It is an estimate: with the node values set and the embeddings held, the scores need
+not sum to the total effect (no completeness), and the tests check it against exact patching.
 
 Memory: the activation differences of one batch, ``batch * pos * n_layers * (d_mlp + n_heads *
 d_head)`` floats (SmolLM2-135M, 8 prompts of 300 tokens: about 0.5 GB), and one gradient pass at
@@ -229,18 +230,23 @@ def _record(model, batch: TokenizedBatch, names: Sequence[str], mask) -> dict[st
 
 
 def _gradient_pass(model, batch: TokenizedBatch, labels, answers, metric, diffs: dict[str, torch.Tensor],
-                   sums: dict[str, torch.Tensor], weight: float,
-                   values: dict[str, torch.Tensor] | None = None) -> Float[torch.Tensor, "batch"]:
+                   sums: dict[str, torch.Tensor], weight: float, values: dict[str, torch.Tensor] | None = None,
+                   mask: Float[torch.Tensor, "batch pos"] | None = None) -> Float[torch.Tensor, "batch"]:
     """One forward + backward; ``sums[name] += weight * sum_{batch, pos[, d_head]} diffs[name] * grad``.
 
-    ``values`` (IG) sets each node hook's value while letting the gradient flow through the
-    node's own computation.
+    ``values`` (IG) sets each node hook's value at the positions where ``mask`` is 1 (both
+    prompts real) while letting the gradient flow through the node's own computation; elsewhere
+    (padding, or the longer prompt's own prefix under ``align="left"``) the run keeps its value.
     """
     def input_hook(t, *, hook):
         return t.detach().clone().requires_grad_(True)
 
     def node_hook(t, *, hook, name: str):
-        x = t if values is None else t + (values[name].to(t.dtype) - t).detach()
+        if values is None:
+            x = t
+        else:
+            real = _mask_like(t, mask) > 0
+            x = t + (torch.where(real, values[name].to(t.dtype), t) - t).detach()
         x = x.clone()
         d = diffs[name]
 
@@ -306,7 +312,7 @@ def node_attribution(model, clean: Sequence[Sample], corrupted: Sequence[Sample]
                     for alpha in fractions:
                         values = None if alpha is None else {n: start[n] + alpha * diffs[n] for n in names}
                         _gradient_pass(model, run, pair.labels, answers, metric, diffs, acc,
-                                       1.0 / len(fractions), values)
+                                       1.0 / len(fractions), values, pair.mask)
     finally:
         model.train(was_training)
     n = len(clean)

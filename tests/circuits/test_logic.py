@@ -58,6 +58,15 @@ def test_a_clash_returns_a_minimal_core_instead_of_raising():
     assert any(name.startswith("retain needs neuron L0.1") for name in loc.core) or "retain output True" in loc.core
 
 
+def test_two_forget_nodes_that_are_a_retain_or_group_leave_one_as_a_conflict():
+    a, d, e = _n(0), _n(3), _n(4)
+    forget = BooleanCircuit("forget", [a], [d, e], {a: .5, d: .1, e: .1}, {a: .1, d: .6, e: .3})
+    retain = BooleanCircuit("retain", [], [d, e], {}, {d: .5, e: .5})
+    loc = localize(forget, [retain])
+    # d and e can each be switched off alone, not both: the heavier (d) goes, e stays on as a conflict
+    assert loc.forget_nodes == [a, d] and loc.conflict_nodes == [e]
+
+
 def _brute(forget, retains, nodes):
     sols = []
     for bits in itertools.product([False, True], repeat=len(nodes)):
@@ -85,7 +94,8 @@ def test_sat_reading_matches_brute_force_on_random_circuits(seed):
     if not sols:
         return
     can_off = {v for v in forget.nodes if any(not s[v] for s in sols)}
-    assert set(loc.conflict_nodes) == set(forget.nodes) - can_off
+    assert set(loc.conflict_nodes) == set(forget.nodes) - set(loc.forget_nodes)    # the optimum keeps them on
+    assert set(forget.nodes) - can_off <= set(loc.conflict_nodes)    # every node no solution switches off
     def weight(off):
         return sum(max(1, round(1000 * forget.importance(v))) for v in off)
     best = max(weight([v for v in forget.nodes if not s[v]]) for s in sols)
@@ -104,3 +114,8 @@ def test_bad_input_is_refused_in_one_line():
         localize(BooleanCircuit("forget", [], []), [])
     with pytest.raises(InputError, match="threshold"):
         LogicConfig(threshold=1.5)
+    with pytest.raises(InputError, match="twice"):
+        BooleanCircuit("forget", [_n(0)], [_n(0)])
+    f = BooleanCircuit("forget", [_n(0)], [])
+    with pytest.raises(InputError, match="names must differ"):
+        localize(f, [BooleanCircuit("retain", [_n(1)], []), BooleanCircuit("retain", [_n(2)], [])])

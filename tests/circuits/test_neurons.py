@@ -88,3 +88,59 @@ def test_bad_settings_and_nodes_are_refused_in_one_line(pairs):
         node_patch_effect(model, pairs[0][:1], pairs[1][:1], ("neuron", 0, 10_000))
     with pytest.raises(InputError, match="corrupted"):
         node_attribution(model, pairs[0][:2], pairs[1][:1])
+
+
+def test_pairs_of_different_lengths_left_aligned(pairs):
+    """With ``align="left"`` only positions real in both prompts are patched; the longer prompt's own
+    prefix keeps its value (EAP-IG must not overwrite it with zeros)."""
+    from recircuit.data import make_sample
+
+    model = tiny_model(0)
+    clean = pairs[0][:3]
+    corrupted = [make_sample(90 + i, [(0, "Omega (2001)", 5)], (900 + i, "Omega (2001)", 1), timestamp=i)
+                 for i in range(3)]                                  # shorter prompts, other answers
+    cfg = NodeAttributionConfig(method="eap", align="left", progress=False)
+    res = node_attribution(model, clean, corrupted, cfg)
+    eps = 1e-2
+    for node in _probe_nodes(model)[:2]:
+        up = node_patch_effect(model, clean, corrupted, node, "noising", align="left", scale=eps)
+        down = node_patch_effect(model, clean, corrupted, node, "noising", align="left", scale=-eps)
+        assert res.score(node, "noising") == pytest.approx((up - down) / (2 * eps), rel=2e-2, abs=2e-5)
+    ig = node_attribution(model, clean, corrupted, NodeAttributionConfig(method="eap-ig", steps=8, align="left",
+                                                                         progress=False))
+    nodes = [n for n, _ in top_nodes(res, "noising", 8)]
+    exact = [node_patch_effect(model, clean, corrupted, n, "noising", align="left") for n in nodes]
+    assert np.corrcoef(exact, [ig.score(n, "noising") for n in nodes])[0, 1] > 0.9
+
+
+def test_setting_every_node_to_its_own_value_changes_nothing_left_aligned(pairs):
+    """EAP-IG's value override at alpha = 0 must be the plain run, also where only one prompt is real."""
+    from recircuit.circuits.engine import Frozen, make_pair_batch, run_logits
+    from recircuit.circuits.metrics import get_metric
+    from recircuit.circuits.neurons import _gradient_pass, _names, _record
+    from recircuit.data import make_sample
+    from recircuit.models.scoring import answer_tokens
+
+    model = tiny_model(0)
+    clean = pairs[0][:3]
+    corrupted = [make_sample(90 + i, [(0, "Omega (2001)", 5)], (900 + i, "Omega (2001)", 1), timestamp=i)
+                 for i in range(3)]
+    pair = make_pair_batch(model.tokenizer, clean, corrupted, "cpu", "left")
+    assert bool((pair.mask != pair.clean.attention_mask).any())          # the clean prompts are longer
+    names, metric, answers = _names(model), get_metric("logit_diff"), answer_tokens(model.tokenizer)
+    own = _record(model, pair.clean, names, pair.mask)
+    sums = {n: torch.zeros(own[n].shape[2]) for n in names}
+    resid = []
+
+    def keep(t, *, hook):
+        resid.append(t.detach().clone())
+        return t
+
+    with torch.no_grad(), model.hooks(fwd_hooks=[("ln_final.hook_in", keep)]):
+        plain = metric(run_logits(model, pair.clean), pair.labels, answers)
+    with Frozen(model), model.hooks(fwd_hooks=[("ln_final.hook_in", keep)]):
+        m = _gradient_pass(model, pair.clean, pair.labels, answers, metric, {n: torch.zeros_like(own[n]) for n in names},
+                           sums, 1.0, values=own, mask=pair.mask)
+    torch.testing.assert_close(m, plain, rtol=1e-5, atol=1e-6)
+    real = pair.clean.attention_mask > 0          # every real position of the run, the clean-only prefix included
+    torch.testing.assert_close(resid[1][real], resid[0][real], rtol=1e-5, atol=1e-5)

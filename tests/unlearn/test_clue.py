@@ -14,6 +14,45 @@ from recircuit.unlearn.masks import node_masks
 from recircuit.unlearn.methods._common import forget_objective, grads_of, retain_objective
 from recircuit.unlearn.methods.clue import CLUE
 
+FAMILIES = ["llama", "gpt2", "neox", "phi3", "gemma2", "gemma3"]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_neuron_slice_is_that_neuron_in_the_forward(family):
+    """Zeroing neuron 5's down slice equals zeroing its activation; perturbing its up slice moves it alone."""
+    ids = torch.tensor([[1, 5, 9, 14, 3, 7]])
+    m = tiny_model(0, family=family)
+    name, act = "blocks.1.mlp.out.hook_in", {}
+
+    def zero(t, *, hook):
+        t = t.clone()
+        t[..., 5] = 0
+        return t
+
+    def keep(t, *, hook):
+        act["h"] = t.detach().clone()
+        return t
+
+    with torch.no_grad(), m.hooks(fwd_hooks=[(name, zero)]):
+        ref = m(ids)
+    params = projection_params(m)
+    with torch.no_grad():
+        with m.hooks(fwd_hooks=[(name, keep)]):
+            m(ids)
+        base_act = act["h"]
+        down = params["blocks.1.down"]
+        saved = down.clone()
+        down[neuron_slice(m, "down", 5, 1)] = 0
+        got = m(ids)
+        down.copy_(saved)
+        up = params["blocks.1.up"]
+        up[neuron_slice(m, "up", 5, 1)] += 0.5
+        with m.hooks(fwd_hooks=[(name, keep)]):
+            m(ids)
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
+    moved = (act["h"] - base_act).abs().amax(dim=(0, 1))
+    assert moved[5] > 0 and moved[torch.arange(moved.numel()) != 5].max() == 0
+
 
 @pytest.mark.parametrize("family", ["llama", "gpt2"])
 def test_a_neuron_owns_one_feature_of_each_mlp_weight(family):
@@ -26,10 +65,7 @@ def test_a_neuron_owns_one_feature_of_each_mlp_weight(family):
     for name, mask in masks.items():
         if mask.any():
             assert int(mask.sum()) == d and name.startswith("blocks.1.")
-            w = params[name]
-            # the owned slice really is neuron 5: zeroing it changes only that hidden feature
-            rows, cols = neuron_slice(m, name.split(".")[-1], 5, 1)
-            assert w[rows, cols].numel() == d and dm in w.shape
+            assert dm in params[name].shape
     heads = node_masks(m, [("head", 0, 1)])
     assert {n.split(".")[-1] for n, v in heads.items() if v.any()} == {"q", "k", "v", "o"}
     with pytest.raises(ValueError, match="out of range"):
@@ -88,10 +124,11 @@ def test_clue_localizes_on_its_own_and_reports_it(model, request_data):
     res = get_method("clue", cfg).run(model, forget, retain, LoopConfig(steps=2, lr=1e-3, early_stop=False),
                                       progress=False)
     loc = res.extra["localization"]
-    assert set(loc) >= {"forget_nodes", "conflict_nodes", "satisfiable", "core"}
-    assert loc["forget_nodes"] or loc["conflict_nodes"]
-    assert set(res.extra["circuit_sizes"]) == {"forget", "retain"}
-    assert res.extra["trainable_parameters"] > 0
+    nodes = [tuple(v) for v in loc["forget_nodes"] + loc["conflict_nodes"]]
+    assert loc["satisfiable"] == (loc["core"] == []) and len(set(nodes)) == len(nodes)   # disjoint groups
+    sizes = res.extra["circuit_sizes"]
+    assert len(nodes) == sizes["forget"]["and"] + sizes["forget"]["or"]        # every forget-circuit node
+    assert res.extra["trainable_parameters"] == sum(int(m.sum()) for m in node_masks(model, nodes).values())
 
 
 def test_clue_config_refuses_bad_settings():
@@ -101,3 +138,23 @@ def test_clue_config_refuses_bad_settings():
         method_config("clue", threshold=2.0)
     with pytest.raises(InputError, match="retain_weight"):
         method_config("clue", retain_weight=-1.0)
+    with pytest.raises(InputError, match="retain_weight"):
+        method_config("clue", retain_weight=float("nan"))
+    with pytest.raises(InputError, match="node_samples"):
+        method_config("clue", node_samples=2.5)
+    with pytest.raises(InputError, match="data source"):
+        get_method("clue", method_config("clue", corruption="target_swap"))
+
+
+def test_a_kv_slice_shared_by_a_forget_head_and_a_conflict_head_gets_the_conflict_rule(model, request_data):
+    forget, retain, _ = request_data            # the tiny Llama: 4 query heads over 2 KV heads (0, 1 share KV 0)
+    loc = Localization([("head", 1, 0)], [("head", 1, 1)], True, [], 0, 0)
+    clue = CLUE(method_config("clue"), localization=loc)
+    clue.setup(model, tiny_model(0), forget, retain)
+    mf, mc = dict(zip(clue.names, clue.m_forget)), dict(zip(clue.names, clue.m_conf))
+    for short in ("k", "v"):
+        name = f"blocks.1.{short}"
+        assert mc[name].any() and not mf[name].any()                    # the shared K/V: conflict only
+    q0, q1 = node_masks(model, [("head", 1, 0)]), node_masks(model, [("head", 1, 1)])
+    assert torch.equal(mf["blocks.1.q"], q0["blocks.1.q"]) and torch.equal(mc["blocks.1.q"], q1["blocks.1.q"])
+    assert not (mf["blocks.1.o"] & mc["blocks.1.o"]).any()

@@ -31,6 +31,7 @@ hand-written validator; recircuit scores nodes with its EAP engine and solves wi
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -52,7 +53,7 @@ from recircuit.unlearn.methods._common import (
     retain_objective,
     set_grads,
 )
-from recircuit.unlearn.methods.cure import takes_donors
+from recircuit.unlearn.methods.cure import self_contained_corruptions, takes_donors
 from recircuit.unlearn.registry import register
 
 
@@ -93,10 +94,11 @@ class CLUEConfig(ForgetRuleConfig):
             raise InputError(f"unknown metric {self.metric!r}", field="metric", fix=f"choose one of {', '.join(METRICS)}")
         self.corruption_args = check_corruption_args(self.corruption, self.corruption_args)
         for name in ("node_steps", "node_samples", "max_nodes"):
-            if getattr(self, name) < 1:
-                raise InputError(f"must be >= 1, got {getattr(self, name)}", field=name)
-        if self.retain_weight < 0:
-            raise InputError(f"must be >= 0, got {self.retain_weight}", field="retain_weight")
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise InputError(f"must be a whole number >= 1, got {v!r}", field=name)
+        if not math.isfinite(self.retain_weight) or self.retain_weight < 0:
+            raise InputError(f"must be a finite number >= 0, got {self.retain_weight}", field="retain_weight")
         self.logic()
 
     def logic(self) -> LogicConfig:
@@ -126,6 +128,12 @@ class CLUE(UnlearnMethod):
         self.localization = localization
         self.given = localization is not None
         self.data_source = data_source
+        name = self.config.corruption
+        if data_source is None and not self.given and name not in self_contained_corruptions():
+            raise InputError(f"corruption {name!r} draws from the data set's catalogue (titles, interactions), "
+                             "and CLUE was given no data source", field="corruption",
+                             fix="pass data_source=DataSource(...) (the pipeline and `recircuit unlearn` do), "
+                                 f"or choose one of {', '.join(self_contained_corruptions())}")
 
     def _corrupt(self, model, samples: Sequence[Sample], donors: Sequence[Sample]) -> list[Sample]:
         cfg, tok = self.config, getattr(model, "tokenizer", None)
