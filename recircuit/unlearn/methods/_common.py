@@ -34,6 +34,17 @@ def retain_objective(model, original, batch, cfg) -> torch.Tensor:
     return retain_loss(ce, yn, ref_yn, cfg.retain_kl)
 
 
+def forget_retain_grads(model, original, f_batch, r_batch, cfg, params: list[torch.nn.Parameter], teacher=None
+                        ) -> tuple[torch.Tensor, dict[str, float], list[torch.Tensor], torch.Tensor, list[torch.Tensor]]:
+    """The forget and retain objectives of one step and their gradients w.r.t. ``params``, apart:
+    ``(forget loss, its logs, forget grads, retain loss, retain grads)`` (CURE and CLUE combine them
+    per parameter group)."""
+    lf, logs = forget_objective(model, original, f_batch, cfg, teacher)
+    gf = grads_of(lf, params)
+    lr_ = retain_objective(model, original, r_batch, cfg)
+    return lf, logs, gf, lr_, grads_of(lr_, params)
+
+
 def set_grads(params: list[torch.nn.Parameter], grads: list[torch.Tensor]) -> None:
     """Write ``grads`` into ``.grad``."""
     for p, g in zip(params, grads):

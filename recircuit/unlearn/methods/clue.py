@@ -35,7 +35,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from recircuit.circuits.corruptions import check_corruption_args, corruption_for, get_corruption
+from recircuit.circuits.corruptions import check_corruption_args
 from recircuit.circuits.logic import BooleanCircuit, Localization, LogicConfig, localize
 from recircuit.circuits.metrics import METRICS
 from recircuit.circuits.neurons import METHODS as NODE_METHODS
@@ -47,13 +47,8 @@ from recircuit.models.families import projection_params
 from recircuit.unlearn.base import UnlearnMethod
 from recircuit.unlearn.forget_rules import ForgetRuleConfig, teacher_for
 from recircuit.unlearn.masks import node_masks
-from recircuit.unlearn.methods._common import (
-    forget_objective,
-    grads_of,
-    retain_objective,
-    set_grads,
-)
-from recircuit.unlearn.methods.cure import self_contained_corruptions, takes_donors
+from recircuit.unlearn.methods._common import forget_retain_grads, set_grads
+from recircuit.unlearn.methods.cure import build_corruption, require_data_source
 from recircuit.unlearn.registry import register
 
 
@@ -128,21 +123,12 @@ class CLUE(UnlearnMethod):
         self.localization = localization
         self.given = localization is not None
         self.data_source = data_source
-        name = self.config.corruption
-        if data_source is None and not self.given and name not in self_contained_corruptions():
-            raise InputError(f"corruption {name!r} draws from the data set's catalogue (titles, interactions), "
-                             "and CLUE was given no data source", field="corruption",
-                             fix="pass data_source=DataSource(...) (the pipeline and `recircuit unlearn` do), "
-                                 f"or choose one of {', '.join(self_contained_corruptions())}")
+        require_data_source("CLUE", self.config.corruption, data_source, self.given)
 
     def _corrupt(self, model, samples: Sequence[Sample], donors: Sequence[Sample]) -> list[Sample]:
-        cfg, tok = self.config, getattr(model, "tokenizer", None)
-        args = dict(cfg.corruption_args)
-        if takes_donors(cfg.corruption):
-            return get_corruption(cfg.corruption, **{"tokenizer": tok, **args, "donors": list(donors)})(list(samples))
-        if self.data_source is None:
-            return get_corruption(cfg.corruption, **args)(list(samples))
-        return corruption_for(cfg.corruption, tok, source=self.data_source, args=args)(list(samples))
+        cfg = self.config
+        return build_corruption(cfg.corruption, cfg.corruption_args, getattr(model, "tokenizer", None), donors,
+                                self.data_source)(list(samples))
 
     def localize(self, original, forget: Sequence[Sample], retain: Sequence[Sample]) -> Localization:
         """Node scores on forget and retain samples, their Boolean circuits, and the SAT reading."""
@@ -176,10 +162,8 @@ class CLUE(UnlearnMethod):
     def gradients(self, model, original, f_batch, r_batch):
         if not self.params:
             return {"forget": 0.0, "retain": 0.0}
-        lf, logs = forget_objective(model, original, f_batch, self.config, self.aug)
-        gf = grads_of(lf, self.params)
-        lr_ = retain_objective(model, original, r_batch, self.config)
-        gr = grads_of(lr_, self.params)
+        lf, logs, gf, lr_, gr = forget_retain_grads(model, original, f_batch, r_batch, self.config, self.params,
+                                                    self.aug)
         w = self.config.retain_weight
         set_grads(self.params, [g_f * mf + (g_f + w * g_r) * mc
                                 for g_f, g_r, mf, mc in zip(gf, gr, self.m_forget, self.m_conf)])

@@ -59,12 +59,7 @@ from recircuit.unlearn.forget_rules import ForgetRuleConfig, teacher_for
 from recircuit.unlearn.grouping import Grouping, GroupingConfig, contrast_grouping, group_modules
 from recircuit.unlearn.importance import module_importance, per_sample_module_importance
 from recircuit.unlearn.masks import active_mask, group_masks
-from recircuit.unlearn.methods._common import (
-    forget_objective,
-    grads_of,
-    retain_objective,
-    set_grads,
-)
+from recircuit.unlearn.methods._common import forget_retain_grads, set_grads
 from recircuit.unlearn.pcgrad import project_conflict
 from recircuit.unlearn.registry import register
 
@@ -91,6 +86,32 @@ def self_contained_corruptions() -> tuple[str, ...]:
                                        for p in inspect.signature(spec.fn).parameters.values())
 
     return tuple(n for n in corruption_names() if ok(n))
+
+
+def require_data_source(method: str, corruption: str, data_source: DataSource | None, given: bool) -> None:
+    """Refuse, in one line, a method whose attribution step will need a catalogue-based corruption
+    (``target_swap``, ``ppr``, ...) when it has no data source and was given no precomputed result.
+
+    Raises:
+        InputError: naming the corruption and the fix.
+    """
+    if data_source is None and not given and corruption not in self_contained_corruptions():
+        raise InputError(f"corruption {corruption!r} draws from the data set's catalogue (titles, interactions), "
+                         f"and {method} was given no data source", field="corruption",
+                         fix="pass data_source=DataSource(...) (the pipeline and `recircuit unlearn` do), "
+                             f"or choose one of {', '.join(self_contained_corruptions())}")
+
+
+def build_corruption(name: str, args: dict, tokenizer=None, donors: Sequence[Sample] | None = None,
+                     data_source: DataSource | None = None) -> Corruption:
+    """The corruption an attribution step uses: with ``donors`` for one that takes them
+    (:func:`takes_donors`: ``user_swap``), through :func:`corruption_for` with a data source
+    (catalogue, ``tokenizer`` for length matching), else ``get_corruption(name, **args)``."""
+    if donors and takes_donors(name):
+        return get_corruption(name, **{"tokenizer": tokenizer, **args, "donors": list(donors)})
+    if data_source is None:
+        return get_corruption(name, **args)
+    return corruption_for(name, tokenizer, source=data_source, args=args)
 
 
 @dataclass
@@ -173,12 +194,7 @@ class CURE(UnlearnMethod):
         self.grouping = grouping
         self.given = grouping is not None
         self.data_source = data_source
-        name = self.config.corruption
-        if data_source is None and not self.given and name not in self_contained_corruptions():
-            raise InputError(f"corruption {name!r} draws from the data set's catalogue (titles, interactions), "
-                             "and CURE was given no data source", field="corruption",
-                             fix="pass data_source=DataSource(...) (the pipeline and `recircuit unlearn` do), "
-                                 f"or choose one of {', '.join(self_contained_corruptions())}")
+        require_data_source("CURE", self.config.corruption, data_source, self.given)
 
     def corruption(self, tokenizer=None, donors: Sequence[Sample] | None = None) -> Corruption:
         """The importance step's corruption: with :attr:`data_source` through
@@ -192,12 +208,7 @@ class CURE(UnlearnMethod):
             InputError: the corruption needs an argument nobody supplies (e.g. required donors).
         """
         cfg = self.config
-        if donors and takes_donors(cfg.corruption):
-            return get_corruption(cfg.corruption, **{"tokenizer": tokenizer, **cfg.corruption_args,
-                                                     "donors": list(donors)})
-        if self.data_source is None:
-            return get_corruption(cfg.corruption, **cfg.corruption_args)
-        return corruption_for(cfg.corruption, tokenizer, source=self.data_source, args=cfg.corruption_args)
+        return build_corruption(cfg.corruption, cfg.corruption_args, tokenizer, donors, self.data_source)
 
     def make_grouping(self, model, forget, retain) -> Grouping:
         """Importance on the first ``importance_samples`` forget and retain samples, then the
@@ -238,10 +249,8 @@ class CURE(UnlearnMethod):
     def gradients(self, model, original, f_batch, r_batch):
         if not self.params:
             return {"forget": 0.0, "retain": 0.0}
-        lf, logs = forget_objective(model, original, f_batch, self.config, self.aug)
-        gf = grads_of(lf, self.params)
-        lr_ = retain_objective(model, original, r_batch, self.config)
-        gr = grads_of(lr_, self.params)
+        lf, logs, gf, lr_, gr = forget_retain_grads(model, original, f_batch, r_batch, self.config, self.params,
+                                                    self.aug)
         ms = self.m["task_shared"]
         flat_f = torch.cat([g[m] for g, m in zip(gf, ms)])
         flat_r = torch.cat([g[m] for g, m in zip(gr, ms)])
