@@ -214,7 +214,9 @@ def _mask_like(t: torch.Tensor, mask: Float[torch.Tensor, "batch pos"]) -> torch
 
 
 @torch.no_grad()
-def _record(model, batch: TokenizedBatch, names: Sequence[str], mask) -> dict[str, torch.Tensor]:
+def _record(model, batch: TokenizedBatch, names: Sequence[str], mask,
+            logits_out: list | None = None) -> dict[str, torch.Tensor]:
+    """The masked activations of ``names`` on ``batch`` (and, into ``logits_out``, the run's logits)."""
     acts: dict[str, torch.Tensor] = {}
 
     def make(name: str):             # bound by name: hook.name is the canonical alias (hook_z is attn.o.hook_in)
@@ -225,7 +227,9 @@ def _record(model, batch: TokenizedBatch, names: Sequence[str], mask) -> dict[st
         return hook
 
     with model.hooks(fwd_hooks=[(n, make(n)) for n in names]):
-        run_logits(model, batch)
+        logits = run_logits(model, batch)
+    if logits_out is not None:
+        logits_out.append(logits)
     return acts
 
 
@@ -296,11 +300,12 @@ def node_attribution(model, clean: Sequence[Sample], corrupted: Sequence[Sample]
                           disable=not config.progress, leave=False):
                 pair: PairBatch = make_pair_batch(model.tokenizer, clean[i: i + config.batch_size],
                                                   corrupted[i: i + config.batch_size], device, config.align)
-                a_clean = _record(model, pair.clean, names, pair.mask)
-                a_corr = _record(model, pair.corrupted, names, pair.mask)
-                with torch.no_grad():
-                    m_clean += float(metric(run_logits(model, pair.clean), pair.labels, answers).sum())
-                    m_corr += float(metric(run_logits(model, pair.corrupted), pair.labels, answers).sum())
+                logits: list[torch.Tensor] = []
+                a_clean = _record(model, pair.clean, names, pair.mask, logits)
+                a_corr = _record(model, pair.corrupted, names, pair.mask, logits)
+                with torch.no_grad():             # the recording runs' own logits: no extra forward
+                    m_clean += float(metric(logits[0], pair.labels, answers).sum())
+                    m_corr += float(metric(logits[1], pair.labels, answers).sum())
                 for direction in config.directions:
                     run, start, end = ((pair.corrupted, a_corr, a_clean) if direction == "denoising"
                                        else (pair.clean, a_clean, a_corr))
