@@ -65,6 +65,15 @@ def test_scores_round_trip_and_tampering_is_refused(pairs, tmp_path):
     model = tiny_model(0)
     res = node_attribution(model, pairs[0][:2], pairs[1][:2],
                            NodeAttributionConfig(directions=("noising",), progress=False), metadata={"m": "tiny"})
+    from recircuit.circuits.engine import make_pair_batch, run_logits
+    from recircuit.circuits.metrics import get_metric
+    from recircuit.models.scoring import answer_tokens
+
+    pair = make_pair_batch(model.tokenizer, pairs[0][:2], pairs[1][:2], "cpu")
+    with torch.no_grad():
+        for run, got in ((pair.clean, res.clean_metric), (pair.corrupted, res.corrupted_metric)):
+            want = get_metric("logit_diff")(run_logits(model, run), pair.labels, answer_tokens(model.tokenizer))
+            assert got == pytest.approx(float(want.mean()), rel=1e-5, abs=1e-7)
     res.save(tmp_path)
     back = NodeScores.load(tmp_path)
     assert torch.equal(back.neurons["noising"], res.neurons["noising"]) and back.metadata == {"m": "tiny"}
