@@ -73,8 +73,9 @@ CANDIDATES: dict[str, dict] = {
 CURE_BASE = {"importance_samples": 8, "importance_steps": 3}
 
 BASELINES = ("ga", "graddiff", "npo", "pcgrad", "e2urec")
-#: Other localization methods run in the same table (same requests and seeds): CLUE (neurons).
-LOCALIZERS = ("clue",)
+#: Other localization methods run in the same table (same requests and seeds): CLUE (neurons) and its
+#: random-neuron control.
+LOCALIZERS = ("clue", "clue-random")
 #: The base recommender's fine-tuning: the README's recipe (the first 512 samples outside the pool,
 #: Yes/No loss, lr 5e-5 constant without warmup; the third pilot's base, which answers both ways).
 README_RECIPE = TrainConfig(mode="full", lr=5e-5, epochs=1, batch_size=8, warmup_ratio=0.0, schedule="constant",

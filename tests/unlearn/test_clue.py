@@ -158,3 +158,23 @@ def test_a_kv_slice_shared_by_a_forget_head_and_a_conflict_head_gets_the_conflic
     q0, q1 = node_masks(model, [("head", 1, 0)]), node_masks(model, [("head", 1, 1)])
     assert torch.equal(mf["blocks.1.q"], q0["blocks.1.q"]) and torch.equal(mc["blocks.1.q"], q1["blocks.1.q"])
     assert not (mf["blocks.1.o"] & mc["blocks.1.o"]).any()
+
+
+def test_the_random_neuron_control_keeps_kinds_and_counts():
+    from recircuit.unlearn.methods.clue_random import random_localization
+
+    loc = Localization([("neuron", 0, 1), ("neuron", 1, 2), ("head", 0, 3)], [("neuron", 1, 9)], True, [], 0, 0)
+    r = random_localization(loc, n_layers=2, d_mlp=128, n_heads=4, seed=3)
+    kinds = lambda vs: sorted(v[0] for v in vs)  # noqa: E731
+    assert kinds(r.forget_nodes) == kinds(loc.forget_nodes) and kinds(r.conflict_nodes) == kinds(loc.conflict_nodes)
+    assert not set(r.forget_nodes) & set(r.conflict_nodes)
+    assert r == random_localization(loc, 2, 128, 4, seed=3) and r != random_localization(loc, 2, 128, 4, seed=4)
+
+
+def test_clue_random_trains_random_nodes_with_clues_counts(model, request_data):
+    forget, retain, _ = request_data
+    res = get_method("clue-random", method_config("clue"), localization=_loc()).run(
+        model, forget, retain, LoopConfig(steps=1, lr=1e-3, early_stop=False), progress=False)
+    loc = res.extra["localization"]
+    assert len(loc["forget_nodes"]) == 2 and len(loc["conflict_nodes"]) == 1
+    assert [tuple(v) for v in loc["forget_nodes"]] != _loc().forget_nodes

@@ -22,6 +22,7 @@ FAST = {
     "cure": {"importance_samples": 2, "importance_steps": 1},
     "cure-random": {"importance_samples": 2, "importance_steps": 1},
     "clue": {"node_samples": 2, "max_nodes": 16},
+    "clue-random": {"node_samples": 2, "max_nodes": 16},
     "e2urec": {"e2urec_aug_steps": 1, "e2urec_aug_lr": 1e-3},
     "ga": {"ga_bound": None},   # a random model's answer loss is already above the default bound
     "sisa": {"k": 1, "shard_epochs": 1, "shard_batch_size": 4},     # toy prompts repeat: one shard keeps them varied

@@ -8,7 +8,8 @@ Usage::
 
 One file per method, each holding its config dataclass and its ``@register(name, Config)``
 class: ``ga``, ``graddiff``, ``npo``, ``pcgrad``, ``e2urec``, ``cure``, ``cure-random``
-(random_groups.py), ``clue`` (neurons localized by a SAT reading of forget and retain circuits) and ``retrain`` (the gold standard, via :func:`recircuit.train.retrain`);
+(random_groups.py), ``clue`` (neurons localized by a SAT reading of forget and retain circuits), ``clue-random``
+(clue_random.py, its control) and ``retrain`` (the gold standard, via :func:`recircuit.train.retrain`);
 the exact methods ``sisa`` and ``apa`` (shard adapters, :mod:`recircuit.unlearn.ensemble`, their
 shared run in ``_exact.py``).
 A new method is one more file imported here.
@@ -17,6 +18,7 @@ A new method is one more file imported here.
 from recircuit.unlearn.methods import (  # noqa: F401
     apa,
     clue,
+    clue_random,
     cure,
     e2urec,
     ga,

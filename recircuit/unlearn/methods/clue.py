@@ -143,11 +143,13 @@ class CLUE(UnlearnMethod):
                          BooleanCircuit.from_scores("retain", scores_r, cfg.logic()))
         return localize(self.circuits[0], [self.circuits[1]])
 
+    def resolve_localization(self, model, original, forget, retain) -> Localization:
+        """The localization this run uses (given, or computed on the original model)."""
+        return self.localization if self.given else self.localize(original, forget, retain)
+
     def setup(self, model, original, forget, retain):
         self.circuits = None
-        if not self.given:
-            self.localization = self.localize(original, forget, retain)
-        loc = self.localization
+        self.localization = loc = self.resolve_localization(model, original, forget, retain)
         named = projection_params(model)
         m_conf = node_masks(model, loc.conflict_nodes)
         m_forget = {k: v & ~m_conf[k] for k, v in node_masks(model, loc.forget_nodes).items()}
