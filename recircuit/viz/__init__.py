@@ -14,8 +14,9 @@ Modules are named ``a{L}.h{H}`` (attention heads) and ``m{L}`` (MLPs).
 
 - :func:`importance_heatmap` - forget, retain and difference on layer x head grids (+ MLP column)
 - :func:`group_scatter` - forget against retain importance per module, coloured by group
-- :func:`localization_figure`, :func:`gate_scatter` - CLUE: forget and conflict nodes per layer;
-  necessity against sufficiency, AND and OR inputs
+- :func:`localization_figure`, :func:`localization_heatmap`, :func:`circuits_figure`,
+  :func:`gate_scatter` - CLUE: forget and conflict nodes per layer (bars, heatmap); the forget and
+  retain circuits side by side by category; necessity against sufficiency, AND and OR inputs
 - :func:`circuit_diagram`, :func:`circuit_comparison` - layered DAG of the top edges
 - :func:`faithfulness_curves` - f against % edges kept, CPR/CMD in the legend
 - :func:`pareto_plot` - JSD to Retrain against test AUC, with error bars over seeds
@@ -52,7 +53,12 @@ from recircuit.viz.export import (
 )
 from recircuit.viz.groups import group_scatter
 from recircuit.viz.heatmaps import importance_heatmap, weight_change_map
-from recircuit.viz.logic import gate_scatter, localization_figure
+from recircuit.viz.logic import (
+    circuits_figure,
+    gate_scatter,
+    localization_figure,
+    localization_heatmap,
+)
 from recircuit.viz.pareto import (
     jaccard_figure,
     jaccard_table,
@@ -68,7 +74,8 @@ __all__ = [
     "apply_paper_style", "attention_figure", "attention_patterns", "attention_patterns_from_arrays",
     "attention_patterns_html",
     "circuit_comparison", "circuit_diagram", "faithfulness_curves", "figure_to_html", "figure_to_image",
-    "gate_scatter", "group_scatter", "importance_heatmap", "localization_figure", "jaccard_figure", "jaccard_table", "node_edges", "pareto_figure",
+    "circuits_figure", "gate_scatter", "group_scatter", "importance_heatmap", "localization_figure",
+    "localization_heatmap", "jaccard_figure", "jaccard_table", "node_edges", "pareto_figure",
     "pareto_front", "pareto_plot", "pareto_summary", "relearn_figure", "save_figure",
     "save_html", "static_export_available", "static_export_session", "stream_figure", "weight_change_map",
 ]

@@ -88,3 +88,64 @@ def gate_scatter(circuit, title: str | None = None) -> go.Figure:
     apply_paper_style(fig)
     legend_below(fig)
     return fig
+
+
+def localization_heatmap(loc, n_layers: int, title: str | None = None) -> go.Figure:
+    """Forget and conflict node counts per layer as a heatmap: rows forget/conflict neurons and
+    heads, columns layers (the numbers written in the cells).
+
+    Args:
+        loc: a :class:`recircuit.circuits.logic.Localization` or its ``to_dict()``.
+        n_layers: the model's layers.
+        title: figure title.
+
+    Raises:
+        InputError: a node outside ``n_layers``.
+    """
+    groups = {"forget": _nodes(loc, "forget_nodes"), "conflict": _nodes(loc, "conflict_nodes")}
+    if any(not 0 <= v[1] < n_layers for vs in groups.values() for v in vs):
+        raise InputError(f"a node lies outside the model's {n_layers} layers", field="n_layers",
+                         fix="pass the model's cfg.n_layers")
+    rows = [(g, kind) for kind in ("neuron", "head") for g in ("forget", "conflict")]
+    z = [[sum(1 for v in groups[g] if v[0] == kind and v[1] == layer) for layer in range(n_layers)] for g, kind in rows]
+    labels = [f"{g} {kind}s" for g, kind in rows]
+    fig = go.Figure(go.Heatmap(z=z, x=list(range(n_layers)), y=labels, colorscale="Oranges", text=z,
+                               texttemplate="%{text}", hovertemplate="layer %{x}, %{y}: %{z}<extra></extra>",
+                               colorbar={"title": "nodes"}))
+    fig.update_layout(title=title or "CLUE: forget and conflict nodes per layer", xaxis_title="layer")
+    apply_paper_style(fig)
+    return fig
+
+
+def circuits_figure(forget, retain, loc, title: str | None = None) -> go.Figure:
+    """The forget and retain circuits side by side: each node at (layer, importance), coloured by
+    its CLUE category (forget, conflict, untouched), AND inputs as circles, OR inputs as diamonds.
+
+    Args:
+        forget, retain: :class:`~recircuit.circuits.logic.BooleanCircuit` objects.
+        loc: their :class:`~recircuit.circuits.logic.Localization` (or its ``to_dict()``).
+        title: figure title.
+    """
+    cat = {v: "forget" for v in _nodes(loc, "forget_nodes")} | {v: "conflict" for v in _nodes(loc, "conflict_nodes")}
+    colours = {**CLUE_COLORS, "untouched": GROUP_COLORS["frozen"]}
+    fig = make_subplots(rows=1, cols=2, subplot_titles=(f"{forget.name} circuit", f"{retain.name} circuit"),
+                        horizontal_spacing=0.1, shared_yaxes=False)
+    for col, circuit in ((1, forget), (2, retain)):
+        for group in ("forget", "conflict", "untouched"):
+            for gate, nodes, symbol in (("AND", circuit.and_nodes, "circle"), ("OR", circuit.or_nodes, "diamond")):
+                pts = [v for v in nodes if cat.get(v, "untouched") == group]
+                if not pts:
+                    continue
+                fig.add_trace(go.Scatter(
+                    x=[v[1] for v in pts], y=[circuit.importance(v) for v in pts], mode="markers",
+                    name=f"{group} ({gate})", legendgroup=f"{group}-{gate}", showlegend=col == 1,
+                    marker={"color": colours[group], "symbol": symbol, "size": 7},
+                    text=[f"{k} L{layer}.{i}" for k, layer, i in pts], meta={"circuit": circuit.name, "group": group,
+                                                                            "gate": gate},
+                    hovertemplate="%{text}<br>importance %{y:.3f}<extra></extra>"), row=1, col=col)
+        fig.update_xaxes(title_text="layer", row=1, col=col)
+        fig.update_yaxes(title_text="max(necessity, sufficiency)", row=1, col=col)
+    fig.update_layout(title=title or "CLUE: the forget and retain circuits, nodes by category")
+    apply_paper_style(fig)
+    legend_below(fig)
+    return fig

@@ -119,3 +119,13 @@ def test_bad_input_is_refused_in_one_line():
     f = BooleanCircuit("forget", [_n(0)], [])
     with pytest.raises(InputError, match="names must differ"):
         localize(f, [BooleanCircuit("retain", [_n(1)], []), BooleanCircuit("retain", [_n(2)], [])])
+
+
+def test_a_forget_circuit_identical_to_the_retain_circuit_is_a_reported_clash():
+    a, b, c = _n(0), _n(1), _n(2)
+    forget = BooleanCircuit("forget", [a, b], [c], {a: .5, b: .4, c: 0.}, {a: .1, b: .1, c: .5})
+    retain = BooleanCircuit("retain", [a, b], [c], {a: .5, b: .4, c: 0.}, {a: .1, b: .1, c: .5})
+    loc = localize(forget, [retain])                   # nothing can be off for one and on for the other
+    assert not loc.satisfiable and set(loc.conflict_nodes) == {a, b, c} and loc.forget_nodes == []
+    assert "forget output False" in loc.core and len(loc.core) == 2      # and one retain constraint: minimal
+    assert loc.core[1].startswith("retain")

@@ -28,3 +28,18 @@ def test_gate_scatter_puts_and_inputs_above_the_diagonal():
     assert pts["AND"] == ([0.2], [0.4]) and pts["OR"] == ([0.3], [0.1])
     with pytest.raises(InputError, match="no node"):
         gate_scatter(BooleanCircuit("forget", [], []))
+
+
+def test_heatmap_counts_and_circuits_side_by_side_by_category():
+    from recircuit.viz.logic import circuits_figure, localization_heatmap
+
+    a, b, c = ("neuron", 0, 1), ("neuron", 1, 2), ("head", 1, 0)
+    loc = Localization([a], [b], True, [], 0, 0)
+    z = localization_heatmap(loc, 2).data[0].z
+    assert [list(r) for r in z] == [[1, 0], [0, 1], [0, 0], [0, 0]]      # forget/conflict neurons, then heads
+    forget = BooleanCircuit("forget", [a, b], [], {a: .5, b: .3}, {a: .1, b: .1}, 1.0)
+    retain = BooleanCircuit("retain", [b], [c], {b: .4, c: .0}, {b: .1, c: .6}, 1.0)
+    fig = circuits_figure(forget, retain, loc)
+    got = {(t.meta["circuit"], t.meta["group"], t.meta["gate"]): list(t.x) for t in fig.data}
+    assert got == {("forget", "forget", "AND"): [0], ("forget", "conflict", "AND"): [1],
+                   ("retain", "conflict", "AND"): [1], ("retain", "untouched", "OR"): [1]}
