@@ -86,6 +86,32 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def read_checked_sidecar(meta_path: str | os.PathLike, data_path: str | os.PathLike, fmt: str, what: str,
+                         fix: str) -> dict:
+    """Read a JSON sidecar that names the format and sha256 of a data file beside it, checking both.
+
+    Args:
+        meta_path, data_path: the sidecar and the file whose sha256 it records (key ``sha256``).
+        fmt: the expected ``format`` tag.
+        what: what the data file holds, for the messages ("score tensors", ...).
+        fix: how to make the files again (said when one is missing or does not match).
+
+    Raises:
+        InputError: a missing file, another format, or a data file whose hash does not match.
+    """
+    meta_path, data_path = Path(meta_path), Path(data_path)
+    for p in (meta_path, data_path):
+        if not p.is_file():
+            raise InputError("missing", path=p, fix=fix)
+    meta = json.loads(read_text(meta_path))
+    if meta.get("format") != fmt:
+        raise InputError(f"format {meta.get('format')!r}, expected {fmt!r}", path=meta_path, field="format")
+    if sha256_file(data_path) != meta.get("sha256"):
+        raise InputError(f"the {what} do not match the sidecar's sha256", path=data_path,
+                         fix=f"the file was changed or truncated; {fix}")
+    return meta
+
+
 def _line_and_column(data: bytes, offset: int) -> tuple[int, int]:
     """1-based line and column (in bytes) of ``offset`` in ``data``."""
     line_start = data.rfind(b"\n", 0, offset) + 1

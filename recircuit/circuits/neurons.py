@@ -50,7 +50,6 @@ the same pair batching and padding rules as the edge engine (:mod:`recircuit.cir
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -60,7 +59,7 @@ import torch
 from jaxtyping import Float
 from tqdm.auto import tqdm
 
-from recircuit._io import atomic_write, atomic_write_json, sha256_file
+from recircuit._io import atomic_write, atomic_write_json, read_checked_sidecar, sha256_file
 from recircuit.circuits.engine import (
     Frozen,
     PairBatch,
@@ -188,16 +187,9 @@ class NodeScores:
         from safetensors.torch import load_file
 
         d = Path(directory)
-        meta_path, path = d / "nodes.json", d / "nodes.safetensors"
-        for p in (meta_path, path):
-            if not p.is_file():
-                raise InputError("missing", path=p, fix="save the scores there with NodeScores.save")
-        meta = json.loads(meta_path.read_text())
-        if meta.get("format") != FORMAT:
-            raise InputError(f"format {meta.get('format')!r}, expected {FORMAT!r}", path=meta_path, field="format")
-        if sha256_file(path) != meta.get("sha256"):
-            raise InputError("the score tensors do not match the sidecar's sha256", path=path,
-                             fix="the file was changed or truncated; compute the scores again")
+        path = d / "nodes.safetensors"
+        meta = read_checked_sidecar(d / "nodes.json", path, FORMAT, "score tensors",
+                                    "compute the scores again and save them with NodeScores.save")
         flat = load_file(str(path))
         neurons = {k.split(".", 1)[1]: v for k, v in flat.items() if k.startswith("neuron.")}
         heads = {k.split(".", 1)[1]: v for k, v in flat.items() if k.startswith("head.")}

@@ -61,7 +61,7 @@ import torch
 from jaxtyping import Float
 from tqdm.auto import tqdm
 
-from recircuit._io import atomic_write, atomic_write_json, sha256_file
+from recircuit._io import atomic_write, atomic_write_json, read_checked_sidecar, sha256_file
 from recircuit.data.prompts import Sample
 from recircuit.errors import InputError
 from recircuit.train import TrainConfig
@@ -388,18 +388,11 @@ class ShardEnsemble:
 
         d = Path(directory)
         meta_path, weights = d / "ensemble.json", d / "ensemble.safetensors"
-        for p in (meta_path, weights):
-            if not p.is_file():
-                raise InputError("missing", path=p, fix="save the ensemble there with ShardEnsemble.save")
-        meta = json.loads(meta_path.read_text())
-        if meta.get("format") != FORMAT:
-            raise InputError(f"format {meta.get('format')!r}, expected {FORMAT!r}", path=meta_path, field="format")
+        meta = read_checked_sidecar(meta_path, weights, FORMAT, "adapter tensors",
+                                    "save the ensemble there again with ShardEnsemble.save")
         if meta.get("meta_sha256") != _meta_hash(meta):
             raise InputError("the sidecar does not match its own sha256 (shards, config or audit were edited)",
                              path=meta_path, fix="save the ensemble again")
-        if sha256_file(weights) != meta.get("sha256"):
-            raise InputError("the adapter tensors do not match the sidecar's sha256", path=weights,
-                             fix="the file was changed or truncated; save the ensemble again")
         flat = load_file(str(weights))
         adapters: list[dict | None] = [None] * len(meta["shards"])
         for k in meta["live"]:
