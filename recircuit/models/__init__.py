@@ -49,6 +49,7 @@ from recircuit.models.scoring import (
     score,
     tokenize_prompts,
     yes_no_logits,
+    kept_logits,
 )
 
 __all__ = [
@@ -87,4 +88,5 @@ __all__ = [
     "tiny_tokenizer",
     "tokenize_prompts",
     "yes_no_logits",
+    "kept_logits",
 ]

@@ -21,6 +21,7 @@ unlearning objectives and the evaluation's one-pass ``score_and_loss`` all call 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -96,6 +97,44 @@ def forward_logits(model, batch: TokenizedBatch) -> Float[torch.Tensor, "batch p
     return model(batch.input_ids, attention_mask=batch.attention_mask, return_type="logits")
 
 
+def _takes_logits_to_keep(model) -> bool:
+    hf = getattr(model, "original_model", None)
+    if hf is None:
+        return False
+    kind = type(hf)
+    if kind not in _KEEP_SUPPORT:
+        try:
+            _KEEP_SUPPORT[kind] = "logits_to_keep" in inspect.signature(hf.forward).parameters
+        except (TypeError, ValueError):
+            _KEEP_SUPPORT[kind] = False
+    return _KEEP_SUPPORT[kind]
+
+
+_KEEP_SUPPORT: dict[type, bool] = {}
+
+
+def kept_logits(
+    model,
+    input_ids: Int[torch.Tensor, "batch pos"],
+    attention_mask: Int[torch.Tensor, "batch pos"] | None,
+    keep: int | Int[torch.Tensor, "k"],
+) -> Float[torch.Tensor, "batch k vocab"]:
+    """Logits at some positions only: the last ``keep`` (an int) or the sorted positions ``keep`` (a tensor).
+
+    Scoring and the losses read the logits at one to a few positions per row, yet a full forward
+    unembeds every position (49,152 logits per token on SmolLM2: about a fifth of the pass, and
+    a ``[batch, pos, vocab]`` tensor of ~0.4 GB per batch of 8 kept for the backward). Hugging
+    Face causal LMs take ``logits_to_keep`` and run the unembedding on those positions alone; the
+    bridge passes it through, so hooks upstream of the unembedding see the whole sequence as
+    before. The values are those of the full logits at the kept positions (tested per model
+    family). A model whose forward has no ``logits_to_keep`` gets the full logits, sliced.
+    """
+    if _takes_logits_to_keep(model):
+        return model(input_ids, attention_mask=attention_mask, return_type="logits", logits_to_keep=keep)
+    logits = model(input_ids, attention_mask=attention_mask, return_type="logits")
+    return logits[:, -keep:] if isinstance(keep, int) else logits[:, keep.to(logits.device)]
+
+
 def read_yes_no(
     logits: Float[torch.Tensor, "batch pos vocab"],
     pos: Int[torch.Tensor, "batch"] | None,
@@ -125,7 +164,7 @@ def yes_no_logits(
 ) -> Float[torch.Tensor, "batch 2"]:
     """The ``[yes, no]`` logits (float32) at the last prompt position of each row of a left-padded batch."""
     answers = answers or answer_tokens(model.tokenizer)
-    return read_yes_no(forward_logits(model, batch), None, answers)
+    return read_yes_no(kept_logits(model, batch.input_ids, batch.attention_mask, 1), None, answers)
 
 
 def iter_batches(items: Sequence, batch_size: int) -> Iterator[Sequence]:

@@ -27,7 +27,7 @@ import torch
 from jaxtyping import Float, Int
 
 from recircuit.data.prompts import Sample
-from recircuit.models.scoring import answer_tokens, read_yes_no
+from recircuit.models.scoring import answer_tokens, kept_logits, read_yes_no
 from recircuit.models.tokenize import encode_continuation, encode_prompts, pad_id, pad_rows
 
 
@@ -66,11 +66,31 @@ def tokenize_with_answers(tokenizer, samples: Sequence[Sample], device: torch.de
     return AnswerBatch(ids.to(device), att.to(device), tm.to(device))
 
 
-def answer_nll(logits: Float[torch.Tensor, "batch pos vocab"], batch: AnswerBatch) -> Float[torch.Tensor, "batch"]:
-    """Mean cross-entropy over each row's answer tokens, from the logits of a prompt+answer batch."""
+def answer_positions(batch: AnswerBatch) -> Int[torch.Tensor, "k"]:
+    """The sorted positions whose next token is an answer token in some row (where logits are needed)."""
+    return batch.target_mask[:, :-1].bool().any(0).nonzero()[:, 0]
+
+
+def answer_logits(model, batch: AnswerBatch) -> tuple[Float[torch.Tensor, "batch k vocab"], Int[torch.Tensor, "k"]]:
+    """The logits at :func:`answer_positions` only (the unembedding skips the rest) and those positions."""
+    keep = answer_positions(batch)
+    return kept_logits(model, batch.input_ids, batch.attention_mask, keep), keep
+
+
+def answer_nll(logits: Float[torch.Tensor, "batch pos vocab"], batch: AnswerBatch,
+               keep: Int[torch.Tensor, "k"] | None = None) -> Float[torch.Tensor, "batch"]:
+    """Mean cross-entropy over each row's answer tokens, from the logits of a prompt+answer batch.
+
+    ``logits`` are every position's, or with ``keep`` those at the positions ``keep`` only
+    (:func:`answer_logits`); the result is the same.
+    """
     # only the few answer positions need a softmax over the vocabulary: select them first
     m = batch.target_mask[:, :-1].bool()
-    nll = torch.nn.functional.cross_entropy(logits[:, :-1][m].float(), batch.input_ids[:, 1:][m], reduction="none")
+    if keep is None:
+        at, targets = logits[:, :-1], batch.input_ids[:, 1:]
+    else:
+        at, targets, m = logits, batch.input_ids[:, keep + 1], m[:, keep]
+    nll = torch.nn.functional.cross_entropy(at[m].float(), targets[m], reduction="none")
     per = torch.zeros(len(m), device=nll.device, dtype=nll.dtype).index_add(0, m.nonzero()[:, 0], nll)
     return per / m.sum(1).clamp(min=1)
 
@@ -89,7 +109,8 @@ def answer_loss(model, samples: Sequence[Sample], reduction: str = "none",
         raise ValueError(f"reduction must be 'none', 'mean' or 'sum', got {reduction!r}")
     device = next(model.parameters()).device
     b = tokenize_with_answers(model.tokenizer, samples, device, answers, padding_side="right")
-    per = answer_nll(model(b.input_ids, attention_mask=b.attention_mask, return_type="logits"), b)
+    logits, keep = answer_logits(model, b)
+    per = answer_nll(logits, b, keep)
     if reduction == "none":
         return per
     if reduction == "mean":
@@ -113,9 +134,10 @@ def yes_no_loss(model, samples: Sequence[Sample], reduction: str = "none") -> Fl
     device = next(model.parameters()).device
     rows = encode_prompts(tok, [s.prompt for s in samples])
     ids, att = pad_rows(rows, pad_id(tok), side="right")
-    logits = model(ids.to(device), attention_mask=att.to(device), return_type="logits")
-    last = torch.tensor([len(r) - 1 for r in rows], device=logits.device)
-    two = read_yes_no(logits, last, answer_tokens(tok))
+    last = torch.tensor([len(r) - 1 for r in rows], device=device)
+    keep = torch.unique(last)                      # sorted; the unembedding runs on these positions only
+    logits = kept_logits(model, ids.to(device), att.to(device), keep)
+    two = read_yes_no(logits, torch.searchsorted(keep, last), answer_tokens(tok))
     target = torch.tensor([0 if s.label == 1 else 1 for s in samples], device=logits.device)
     per = torch.nn.functional.cross_entropy(two, target, reduction="none")
     if reduction == "none":
@@ -136,10 +158,10 @@ def answer_forward(model, samples: Sequence[Sample]) -> tuple[Float[torch.Tensor
         raise ValueError("answer_forward needs at least one sample.")
     device = next(model.parameters()).device
     b = tokenize_with_answers(model.tokenizer, samples, device, padding_side="right")
-    logits = model(b.input_ids, attention_mask=b.attention_mask, return_type="logits")
-    ce = answer_nll(logits, b)
+    logits, keep = answer_logits(model, b)
+    ce = answer_nll(logits, b, keep)
     first = b.target_mask[:, :-1].bool().int().argmax(dim=1)  # position predicting the first answer token
-    return ce, read_yes_no(logits, first, answer_tokens(model.tokenizer))
+    return ce, read_yes_no(logits, torch.searchsorted(keep, first), answer_tokens(model.tokenizer))
 
 
 @torch.no_grad()
