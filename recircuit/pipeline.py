@@ -998,6 +998,12 @@ def run_method(config: PipelineConfig, name: str, data: PipelineData, refs: Refe
         cache.put(f"unlearn_{name}", key, run.to_dict())
         return run
     original = _load(original_checkpoint(config, data, ctx), config.device)
+    if model_hash(original) != refs.original_hash:
+        from recircuit.errors import RunFailed
+
+        raise RunFailed(f"{name} on rate {refs.rate} seed {refs.seed}: this request's references were evaluated "
+                        f"on another Original (weights sha256 {refs.original_hash[:12]}, now "
+                        f"{model_hash(original)[:12]}); recompute its references first (run_grid does)")
     model = copy_model(original)   # not copy.deepcopy: TL 4.3 hook closures would point at the original
     t = time.perf_counter()
     res = get_method(name, mcfg, **method_kwargs(config, mcfg)).run(
@@ -1569,7 +1575,13 @@ def run_grid(config: PipelineConfig, grid: GridConfig, out_dir: str | os.PathLik
     submitted = [(m, rate, seed) for (rate, seed), ms in todo.items() for m in ms] if compute else []
     errors: list[str] = []
     if submitted:
-        original_checkpoint(config, data, ctx)   # once per pool, shared through the cache
+        orig = original_checkpoint(config, data, ctx)   # once per pool, shared through the cache
+        for pair in _stale_requests(refs_done, orig, config.device):
+            del refs_done[pair]                      # the whole request again, on the Original of this run
+            todo[pair] = list(methods)
+            for m in methods:
+                runs.pop((m, *pair), None)
+        submitted = [(m, rate, seed) for (rate, seed), ms in todo.items() for m in ms]
         errors = _run_ray(config, data, todo, refs_done, runs, keys, out, ctx, ray_address, num_cpus)
     refs = [refs_done[p] for p in pairs if p in refs_done]
     all_runs = [runs[(m, rate, seed)] for rate, seed in pairs for m in methods if (m, rate, seed) in runs]
@@ -1578,6 +1590,30 @@ def run_grid(config: PipelineConfig, grid: GridConfig, out_dir: str | os.PathLik
     report.meta["failed"] = errors + report.meta["failed"]
     report.save(out / "report")
     return GridResult(out, report, all_runs, refs, submitted, errors)
+
+
+def _stale_requests(refs_done: Mapping[tuple[float, int], References], original: Path,
+                    device: str | None) -> list[tuple[float, int]]:
+    """The finished requests whose references were evaluated on other Original weights than ``original``.
+
+    A grid resumed in a new session (or on another machine) trains Original again from the same
+    config; training on the same hardware reproduces it bit for bit, and then every finished
+    request is kept. Where the weights differ (other hardware, a changed training code path) a
+    method run on the new Original would be scored against references of the old one: those
+    requests are recomputed whole, with a warning naming them.
+    """
+    from recircuit.evaluate import model_hash
+
+    pending = [pair for pair, r in refs_done.items() if r.original_hash]
+    if not pending:
+        return []
+    now = model_hash(_load(original, device))
+    stale = [pair for pair in pending if refs_done[pair].original_hash != now]
+    for rate, seed in stale:
+        logger.warning("rate %s seed %s: its finished references were evaluated on another Original (weights "
+                       "sha256 %s, now %s); the request is run again", rate, seed,
+                       refs_done[(rate, seed)].original_hash[:12], now[:12])
+    return stale
 
 
 def _task_error(err: BaseException) -> str:

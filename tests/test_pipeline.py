@@ -547,3 +547,48 @@ def _grouping(d):
     from recircuit.unlearn import Grouping, GroupingConfig
 
     return Grouping(**{**d, "config": GroupingConfig(**d["config"])})
+
+
+def test_a_resumed_grid_recomputes_requests_made_on_another_original(demo_run, demo_cache, fake_ray, tmp_path,
+                                                                     caplog):
+    """A grid resumed where Original trained to other weights (another machine, changed training
+    code) must not score new method runs against the old Original's references: such a request is
+    run again whole. Same weights (the usual resume) keep every finished request."""
+    from recircuit.pipeline import _grid_key, _refs_file, _run_file, _write_done
+
+    cfg = demo_run["config"]
+    rate, seed = cfg.data.forget_fraction, cfg.data.seed
+    grid = GridConfig(methods=("ga", "npo"), seeds=(seed,), rates=(rate,))
+    out = tmp_path / "grid"
+    first = run_grid(cfg, grid, out, cache_root=demo_cache)
+    assert not first.errors and len(first.runs) == 2
+    true_hash = first.references[0].original_hash
+    # the usual resume: one method missing, the same Original -> only that method runs
+    _run_file(out, "npo", rate, seed).unlink()
+    again = run_grid(cfg, grid, out, cache_root=demo_cache)
+    assert again.submitted == [("npo", rate, seed)]
+    # the references were made on other weights: the whole request runs again, with a warning
+    refs = json.loads(_refs_file(out, rate, seed).read_text())["result"]
+    refs["original_hash"] = "0" * 64
+    _write_done(_refs_file(out, rate, seed), _grid_key(cfg, None), refs)
+    _run_file(out, "npo", rate, seed).unlink()
+    with caplog.at_level("WARNING", logger="recircuit.pipeline"):
+        res = run_grid(cfg, grid, out, cache_root=demo_cache)
+    assert sorted(res.submitted) == [("ga", rate, seed), ("npo", rate, seed)]
+    assert "evaluated on another Original" in caplog.text
+    assert json.loads(_refs_file(out, rate, seed).read_text())["result"]["original_hash"] == true_hash
+
+
+def test_a_method_refuses_references_of_another_original(demo_run, demo_cache, tmp_path):
+    from recircuit.errors import RunFailed
+    from recircuit.pipeline import Context, prepare_data, references, run_method
+
+    cfg = demo_run["config"]
+    data = prepare_data(cfg)
+    cache = tmp_path / "checkpoints-only"        # the demo's checkpoints, no cached results
+    shutil.copytree(demo_cache / "models", cache / "models")
+    ctx = Context(cache_root=str(cache))
+    refs = references(cfg, data, cfg.data.forget_fraction, cfg.data.seed, ctx)
+    stale = dataclasses.replace(refs, original_hash="0" * 64)
+    with pytest.raises(RunFailed, match="another Original"):
+        run_method(cfg, "ga", data, stale, ctx)
