@@ -292,7 +292,8 @@ def _state(model, params_only: list[torch.nn.Parameter]) -> list[torch.Tensor]:
     return [p.detach().clone() for p in params_only]
 
 
-def _restore(params: list[torch.nn.Parameter], state: list[torch.Tensor]) -> None:
+def _restore(params: list[torch.nn.Parameter] | list[torch.Tensor], state: list[torch.Tensor]) -> None:
+    """Copy ``state`` into ``params`` in place (also used the other way round, to refresh a snapshot)."""
     with torch.no_grad():
         for p, s in zip(params, state):
             p.copy_(s)
@@ -339,7 +340,7 @@ def train(
     fallback: dict = {"auc": -1.0}     # the best evaluation that collapsed to one answer (used if all did)
     best_state = _state(model, params)
     best_p: np.ndarray | None = None
-    last_good = best_state
+    last_good = _state(model, params)      # buffers refreshed in place before every step (no allocation)
     bad_evals = 0
     loss_fn = answer_loss if cfg.loss == "answer" else yes_no_loss
     use_bf16 = (cfg.bf16 and device.type == "cuda") or (cfg.cpu_bf16 and device.type == "cpu")
@@ -373,7 +374,7 @@ def train(
                     loss.backward()
                     loss_val += float(loss.detach())
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
-                last_good = _state(model, params)
+                _restore(last_good, params)        # last_good <- the weights before this step
                 opt.step()
                 sched.step()
                 step += 1
