@@ -15,7 +15,8 @@ Stage 2 may mix ``--replay`` base samples into both trainings (the same ones): f
 measured against a model whose prior is anchored by data both runs share, as in the standard
 protocol where Original and Retrain train on the same large set minus the forget users.
 
-Each stage writes its result JSON as it finishes and is skipped when its file exists.
+Each stage writes its result JSON as it finishes and is skipped when its file exists; the JSON
+files are also written to ``benchmarks/results/pilots/<name>`` (``--publish``), to be committed.
 """
 
 from __future__ import annotations
@@ -57,11 +58,20 @@ def main() -> None:
     ap.add_argument("--base-from", default=None,
                     help="a pilot directory whose base checkpoint to reuse (default: --original-from's); the "
                          "base cache is keyed on the training code, so a code change would retrain it")
+    ap.add_argument("--publish", default="benchmarks/results/pilots",
+                    help="each stage's JSON is also written to <publish>/<name of --out> (inside the repository, "
+                         "to be committed as it lands; checkpoints stay in --out); '' to skip")
     ap.add_argument("--seed", type=int, default=0, help="the request's seed (Original and Retrain train with seed 0)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
+    pub = Path(a.publish) / out.name if a.publish else None
+
+    def save(name: str, obj: dict) -> None:
+        atomic_write_json(out / name, obj)
+        if pub is not None:
+            atomic_write_json(pub / name, obj)
     from recircuit.data import build_split, cap_per_user, forget_retain_split
     from recircuit.data.splits import Split
     from recircuit.evaluate.metrics import memorization_gap, model_outputs
@@ -89,7 +99,7 @@ def main() -> None:
     else:
         base_path = cached_recommender("smollm2-135m-instruct", base_split, base_cfg, None, a.n_valid,
                                        progress=True)
-    atomic_write_json(out / "base.json", {"checkpoint": str(base_path), "seconds": time.time() - t,
+    save("base.json", {"checkpoint": str(base_path), "seconds": time.time() - t,
                                          "n_base": len(base_train), "pool_users": len(users), "pool": len(pool)})
     req = forget_retain_split(Split("tallrec", pool, [], [], {}), level="user", fraction=a.rate, seed=a.seed)
     pool_cfg = TrainConfig(mode="full", lr=a.pool_lr, epochs=a.epochs, batch_size=8, warmup_ratio=0.1,
@@ -102,7 +112,7 @@ def main() -> None:
 
         src = Path(a.original_from) / "original"
         shutil.copytree(src, out / "original", dirs_exist_ok=True)
-        shutil.copy(Path(a.original_from) / "original_train.json", out / "original_train.json")
+        save("original_train.json", json.loads((Path(a.original_from) / "original_train.json").read_text()))
     for who, samples in (("original", pool + replay), ("retrain", list(req.retain) + replay)):
         d = out / who
         done = out / f"{who}_train.json"
@@ -113,7 +123,7 @@ def main() -> None:
             model, _ = load_trained(base_path)
             t = time.time()
             res = train(model, samples, None, pool_cfg, out_dir=d, meta={"init": str(base_path)})
-            atomic_write_json(out / f"{who}_train.json", {"seconds": time.time() - t, "metrics": res.metrics,
+            save(f"{who}_train.json", {"seconds": time.time() - t, "metrics": res.metrics,
                                                        "n_train": len(samples), "replay": len(replay),
                                                        "stage2": stage2})
         paths[who] = d / "model.safetensors"
@@ -133,7 +143,7 @@ def main() -> None:
                "outputs": {k: {kk: np.asarray(vv).tolist() for kk, vv in v.items()}
                            for k, v in (("original", cache["original"]), ("retrain", cache["retrained"]),
                                         ("base", base_out))}}
-        atomic_write_json(out / "memorization.json", res)
+        save("memorization.json", res)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,11 @@
 
 Every phase writes each finished unit (a candidate's resamples, a request) to ``<out>`` as it
 finishes and skips what is there, so the study can be spread over several sessions or machines:
-rerun the same command and it goes on where it stopped.
+rerun the same command and it goes on where it stopped. The default ``--out`` lies inside the
+repository (``benchmarks/results/validity``): the units are small JSON files, meant to be committed
+as they land, so a later session or another machine resumes from them; checkpoints stay in the
+cache (``$RECIRCUIT_CACHE``), and a resumed grid whose Original trains to other weights recomputes
+the requests made on the old one (:func:`recircuit.pipeline.run_grid`).
 
 **The protocol** (:func:`protocol_config`) is the two-stage one of
 :class:`recircuit.pipeline.BaseConfig`: a base recommender on users outside the pool, then
@@ -223,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--device", default=None)
     ap.add_argument("--num-cpus", type=int, default=None, help="cores of the local Ray (default: all)")
-    ap.add_argument("--out", default="runs/validity")
+    ap.add_argument("--out", default="benchmarks/results/validity",
+                    help="where finished units go (default: inside the repository, to be committed as they land)")
     ap.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="request seeds of the grid")
     ap.add_argument("--rates", type=float, nargs="+", default=list(RATES), help="deletion rates of the grid")
     ap.add_argument("--baselines", nargs="*", default=list(BASELINES))

@@ -44,12 +44,12 @@ from recircuit.models.scoring import (
     TokenizedBatch,
     answer_tokens,
     iter_batches,
+    kept_logits,
     p_yes_from_logits,
     read_yes_no,
     score,
     tokenize_prompts,
     yes_no_logits,
-    kept_logits,
 )
 
 __all__ = [
