@@ -144,6 +144,10 @@ def main() -> None:
                            for k, v in (("original", cache["original"]), ("retrain", cache["retrained"]),
                                         ("base", base_out))}}
         save("memorization.json", res)
+    if pub is not None:                  # stages skipped because done in --out are published too
+        for f in sorted(out.glob("*.json")):
+            if not (pub / f.name).is_file():
+                atomic_write_json(pub / f.name, json.loads(f.read_text()))
 
 
 if __name__ == "__main__":

@@ -1576,11 +1576,14 @@ def run_grid(config: PipelineConfig, grid: GridConfig, out_dir: str | os.PathLik
     errors: list[str] = []
     if submitted:
         orig = original_checkpoint(config, data, ctx)   # once per pool, shared through the cache
-        for pair in _stale_requests(refs_done, orig, config.device):
+        partial = {pair: refs_done[pair] for pair in todo if pair in refs_done}   # a finished request is whole
+        for pair in _stale_requests(partial, orig, config.device):
             del refs_done[pair]                      # the whole request again, on the Original of this run
             todo[pair] = list(methods)
+            _refs_file(out, *pair).unlink(missing_ok=True)    # no file of the old Original outlives an interruption
             for m in methods:
                 runs.pop((m, *pair), None)
+                _run_file(out, m, *pair).unlink(missing_ok=True)
         submitted = [(m, rate, seed) for (rate, seed), ms in todo.items() for m in ms]
         errors = _run_ray(config, data, todo, refs_done, runs, keys, out, ctx, ray_address, num_cpus)
     refs = [refs_done[p] for p in pairs if p in refs_done]
@@ -1594,21 +1597,21 @@ def run_grid(config: PipelineConfig, grid: GridConfig, out_dir: str | os.PathLik
 
 def _stale_requests(refs_done: Mapping[tuple[float, int], References], original: Path,
                     device: str | None) -> list[tuple[float, int]]:
-    """The finished requests whose references were evaluated on other Original weights than ``original``.
+    """The requests of ``refs_done`` whose references were evaluated on other Original weights than ``original``.
 
     A grid resumed in a new session (or on another machine) trains Original again from the same
     config; training on the same hardware reproduces it bit for bit, and then every finished
     request is kept. Where the weights differ (other hardware, a changed training code path) a
     method run on the new Original would be scored against references of the old one: those
-    requests are recomputed whole, with a warning naming them.
+    requests are recomputed whole, with a warning naming them, and their files are removed first.
+    Only requests with work left are checked: a finished request is consistent in itself.
     """
     from recircuit.evaluate import model_hash
 
-    pending = [pair for pair, r in refs_done.items() if r.original_hash]
-    if not pending:
+    if not refs_done:
         return []
     now = model_hash(_load(original, device))
-    stale = [pair for pair in pending if refs_done[pair].original_hash != now]
+    stale = [pair for pair, r in refs_done.items() if r.original_hash != now]
     for rate, seed in stale:
         logger.warning("rate %s seed %s: its finished references were evaluated on another Original (weights "
                        "sha256 %s, now %s); the request is run again", rate, seed,

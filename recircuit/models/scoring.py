@@ -129,9 +129,19 @@ def kept_logits(
     before. The values are those of the full logits at the kept positions (tested per model
     family). A model whose forward has no ``logits_to_keep`` gets the full logits, sliced.
     """
+    if isinstance(keep, torch.Tensor):
+        keep = keep.reshape(-1).to(device=input_ids.device, dtype=torch.long)
+        n = len(keep)
+    else:
+        keep = n = int(keep)
+    if n < 1:
+        raise ValueError(f"kept_logits needs at least one position to keep, got {n}")
     if _takes_logits_to_keep(model):
-        return model(input_ids, attention_mask=attention_mask, return_type="logits", logits_to_keep=keep)
-    logits = model(input_ids, attention_mask=attention_mask, return_type="logits")
+        logits = model(input_ids, attention_mask=attention_mask, return_type="logits", logits_to_keep=keep)
+        if logits.shape[1] == n:
+            return logits
+    else:                   # no logits_to_keep, or a forward that took it and ignored it: slice the full logits
+        logits = model(input_ids, attention_mask=attention_mask, return_type="logits")
     return logits[:, -keep:] if isinstance(keep, int) else logits[:, keep.to(logits.device)]
 
 

@@ -55,6 +55,9 @@ def tokenize_with_answers(tokenizer, samples: Sequence[Sample], device: torch.de
     prompts = encode_prompts(tokenizer, [s.prompt for s in samples])  # BOS (if the model expects one) only here
     for i, (s, p) in enumerate(zip(samples, prompts)):
         a = encode_continuation(tokenizer, answers[i] if answers is not None else s.answer)
+        if not a:
+            raise ValueError(f"sample {i}: its answer {(answers[i] if answers is not None else s.answer)!r} "
+                             "encodes to no token; every sample needs a non-empty answer (' Yes.' or ' No.')")
         rows.append(p + a)
         # position t predicts token t+1: targets are positions len(p)-1 .. len(p)+len(a)-2
         tmask.append([0] * (len(p) - 1) + [1] * len(a) + [0])

@@ -70,3 +70,21 @@ def test_losses_and_their_gradients_equal_the_full_logits_computation(family_mod
         ce_ref, two_ref = _answer_loss_full(family_model, samples)
     torch.testing.assert_close(ce, ce_ref, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(two, two_ref, atol=1e-6, rtol=1e-5)
+
+
+def test_kept_logits_refuses_nothing_to_keep_and_slices_when_the_forward_ignores_it(tiny, toy_samples, monkeypatch):
+    import pytest
+
+    from recircuit.models import scoring
+
+    b = tokenize_prompts(tiny.tokenizer, [s.prompt for s in toy_samples[:3]])
+    with pytest.raises(ValueError, match="at least one position"):
+        kept_logits(tiny, b.input_ids, b.attention_mask, 0)      # HF reads 0 as "every position"
+    with torch.no_grad():
+        full = _full(tiny, b.input_ids, b.attention_mask)
+        real = tiny.forward
+        # a forward that accepts logits_to_keep but returns every position: the result is still the kept ones
+        monkeypatch.setattr(tiny, "forward", lambda *a, logits_to_keep=None, **k: real(*a, **k))
+        keep = torch.tensor([1, 4])
+        torch.testing.assert_close(kept_logits(tiny, b.input_ids, b.attention_mask, keep), full[:, keep])
+    assert scoring._takes_logits_to_keep(tiny)
