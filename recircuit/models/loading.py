@@ -29,6 +29,10 @@ from pathlib import Path
 
 import torch
 from transformer_lens.model_bridge import TransformerBridge
+from transformer_lens.model_bridge.generalized_components.normalization import NormalizationBridge
+from transformer_lens.model_bridge.generalized_components.rms_normalization import (
+    RMSNormalizationBridge,
+)
 
 from recircuit._io import temp_prefix
 from recircuit.errors import InputError
@@ -169,7 +173,52 @@ def _boot(hf_name: str, hf_model, tokenizer, device: torch.device, dtype: torch.
         hf_name, hf_model=hf_model, tokenizer=tokenizer, device=device, dtype=dtype
     )
     bridge.eval()
-    return enable_circuit_hooks(bridge)
+    return skip_unhooked_norm_stats(enable_circuit_hooks(bridge))
+
+
+class _NativeNormShortcut:
+    """A native-path norm bridge that computes its hook values only when a hook will read them.
+
+    TransformerLens 4.3's native norm path (``use_native_layernorm_autograd``) first computes the
+    normalization's scale and normalized input under ``no_grad`` to feed ``hook_scale`` and
+    ``hook_normalized``, then returns the HF norm module's own output whenever no hook edited
+    them. With no hook on either, that first computation (seven elementwise passes over the
+    residual per norm, 61 norms per SmolLM2 forward) is thrown away. This subclass returns the HF
+    module's output directly in that case, which is the very tensor the library's path returns,
+    and defers to the library as soon as either hook point has a forward or backward hook.
+    """
+
+    def _hf_autograd_forward_with_hooks(self, x: torch.Tensor) -> torch.Tensor:
+        if (isinstance(self.original_component, torch.nn.Identity) or self.hook_scale.fwd_hooks
+                or self.hook_normalized.fwd_hooks or self.hook_scale.bwd_hooks or self.hook_normalized.bwd_hooks):
+            return super()._hf_autograd_forward_with_hooks(x)
+        result = self.original_component(x)
+        return result if result.dtype == x.dtype else result.to(x.dtype)
+
+
+class NativeNormBridge(_NativeNormShortcut, NormalizationBridge):
+    """TransformerLens' ``NormalizationBridge`` with :class:`_NativeNormShortcut`."""
+
+
+class NativeRMSNormBridge(_NativeNormShortcut, RMSNormalizationBridge):
+    """TransformerLens' ``RMSNormalizationBridge`` with :class:`_NativeNormShortcut`."""
+
+
+def _shortcut_classes() -> dict[type, type]:
+    return {NormalizationBridge: NativeNormBridge, RMSNormalizationBridge: NativeRMSNormBridge}
+
+
+def skip_unhooked_norm_stats(model: TransformerBridge) -> TransformerBridge:
+    """Give every native-path norm of ``model`` the :class:`_NativeNormShortcut` (in place; returns ``model``).
+
+    Outputs are bit-identical (tested per family); norms on the python path (GPT-2's) and norm
+    classes other than TransformerLens' two generic ones are left as they are.
+    """
+    fast = _shortcut_classes()
+    for m in model.modules():
+        if type(m) in fast and getattr(m, "use_native_layernorm_autograd", False):
+            m.__class__ = fast[type(m)]
+    return model
 
 
 # --- GGUF files: any architecture transformers reads from GGUF -----------------------------------
