@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 
+import numpy as np
+
 
 def add_train_parser(subparsers) -> argparse.ArgumentParser:
     """Register the ``train`` subcommand."""
@@ -119,8 +121,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         model, meta = load_trained(path, device=args.device)
         m = meta.get("metrics", {})
         row = {"mode": args.mode, "train_samples": meta.get("n_train"), "steps": m.get("steps"),
-               "best_valid_auc": m.get("best_valid_auc"), "seconds": round(m.get("seconds", 0.0), 1),
-               "checkpoint": str(path)}
+               "best_valid_auc": m.get("best_valid_auc"), "one_answer": bool(m.get("one_answer", False)),
+               "seconds": round(m.get("seconds", 0.0), 1), "checkpoint": str(path)}
     else:
         model = load_model(args.model, device=args.device)
         meta = {"split": split.to_dict(), "n_train": len(tr), "n_valid": len(va), "train_offset": args.train_offset}
@@ -132,14 +134,15 @@ def cmd_train(args: argparse.Namespace) -> int:
                             "train_config": parent.get("train_config"), "n_train": parent.get("n_train")}
         res = train(model, tr, va, cfg, out_dir=args.out, meta=meta)
         row = {"mode": args.mode, "train_samples": len(tr), "steps": res.metrics["steps"],
-               "best_valid_auc": res.metrics["best_valid_auc"], "seconds": round(res.seconds, 1),
-               "checkpoint": str(res.checkpoint)}
+               "best_valid_auc": res.metrics["best_valid_auc"], "one_answer": bool(res.metrics.get("one_answer", False)),
+               "seconds": round(res.seconds, 1), "checkpoint": str(res.checkpoint)}
     if args.test:
         test = split.test[: args.n_test] if args.n_test else split.test
         p_yes = score(model, test, batch_size=args.batch_size, progress=True, desc="test")
         # always under --out, also with --cache: the shared recommender cache is left untouched
         m = score_report(test, p_yes, str(Path(args.out) / "test_scores.json"))
         row.update({"test_samples": len(test), "test_auc": m["auc"], "test_auc_ci95": m.get("auc_ci95"),
-                    "test_acc": m["acc"], "test_logloss": m["logloss"], "test_scores": m["scores"]})
+                    "test_acc": m["acc"], "test_logloss": m["logloss"],
+                    "test_yes_share": float((np.asarray(p_yes) > 0.5).mean()), "test_scores": m["scores"]})
     emit(args, row)
     return 0

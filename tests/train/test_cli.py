@@ -99,3 +99,6 @@ def test_train_cli_writes_test_scores_that_reproduce_the_auc(shared_data, tmp_pa
     assert len(saved["uids"]) == len(set(saved["uids"])) == len(saved["labels"]) == 16
     m = classification_metrics(saved["labels"], saved["p_yes"])
     assert abs(m["auc"] - row["test_auc"]) < 1e-6
+    # whether the kept weights answer one way is in the row: every validation, and the test set
+    assert row["one_answer"] is bool(json.loads((out / "model.json").read_text())["metrics"].get("one_answer", False))
+    assert row["test_yes_share"] == sum(p > 0.5 for p in saved["p_yes"]) / 16
