@@ -66,7 +66,7 @@ from recircuit.circuits.metrics import Metric
 from recircuit.data.prompts import Sample
 from recircuit.errors import InputError
 from recircuit.models.families import family_of, post_attn_norm, post_norm_head_writes
-from recircuit.models.scoring import AnswerTokens, TokenizedBatch, tokenize_prompts
+from recircuit.models.scoring import AnswerTokens, TokenizedBatch, kept_logits, tokenize_prompts
 
 #: Largest relative miss between a reader's input and the sum of its upstream writers' writes that
 #: :func:`check_writer_sum` accepts for float32/float64 weights: the worst absolute miss over the
@@ -182,20 +182,15 @@ class Frozen:
             p.requires_grad_(r)
 
 
-def _last_position(t: Float[torch.Tensor, "batch pos d_model"], *, hook) -> Float[torch.Tensor, "batch 1 d_model"]:
-    return t[:, -1:]
-
-
 def run_logits(model, batch: TokenizedBatch, last_only: bool = True) -> Float[torch.Tensor, "batch pos vocab"]:
     """Logits of ``batch``; with ``last_only`` the unembedding runs on the last position only.
 
     Metrics read the last position (prompts are left-padded), so unembedding every position
     (49,152 logits per token on SmolLM2, about a fifth of the forward cost) is wasted work.
-    The result then has ``pos == 1``.
+    The result then has ``pos == 1`` (:func:`recircuit.models.kept_logits`, as scoring does).
     """
-    if last_only and "unembed.hook_in" in model.hook_dict:
-        with model.hooks(fwd_hooks=[("unembed.hook_in", _last_position)]):
-            return model(batch.input_ids, attention_mask=batch.attention_mask, return_type="logits")
+    if last_only:
+        return kept_logits(model, batch.input_ids, batch.attention_mask, 1)
     return model(batch.input_ids, attention_mask=batch.attention_mask, return_type="logits")
 
 
