@@ -17,9 +17,10 @@ the requests made on the old one (:func:`recircuit.pipeline.run_grid`).
 **The protocol** (:func:`protocol_config`) is the two-stage one of
 :class:`recircuit.pipeline.BaseConfig`: a base recommender on users outside the pool, then
 Original = base + the whole pool, Retrain = base + the retain users, the same config and seed,
-both with the same 64 base samples replayed (``replay=64``: without them removing a few users
-flipped the answer prior and hid forgetting; with them one of two pilot requests passed both
-checks, the other's Retrain drifted to one answer: see benchmarks/RESULTS.md). The base is the
+both trained with the Yes/No loss and the same 128 base samples replayed (``replay=128``: without
+replay removing a few users flipped the answer prior and hid forgetting; with 64 the priors still
+drifted between requests; with 128 both pilot requests passed both checks with margin, at some
+cost in ranking: see :data:`STAGE2` and benchmarks/RESULTS.md). The base is the
 README's recipe (:data:`README_RECIPE`, the first 512 samples outside the pool, no per-user cap):
 a base drawn over fewer windows per user answered one way.
 Every request is checked for measurable memorization (``memorization`` in each references
@@ -84,6 +85,14 @@ LOCALIZERS = ("clue", "clue-random")
 #: Yes/No loss, lr 5e-5 constant without warmup; the third pilot's base, which answers both ways).
 README_RECIPE = TrainConfig(mode="full", lr=5e-5, epochs=1, batch_size=8, warmup_ratio=0.0, schedule="constant",
                             eval_every=16, patience=2, loss="yes_no")
+#: Stage 2 (Original and Retrain from the base): the Yes/No loss at lr 1e-4 for 3 epochs, with 128
+#: base samples replayed in both. Of the four stage-2 settings piloted (benchmarks/RESULTS.md, third
+#: to seventh measurements) it is the one whose two requests both passed both memorization checks
+#: with margin (MIA gap 0.29 and 0.43, forget/test JSD 3.5 and 11.8); its cost is utility: Original
+#: and Retrain rank test samples at 0.61-0.65 against the base's 0.67 (200 samples, intervals +-0.08).
+STAGE2 = TrainConfig(mode="full", lr=1e-4, epochs=3, batch_size=8, warmup_ratio=0.1, schedule="constant",
+                     loss="yes_no")
+REPLAY = 128
 SELECTION = {"seed": 0, "rate": 0.2}
 SEEDS = (1, 2, 3)
 RATES = (0.05, 0.1, 0.2)
@@ -102,9 +111,9 @@ def protocol_config(model: str = "smollm2-135m-instruct", data_dir: str | None =
             eval=EvalConfig(relearn_steps=2, relearn_lr=1e-3))
     return PipelineConfig(
         model=model, device=device,
-        base=BaseConfig(n_train=512, per_user=0, n_valid=100, replay=64, train=README_RECIPE),
+        base=BaseConfig(n_train=512, per_user=0, n_valid=100, replay=REPLAY, train=README_RECIPE),
         data=DataConfig(data_dir=data_dir, n_train=128, per_user=4, n_valid=0, n_stop=32, n_test=200, n_heldout=100),
-        train=TrainConfig(mode="full", lr=1e-4, epochs=3, batch_size=8, warmup_ratio=0.1, schedule="constant"),
+        train=STAGE2,
         loop=LoopConfig(steps=6, lr=2e-5, batch_size=4, eval_every=5, eval_samples=32),
         eval=EvalConfig(relearn_steps=4, relearn_lr=1e-4))
 
