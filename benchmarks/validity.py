@@ -127,13 +127,13 @@ def candidate_config(name: str, tiny: bool = False):
 
 def select(cfg: PipelineConfig, out: Path, n_resamples: int = 3, tiny: bool = False) -> dict:
     """Phase 1: each candidate's grouping reproducibility on the selection request; the winner."""
-    from recircuit.pipeline import checkpoint_id
+    from recircuit.pipeline import Context, checkpoint_id
     from recircuit.train import load_trained
     from recircuit.unlearn.reproducibility import resample_groupings, split_reproducibility
 
     data = prepare_data(cfg)
     request = make_request(data, SELECTION["rate"], SELECTION["seed"])
-    orig_path = original_checkpoint(cfg, data)
+    orig_path = original_checkpoint(cfg, data, Context(progress=True))   # base, then Original (cached)
     orig_id = checkpoint_id(orig_path)
     per_resample = max(1, len(request.forget) // n_resamples)      # disjoint resamples
     model = None

@@ -558,38 +558,97 @@ def patched_metric(
             return t
 
         hooks.append((name, nh))
+    corrupt_in = _PrefixSums(corrupted_acts)  # the corrupted run's input at each reader
     for slot in graph.reader_slots():
         cols = list(slot.indices)
         nu = slot.n_upstream
         if not bool(drop[:, :nu, cols].any()):
             continue
-
-        def rh(t, *, hook, nu=nu, cols=cols, per_slot=slot.per_slot):
-            d_t = drop[:, :nu, cols].transpose(1, 2)[:, None]  # [k, 1, n, f]
-            dm = live.shape[-1]
-            gap = live[:, :, :nu].reshape(k, b * p, nu, dm) - corrupted_acts[:, :, :nu].reshape(1, b * p, nu, dm)
-            lin = d_t * linear[:nu, 0] if post else d_t
-            delta = torch.matmul(lin, gap)  # [k, b*p, n, dm]: sum over dropped (linear) writers
-            for layer, _, idx in post:
-                lo, hi = idx[0], idx[-1] + 1
-                if hi > nu or not bool(d_t[..., lo:hi].any()):
-                    continue
-                shift = torch.matmul(d_t[..., lo:hi], gap[:, :, lo:hi])  # [k, b*p, n, dm]
-                norm = post_attn_norm(model, layer)
-                if layer not in normed:
-                    normed[layer] = norm(norm_ins[layer]).float()
-                a = norm_ins[layer].float().reshape(k, b * p, 1, dm)
-                delta = delta + normed[layer].reshape(k, b * p, 1, dm) - norm((a - shift).to(norm_ins[layer].dtype)).float()
-            delta = delta.reshape(k * b, p, len(cols), dm)
-            if not per_slot:
-                delta = delta[:, :, 0]
-            return t - delta.to(t.dtype)
-
+        if post:
+            def rh(t, *, hook, nu=nu, cols=cols, per_slot=slot.per_slot):
+                d_t = drop[:, :nu, cols].transpose(1, 2)[:, None]  # [k, 1, n, f]
+                dm = live.shape[-1]
+                gap = live[:, :, :nu].reshape(k, b * p, nu, dm) - corrupted_acts[:, :, :nu].reshape(1, b * p, nu, dm)
+                delta = torch.matmul(d_t * linear[:nu, 0], gap)  # [k, b*p, n, dm]: sum over dropped (linear) writers
+                for layer, _, idx in post:
+                    lo, hi = idx[0], idx[-1] + 1
+                    if hi > nu or not bool(d_t[..., lo:hi].any()):
+                        continue
+                    shift = torch.matmul(d_t[..., lo:hi], gap[:, :, lo:hi])  # [k, b*p, n, dm]
+                    norm = post_attn_norm(model, layer)
+                    if layer not in normed:
+                        normed[layer] = norm(norm_ins[layer]).float()
+                    a = norm_ins[layer].float().reshape(k, b * p, 1, dm)
+                    delta = delta + normed[layer].reshape(k, b * p, 1, dm) - norm((a - shift).to(norm_ins[layer].dtype)).float()
+                delta = delta.reshape(k * b, p, len(cols), dm)
+                if not per_slot:
+                    delta = delta[:, :, 0]
+                return t - delta.to(t.dtype)
+        else:
+            rh = _sparse_reader_hook(drop[:, :nu, cols], live, corrupted_acts, corrupt_in, mask, nu, slot.per_slot)
         hooks.append((slot.hook, rh))
     # writer hooks must run before reader hooks at the same point; TL runs them in list order
     with model.hooks(fwd_hooks=hooks):
         m = metric(run_logits(model, batch, last_only), pair.labels.repeat(k), answers).view(k, b)
     return m[0] if single else m
+
+
+class _PrefixSums:
+    """``acts[:, :, :nu].sum(2)`` for increasing ``nu``, each from the previous one (readers fire in
+    forward order, so the whole sweep of a run costs one pass over ``acts``)."""
+
+    def __init__(self, acts: Float[torch.Tensor, "batch pos n_forward d_model"]):
+        self.acts = acts
+        self.nu = 0
+        self.total = torch.zeros(acts.shape[0], acts.shape[1], acts.shape[3], device=acts.device)
+
+    def __call__(self, nu: int) -> Float[torch.Tensor, "batch pos d_model"]:
+        if nu < self.nu:   # out of order (not in a forward pass): start again
+            self.nu, self.total = 0, torch.zeros_like(self.total)
+        if nu > self.nu:
+            self.total = self.total + self.acts[:, :, self.nu : nu].sum(2)
+            self.nu = nu
+        return self.total
+
+
+def _sparse_reader_hook(d: Float[torch.Tensor, "k n_up n"], live: torch.Tensor, corrupted_acts: torch.Tensor,
+                        corrupt_in: _PrefixSums, mask: torch.Tensor, nu: int, per_slot: bool) -> Callable:
+    """A reader hook (plain residual families) that touches only the writers it has to.
+
+    The reader's patched input is ``t - sum_f drop_f (a_live_f - a_corrupt_f)``. Since the
+    writers sum to the residual (:func:`check_writer_sum`), ``sum_f (a_live_f - a_corrupt_f)``
+    over *all* upstream writers is ``t - corrupted input``, so the same delta is also
+    ``(t - corrupted input) - sum_f keep_f (a_live_f - a_corrupt_f)``. The hook sums over the
+    smaller of the two writer sets (those dropped by some copy and slot, or those kept): a small
+    circuit touches its few kept writers, a large one its few dropped writers, so a whole MIB
+    sweep costs about as much patching as one half-size circuit.
+    """
+    k, _, n = d.shape
+    kb, p = live.shape[0], live.shape[1]
+    b = kb // k
+    dm = live.shape[-1]
+    any_drop = d.amax(dim=(0, 2)) > 0     # [nu] writers some copy drops into some slot
+    any_keep = d.amin(dim=(0, 2)) < 1     # [nu] writers some copy keeps
+    complement = int(any_keep.sum()) < int(any_drop.sum())
+    sel = (any_keep if complement else any_drop).nonzero().squeeze(1)
+    coef = ((1.0 - d) if complement else d)[:, sel].transpose(1, 2)[:, None]    # [k, 1, n, s]
+
+    def rh(t, *, hook):
+        delta = None
+        if len(sel):
+            gap = live[:, :, sel].reshape(k, b * p, len(sel), dm) - corrupted_acts[:, :, sel].reshape(1, b * p, len(sel), dm)
+            delta = torch.matmul(coef, gap)  # [k, b*p, n, dm]
+        if complement:
+            base = corrupt_in(nu).repeat(k, 1, 1)                                   # [k*b, p, dm]
+            tt = t.float() if per_slot else t.float().unsqueeze(2)                 # [k*b, p, n|1, dm]
+            whole = ((tt - base[:, :, None]) * mask[:, :, None, None]).reshape(k, b * p, -1, dm)
+            delta = whole if delta is None else whole - delta
+        delta = delta.expand(k, b * p, n, dm).reshape(k * b, p, n, dm)
+        if not per_slot:
+            delta = delta[:, :, 0]
+        return t - delta.to(t.dtype)
+
+    return rh
 
 
 def patch_copies(graph: Graph, batch: int, pos: int, d_model: int, budget: int, cap: int = 64) -> int:

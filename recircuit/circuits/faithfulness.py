@@ -12,7 +12,10 @@ Usage::
     check.ok, check.note                                       # False and why, when f would mean nothing
 
 **Faithfulness** is measured by real intervention (:func:`~recircuit.circuits.engine.patched_metric`):
-every edge outside the circuit carries its corrupted value, in one forward pass per size.
+every edge outside the circuit carries its corrupted value, in one forward pass per size (none
+for the empty circuit and the whole graph: they are the corrupted and the clean run, which the
+sweep runs anyway). Each reader is patched over the smaller of its dropped and its kept writers,
+so small and large circuits patch cheaply and a whole sweep costs about one half-size patch.
 f = (circuit - corrupted) / (clean - corrupted); CPR = area under f and CMD = area under |1 - f|,
 both by the trapezoid rule over the fraction of edges kept (x from 0 to 1; MIB's sizes
 {0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100}% plus the empty circuit at 0). Both functions first
@@ -171,6 +174,10 @@ def faithfulness_curve(
     last = result.config.last_position_only
     budget = max_bytes or default_budget(device)
     stacked = torch.stack(keeps).to(device)
+    n_kept = stacked.sum(dim=(1, 2))
+    trivial_empty = [i for i in range(len(keeps)) if int(n_kept[i]) == 0]
+    trivial_full = [i for i in range(len(keeps)) if int(n_kept[i]) == total]
+    patched = torch.tensor([i for i in range(len(keeps)) if i not in trivial_empty + trivial_full], dtype=torch.long)
     for lo, hi in batches:
         pair = make_pair_batch(model.tokenizer, clean[lo:hi], corrupted[lo:hi], device, align)
         corr_acts, corr_logits = collect_writer_outputs(model, g, pair.corrupted, pair.mask, last)
@@ -181,10 +188,16 @@ def faithfulness_curve(
         corr_sum += float(m_k.sum())
         clean_ps += m_c.detach().double().cpu().reshape(-1).tolist()
         corr_ps += m_k.detach().double().cpu().reshape(-1).tolist()
+        # the empty circuit is the corrupted run and the whole graph the clean one: no patched pass
+        for i in trivial_empty:
+            sums[i] += float(m_k.sum())
+        for i in trivial_full:
+            sums[i] += float(m_c.sum())
+        bar.update(len(trivial_empty) + len(trivial_full))
         per_call = patch_copies(g, hi - lo, pair.clean.input_ids.shape[1], model.cfg.d_model, budget)
-        for a, b in chunks(len(keeps), per_call):
-            m = patched_metric(model, g, pair, corr_acts, stacked[a:b], metric, answers, last)
-            sums[a:b] += m.sum(1).double().cpu()
+        for a, b in chunks(len(patched), per_call):
+            m = patched_metric(model, g, pair, corr_acts, stacked[patched[a:b]], metric, answers, last)
+            sums[patched[a:b]] += m.sum(1).double().cpu()
             bar.update(b - a)
         del corr_acts
     bar.close()
