@@ -54,6 +54,7 @@ write is what it adds, exactly. Embeddings scaled by ``sqrt(d_model)`` are read 
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -61,7 +62,7 @@ from dataclasses import dataclass
 import torch
 from jaxtyping import Bool, Float, Int
 
-from recircuit.circuits.graph import Graph
+from recircuit.circuits.graph import Graph, ReaderSlot
 from recircuit.circuits.metrics import Metric
 from recircuit.data.prompts import Sample
 from recircuit.errors import InputError
@@ -526,12 +527,99 @@ def patched_metric(
     becomes ``N(A - sum_h (r_live_h - r_corrupt_h))`` over the patched heads ``h`` of ``L``, with
     ``A`` the norm's input in this run (exact; see the module docstring).
 
+    On plain residual families the sum is taken over the smaller of two writer sets: the writers
+    some copy drops, or (through the writer-sum identity, ``sum over all upstream writers of
+    (a_live - a_corrupt) = input - corrupted input``) the writers some copy keeps. The readers
+    of one residual point (a layer's q, k and v inputs) share one product. A small circuit thus
+    touches its few kept writers and a large one its few dropped writers.
+
     ``keep`` of shape ``[n_forward, n_backward]`` gives the metric per sample ``[batch]``. A stack
     ``[k, n_forward, n_backward]`` runs ``k`` differently patched copies of the batch in one
     forward pass (the batch is tiled ``k`` times) and gives ``[k, batch]``.
     """
     single = keep.dim() == 2
     keeps = (keep[None] if single else keep).to(corrupted_acts.device)
+    if graph.post_norm:
+        m = _patched_metric_post_norm(model, graph, pair, corrupted_acts, keeps, metric, answers, last_only)
+    else:
+        m = _patched_metric_plain(model, graph, pair, corrupted_acts, keeps, metric, answers, last_only)
+    return m[0] if single else m
+
+
+def _patched_metric_plain(model, graph: Graph, pair: PairBatch, corrupted_acts: torch.Tensor, keeps: torch.Tensor,
+                          metric: Metric, answers: AnswerTokens, last_only: bool) -> torch.Tensor:
+    """:func:`patched_metric` on a plain residual family (no post-block norms): ``[k, batch]``."""
+    k = keeps.shape[0]
+    b, p = pair.clean.input_ids.shape
+    dm = corrupted_acts.shape[-1]
+    n_fwd = graph.n_forward
+    batch = TokenizedBatch(pair.clean.input_ids.repeat(k, 1), pair.clean.attention_mask.repeat(k, 1))
+    mask = pair.mask.to(corrupted_acts.dtype)                                  # [b, p]
+    corr = corrupted_acts.permute(2, 0, 1, 3).contiguous()                     # [F, b, p, dm]
+    gap = torch.zeros(k, n_fwd, b, p, dm, device=corr.device)                  # a_live - a_corrupt, masked
+    drop = (~keeps).float()                                                    # [k, F, B]
+    hooks: list[tuple[str, Callable]] = []
+    for name, idx in graph.forward_hooks():
+        def wh(t, *, hook, lo=idx[0], hi=idx[-1] + 1):
+            vals = (t if t.dim() == 4 else t.unsqueeze(2)).float()            # [k*b, p, n, dm]
+            vals = vals.reshape(k, b, p, hi - lo, dm).permute(0, 3, 1, 2, 4)
+            gap[:, lo:hi] = (vals - corr[lo:hi]) * mask[:, :, None]
+            return t
+        hooks.append((name, wh))
+    prefix = {"nu": 0, "sum": torch.zeros(b, p, dm, device=corr.device)}      # the corrupted input at nu
+
+    def corrupt_in(nu: int) -> torch.Tensor:
+        if nu < prefix["nu"]:
+            prefix.update(nu=0, sum=torch.zeros_like(prefix["sum"]))
+        if nu > prefix["nu"]:
+            prefix["sum"] = prefix["sum"] + corr[prefix["nu"] : nu].sum(0)
+            prefix["nu"] = nu
+        return prefix["sum"]
+
+    groups: dict[int, list[ReaderSlot]] = {}
+    for slot in graph.reader_slots():
+        if bool(drop[:, : slot.n_upstream, list(slot.indices)].any()):
+            groups.setdefault(slot.n_upstream, []).append(slot)
+    for nu, slots in groups.items():
+        ready: dict[str, torch.Tensor] = {}
+        cols = [c for sl in slots for c in sl.indices]
+        d = drop[:, :nu, cols]                                                 # [k, nu, N]
+        any_drop = d.amax(dim=(0, 2)) > 0
+        any_keep = d.amin(dim=(0, 2)) < 1
+        complement = int(any_keep.sum()) < int(any_drop.sum())
+        rows = (any_keep if complement else any_drop).nonzero().squeeze(1)
+        dense = len(rows) > 0.8 * nu                                           # a slice beats a gather
+        coef = (1.0 - d) if complement else d
+        coef = (coef if dense else coef[:, rows]).transpose(1, 2).contiguous()  # [k, N, s]
+
+        def rh(t, *, hook, name, nu=nu, slots=slots, ready=ready, rows=rows, dense=dense, coef=coef,
+               complement=complement):
+            if not ready:   # the first reader of this residual point: every slot's delta at once
+                src = gap[:, :nu] if dense else gap.index_select(1, rows)
+                part = torch.matmul(coef, src.reshape(k, src.shape[1], b * p * dm)) if src.shape[1] else None
+                if complement:
+                    resid = (t[:, :, 0] if t.dim() == 4 else t).float().reshape(k, b, p, dm)
+                    whole = ((resid - corrupt_in(nu)) * mask[:, :, None]).reshape(k, 1, b * p * dm)
+                    part = whole if part is None else whole - part
+                at = 0
+                for sl in slots:
+                    n = len(sl.indices)
+                    dl = part.expand(k, coef.shape[1], b * p * dm)[:, at : at + n].reshape(k, n, b, p, dm)
+                    dl = dl.permute(0, 2, 3, 1, 4).reshape(k * b, p, n, dm)
+                    ready[sl.hook] = dl if sl.per_slot else dl[:, :, 0]
+                    at += n
+            delta = ready.pop(name)
+            return t - delta.to(t.dtype)
+
+        hooks += [(sl.hook, functools.partial(rh, name=sl.hook)) for sl in slots]
+    # writer hooks must run before reader hooks at the same point; TL runs them in list order
+    with model.hooks(fwd_hooks=hooks):
+        return metric(run_logits(model, batch, last_only), pair.labels.repeat(k), answers).view(k, b)
+
+
+def _patched_metric_post_norm(model, graph: Graph, pair: PairBatch, corrupted_acts: torch.Tensor, keeps: torch.Tensor,
+                              metric: Metric, answers: AnswerTokens, last_only: bool) -> torch.Tensor:
+    """:func:`patched_metric` on a family with post-block norms (dense sums, patches through the norm)."""
     k = keeps.shape[0]
     b, p = pair.clean.input_ids.shape
     batch = TokenizedBatch(pair.clean.input_ids.repeat(k, 1), pair.clean.attention_mask.repeat(k, 1))
@@ -558,97 +646,36 @@ def patched_metric(
             return t
 
         hooks.append((name, nh))
-    corrupt_in = _PrefixSums(corrupted_acts)  # the corrupted run's input at each reader
     for slot in graph.reader_slots():
         cols = list(slot.indices)
         nu = slot.n_upstream
         if not bool(drop[:, :nu, cols].any()):
             continue
-        if post:
-            def rh(t, *, hook, nu=nu, cols=cols, per_slot=slot.per_slot):
-                d_t = drop[:, :nu, cols].transpose(1, 2)[:, None]  # [k, 1, n, f]
-                dm = live.shape[-1]
-                gap = live[:, :, :nu].reshape(k, b * p, nu, dm) - corrupted_acts[:, :, :nu].reshape(1, b * p, nu, dm)
-                delta = torch.matmul(d_t * linear[:nu, 0], gap)  # [k, b*p, n, dm]: sum over dropped (linear) writers
-                for layer, _, idx in post:
-                    lo, hi = idx[0], idx[-1] + 1
-                    if hi > nu or not bool(d_t[..., lo:hi].any()):
-                        continue
-                    shift = torch.matmul(d_t[..., lo:hi], gap[:, :, lo:hi])  # [k, b*p, n, dm]
-                    norm = post_attn_norm(model, layer)
-                    if layer not in normed:
-                        normed[layer] = norm(norm_ins[layer]).float()
-                    a = norm_ins[layer].float().reshape(k, b * p, 1, dm)
-                    delta = delta + normed[layer].reshape(k, b * p, 1, dm) - norm((a - shift).to(norm_ins[layer].dtype)).float()
-                delta = delta.reshape(k * b, p, len(cols), dm)
-                if not per_slot:
-                    delta = delta[:, :, 0]
-                return t - delta.to(t.dtype)
-        else:
-            rh = _sparse_reader_hook(drop[:, :nu, cols], live, corrupted_acts, corrupt_in, mask, nu, slot.per_slot)
+
+        def rh(t, *, hook, nu=nu, cols=cols, per_slot=slot.per_slot):
+            d_t = drop[:, :nu, cols].transpose(1, 2)[:, None]  # [k, 1, n, f]
+            dm = live.shape[-1]
+            gap = live[:, :, :nu].reshape(k, b * p, nu, dm) - corrupted_acts[:, :, :nu].reshape(1, b * p, nu, dm)
+            delta = torch.matmul(d_t * linear[:nu, 0], gap)  # [k, b*p, n, dm]: sum over dropped (linear) writers
+            for layer, _, idx in post:
+                lo, hi = idx[0], idx[-1] + 1
+                if hi > nu or not bool(d_t[..., lo:hi].any()):
+                    continue
+                shift = torch.matmul(d_t[..., lo:hi], gap[:, :, lo:hi])  # [k, b*p, n, dm]
+                norm = post_attn_norm(model, layer)
+                if layer not in normed:
+                    normed[layer] = norm(norm_ins[layer]).float()
+                a = norm_ins[layer].float().reshape(k, b * p, 1, dm)
+                delta = delta + normed[layer].reshape(k, b * p, 1, dm) - norm((a - shift).to(norm_ins[layer].dtype)).float()
+            delta = delta.reshape(k * b, p, len(cols), dm)
+            if not per_slot:
+                delta = delta[:, :, 0]
+            return t - delta.to(t.dtype)
+
         hooks.append((slot.hook, rh))
     # writer hooks must run before reader hooks at the same point; TL runs them in list order
     with model.hooks(fwd_hooks=hooks):
-        m = metric(run_logits(model, batch, last_only), pair.labels.repeat(k), answers).view(k, b)
-    return m[0] if single else m
-
-
-class _PrefixSums:
-    """``acts[:, :, :nu].sum(2)`` for increasing ``nu``, each from the previous one (readers fire in
-    forward order, so the whole sweep of a run costs one pass over ``acts``)."""
-
-    def __init__(self, acts: Float[torch.Tensor, "batch pos n_forward d_model"]):
-        self.acts = acts
-        self.nu = 0
-        self.total = torch.zeros(acts.shape[0], acts.shape[1], acts.shape[3], device=acts.device)
-
-    def __call__(self, nu: int) -> Float[torch.Tensor, "batch pos d_model"]:
-        if nu < self.nu:   # out of order (not in a forward pass): start again
-            self.nu, self.total = 0, torch.zeros_like(self.total)
-        if nu > self.nu:
-            self.total = self.total + self.acts[:, :, self.nu : nu].sum(2)
-            self.nu = nu
-        return self.total
-
-
-def _sparse_reader_hook(d: Float[torch.Tensor, "k n_up n"], live: torch.Tensor, corrupted_acts: torch.Tensor,
-                        corrupt_in: _PrefixSums, mask: torch.Tensor, nu: int, per_slot: bool) -> Callable:
-    """A reader hook (plain residual families) that touches only the writers it has to.
-
-    The reader's patched input is ``t - sum_f drop_f (a_live_f - a_corrupt_f)``. Since the
-    writers sum to the residual (:func:`check_writer_sum`), ``sum_f (a_live_f - a_corrupt_f)``
-    over *all* upstream writers is ``t - corrupted input``, so the same delta is also
-    ``(t - corrupted input) - sum_f keep_f (a_live_f - a_corrupt_f)``. The hook sums over the
-    smaller of the two writer sets (those dropped by some copy and slot, or those kept): a small
-    circuit touches its few kept writers, a large one its few dropped writers, so a whole MIB
-    sweep costs about as much patching as one half-size circuit.
-    """
-    k, _, n = d.shape
-    kb, p = live.shape[0], live.shape[1]
-    b = kb // k
-    dm = live.shape[-1]
-    any_drop = d.amax(dim=(0, 2)) > 0     # [nu] writers some copy drops into some slot
-    any_keep = d.amin(dim=(0, 2)) < 1     # [nu] writers some copy keeps
-    complement = int(any_keep.sum()) < int(any_drop.sum())
-    sel = (any_keep if complement else any_drop).nonzero().squeeze(1)
-    coef = ((1.0 - d) if complement else d)[:, sel].transpose(1, 2)[:, None]    # [k, 1, n, s]
-
-    def rh(t, *, hook):
-        delta = None
-        if len(sel):
-            gap = live[:, :, sel].reshape(k, b * p, len(sel), dm) - corrupted_acts[:, :, sel].reshape(1, b * p, len(sel), dm)
-            delta = torch.matmul(coef, gap)  # [k, b*p, n, dm]
-        if complement:
-            base = corrupt_in(nu).repeat(k, 1, 1)                                   # [k*b, p, dm]
-            tt = t.float() if per_slot else t.float().unsqueeze(2)                 # [k*b, p, n|1, dm]
-            whole = ((tt - base[:, :, None]) * mask[:, :, None, None]).reshape(k, b * p, -1, dm)
-            delta = whole if delta is None else whole - delta
-        delta = delta.expand(k, b * p, n, dm).reshape(k * b, p, n, dm)
-        if not per_slot:
-            delta = delta[:, :, 0]
-        return t - delta.to(t.dtype)
-
-    return rh
+        return metric(run_logits(model, batch, last_only), pair.labels.repeat(k), answers).view(k, b)
 
 
 def patch_copies(graph: Graph, batch: int, pos: int, d_model: int, budget: int, cap: int = 64) -> int:
