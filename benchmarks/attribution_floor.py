@@ -25,7 +25,6 @@ rules must agree within 1e-4 on every sample.
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import statistics
 import time
@@ -73,7 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     from recircuit.circuits import AttributionConfig, attribute, faithfulness_curve
     from recircuit.circuits.circuit import select_edges
     from recircuit.circuits.corruptions import label_flip
-    from recircuit.circuits.engine import collect_writer_outputs, make_pair_batch, patched_metric, run_logits
+    from recircuit.circuits.engine import (
+        collect_writer_outputs,
+        make_pair_batch,
+        patched_metric,
+        run_logits,
+    )
     from recircuit.circuits.faithfulness import MIB_SIZES
     from recircuit.circuits.metrics import get_metric
     from recircuit.data import build_split
