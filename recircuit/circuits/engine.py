@@ -394,15 +394,19 @@ def score_hooks(
     graph: Graph,
     diff: Float[torch.Tensor, "batch pos n_forward d_model"],
     scores: Float[torch.Tensor, "n_forward n_backward"] | Float[torch.Tensor, "batch n_forward n_backward"],
-    weight: float,
+    weight: float, grads: Float[torch.Tensor, "n_backward batch pos d_model"] | None = None,
 ) -> list[tuple[str, Callable]]:
     """Reader hooks whose gradient hooks add ``weight * diff . grad`` into ``scores``.
 
     ``scores`` of shape ``[n_forward, n_backward]`` gets the sum over the batch; of shape
     ``[batch, n_forward, n_backward]`` each sample's own contribution (per-sample scores, the same
-    contraction with only the position sum taken).
+    contraction with only the position sum taken). With ``grads`` (batch-summed scores only) the
+    hooks only store each reader's gradient there, for :func:`contract_scores` to contract once
+    after the backward: one large product instead of one small one per reader.
     """
     per_sample = scores.dim() == 3
+    if grads is not None and per_sample:
+        raise ValueError("a gradient buffer is for batch-summed scores; per-sample scores contract at each reader")
 
     def make(slot):
         idx = list(slot.indices)
@@ -416,6 +420,9 @@ def score_hooks(
 
             def on_grad(g):
                 g4 = (g if slot.per_slot else g.unsqueeze(2)).float()
+                if grads is not None:      # contracted once, after the backward (gradient_pass)
+                    grads[idx[0] : idx[-1] + 1] = g4.permute(2, 0, 1, 3)
+                    return None
                 b, p, n, d = g4.shape
                 nu = slot.n_upstream
                 # sum over (batch, pos, d) of diff[..., f, d] * g[..., n, d], as one batched matmul
@@ -434,6 +441,17 @@ def score_hooks(
         return hook
 
     return [(slot.hook, make(slot)) for slot in graph.reader_slots()]
+
+
+def contract_scores(graph: Graph, diff: Float[torch.Tensor, "batch pos n_forward d_model"],
+                    grads: Float[torch.Tensor, "n_backward batch pos d_model"],
+                    scores: Float[torch.Tensor, "n_forward n_backward"], weight: float) -> None:
+    """``scores += weight * sum over (batch, pos, d) of diff[..., f, d] * grads[r, ..., d]`` on the
+    graph's edges (writer ``f`` upstream of reader ``r``), as one matrix product."""
+    n_fwd = diff.shape[2]
+    flat = diff.permute(2, 0, 1, 3).reshape(n_fwd, -1)                    # [F, b*p*d] (one copy)
+    prod = flat @ grads.reshape(grads.shape[0], -1).T                     # [F, B]
+    scores += weight * prod * graph.edge_mask.to(prod.device)
 
 
 @dataclass
@@ -503,12 +521,16 @@ def gradient_pass(
             return t
 
         hooks.append((name, nh))
-    hooks += score_hooks(graph, contracted, scores, weight)
+    b, p = batch.input_ids.shape
+    grads = None if scores.dim() == 3 else torch.zeros(graph.n_backward, b, p, diff.shape[-1], device=diff.device)
+    hooks += score_hooks(graph, contracted, scores, weight, grads)
     with torch.enable_grad(), model.hooks(fwd_hooks=hooks):
         m = metric(run_logits(model, batch, last_only), labels, answers)
         if graph.post_norm:  # the whole forward (and every writer's record) is done; the backward is next
             post_norm_diff(model, graph, diff, norm_ins, out=contracted)
         m.sum().backward()
+    if grads is not None:
+        contract_scores(graph, contracted, grads, scores, weight)
     return m.detach()
 
 
