@@ -12,9 +12,9 @@ times (the median is kept):
   (no parameter gradients);
 - ``eap`` and ``eap-ig-inputs`` (``--ig-steps``) through :func:`recircuit.circuits.attribute`;
 - **one patched pass**: :func:`recircuit.circuits.patched_metric` for one circuit, with the
-  textbook rule (every reader's input minus the sum over *all* its dropped writers, as a dense
-  product; what one patched pass cost before the sparse rule) and with today's rule, at the 50%
-  circuit (today's worst case) and at the 5% circuit;
+  engine's dense path (every reader's input minus the sum over *all* its dropped writers, the
+  path of post-norm families and what one patched pass cost before the sparse rule) and with
+  the sparse rule, at the 50% circuit (its worst case) and at the 5% circuit;
 - **the MIB sweep**: :func:`recircuit.circuits.faithfulness_curve` at MIB's ten sizes (plus the
   empty circuit), corrupted activations and the clean run included.
 
@@ -32,32 +32,6 @@ import time
 import torch
 
 
-def dense_patched_metric(model, graph, pair, acts, keep, metric, answers):
-    """One circuit, the textbook rule: each reader's input minus the dense sum over all dropped
-    upstream writers of (live - corrupted). Plain residual families only (the reference)."""
-    from recircuit.circuits.engine import run_logits
-
-    mask = pair.mask
-    live = torch.zeros_like(acts)
-    drop = (~keep).float()
-    hooks = []
-    for name, idx in graph.forward_hooks():
-        def wh(t, *, hook, idx=idx):
-            live[:, :, idx[0]: idx[-1] + 1] = (t if t.dim() == 4 else t.unsqueeze(2)).float() * mask[:, :, None, None]
-            return t
-        hooks.append((name, wh))
-    for slot in graph.reader_slots():
-        def rh(t, *, hook, slot=slot):
-            nu, cols = slot.n_upstream, list(slot.indices)
-            b, p, _, dm = acts.shape
-            gap = (live[:, :, :nu] - acts[:, :, :nu]).reshape(b * p, nu, dm)
-            delta = torch.matmul(drop[:nu, cols].T[None], gap).reshape(b, p, len(cols), dm)
-            return t - (delta if slot.per_slot else delta[:, :, 0]).to(t.dtype)
-        hooks.append((slot.hook, rh))
-    with model.hooks(fwd_hooks=hooks):
-        return metric(run_logits(model, pair.clean, True), pair.labels, answers)
-
-
 def _time(fn, repeats: int) -> tuple[float, object]:
     out, secs = None, []
     for _ in range(repeats):
@@ -73,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     from recircuit.circuits.circuit import select_edges
     from recircuit.circuits.corruptions import label_flip
     from recircuit.circuits.engine import (
+        _patched_metric_dense,
         collect_writer_outputs,
         make_pair_batch,
         patched_metric,
@@ -128,12 +103,12 @@ def main(argv: list[str] | None = None) -> int:
     five = select_edges(res.scores, g, top_n=max(1, g.n_edges // 20))
     with torch.no_grad():
         figures["dense_pass_s"], m_dense = _time(
-            lambda: dense_patched_metric(model, g, pair, acts, half, metric, answers), args.repeats)
+            lambda: _patched_metric_dense(model, g, pair, acts, half[None], metric, answers, True)[0], args.repeats)
         figures["sparse_pass_50_s"], m_half = _time(
             lambda: patched_metric(model, g, pair, acts, half, metric, answers), args.repeats)
         figures["sparse_pass_5_s"], m_five = _time(
             lambda: patched_metric(model, g, pair, acts, five, metric, answers), args.repeats)
-        m_five_dense = dense_patched_metric(model, g, pair, acts, five, metric, answers)
+        m_five_dense = _patched_metric_dense(model, g, pair, acts, five[None], metric, answers, True)[0]
     diff = max(float((m_dense - m_half).abs().max()), float((m_five_dense - m_five).abs().max()))
     figures["max_abs_diff_dense_vs_sparse"] = diff
     figures["sweep_s"], curve = _time(lambda: faithfulness_curve(

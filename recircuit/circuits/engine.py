@@ -562,7 +562,7 @@ def patched_metric(
     single = keep.dim() == 2
     keeps = (keep[None] if single else keep).to(corrupted_acts.device)
     if graph.post_norm:
-        m = _patched_metric_post_norm(model, graph, pair, corrupted_acts, keeps, metric, answers, last_only)
+        m = _patched_metric_dense(model, graph, pair, corrupted_acts, keeps, metric, answers, last_only)
     else:
         m = _patched_metric_plain(model, graph, pair, corrupted_acts, keeps, metric, answers, last_only)
     return m[0] if single else m
@@ -639,9 +639,11 @@ def _patched_metric_plain(model, graph: Graph, pair: PairBatch, corrupted_acts: 
         return metric(run_logits(model, batch, last_only), pair.labels.repeat(k), answers).view(k, b)
 
 
-def _patched_metric_post_norm(model, graph: Graph, pair: PairBatch, corrupted_acts: torch.Tensor, keeps: torch.Tensor,
+def _patched_metric_dense(model, graph: Graph, pair: PairBatch, corrupted_acts: torch.Tensor, keeps: torch.Tensor,
                               metric: Metric, answers: AnswerTokens, last_only: bool) -> torch.Tensor:
-    """:func:`patched_metric` on a family with post-block norms (dense sums, patches through the norm)."""
+    """:func:`patched_metric` with dense sums over every dropped writer (patched through the real norm
+    where a post-block norm follows): the path of post-norm families, and on plain families the
+    reference the sparse path is tested and benchmarked against."""
     k = keeps.shape[0]
     b, p = pair.clean.input_ids.shape
     batch = TokenizedBatch(pair.clean.input_ids.repeat(k, 1), pair.clean.attention_mask.repeat(k, 1))

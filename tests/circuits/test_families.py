@@ -11,6 +11,7 @@ from recircuit.circuits import AttributionConfig, Graph, attribute
 from recircuit.circuits.engine import (
     WRITER_SUM_TOLERANCE,
     WriterSumError,
+    _patched_metric_dense,
     check_writer_sum,
     collect_writer_outputs,
     decomposition_error,
@@ -235,34 +236,11 @@ def test_post_norm_graphs_round_trip_and_unmappable_post_norms_are_refused():
         Graph.from_model(SimpleNamespace(cfg=cfg))
 
 
-def _dense_patched_metric(model, g, pair, acts, keep, ans):
-    """The textbook rule, for plain residual families: each reader's input minus the sum over every
-    dropped upstream writer of (live - corrupted), one circuit at a time, no shortcuts."""
-    mask = pair.mask
-    live = torch.zeros_like(acts)
-    drop = (~keep).float()
-    hooks = []
-    for name, idx in g.forward_hooks():
-        def wh(t, *, hook, idx=idx):
-            live[:, :, idx[0]: idx[-1] + 1] = (t if t.dim() == 4 else t.unsqueeze(2)).float() * mask[:, :, None, None]
-            return t
-        hooks.append((name, wh))
-    for slot in g.reader_slots():
-        def rh(t, *, hook, slot=slot):
-            nu, cols = slot.n_upstream, list(slot.indices)
-            delta = torch.einsum("fn,bpfd->bpnd", drop[:nu, cols], live[:, :, :nu] - acts[:, :, :nu])
-            return t - (delta if slot.per_slot else delta[:, :, 0]).to(t.dtype)
-        hooks.append((slot.hook, rh))
-    with model.hooks(fwd_hooks=hooks):
-        logits = model(pair.clean.input_ids, attention_mask=pair.clean.attention_mask, return_type="logits")
-    return logit_diff(logits, pair.labels, ans)
-
-
 def test_patching_only_the_smaller_writer_set_changes_nothing(family_model, pairs):
     """patched_metric sums each reader's patch over the smaller of the dropped and the kept writer
     sets (the kept ones through the writer-sum identity). At every density, from a handful of kept
     edges to a handful of dropped ones, stacked or alone, it equals the textbook dense rule
-    (plain families) and the one-circuit-at-a-time run (every family)."""
+    (the engine's dense path, on plain families) and the one-circuit-at-a-time run (every family)."""
     fam, model = family_model
     clean, corr = pairs
     g = Graph.from_model(model)
@@ -277,6 +255,6 @@ def test_patching_only_the_smaller_writer_set_changes_nothing(family_model, pair
         alone = patched_metric(model, g, pair, ka, keep, logit_diff, ans)
         torch.testing.assert_close(stacked[i], alone, atol=2e-5, rtol=1e-4, msg=fam)
         if not g.post_norm:
-            torch.testing.assert_close(alone, _dense_patched_metric(model, g, pair, ka, keep, ans),
-                                       atol=2e-5, rtol=1e-4, msg=fam)
+            dense = _patched_metric_dense(model, g, pair, ka, keep[None], logit_diff, ans, True)[0]
+            torch.testing.assert_close(alone, dense, atol=2e-5, rtol=1e-4, msg=fam)
     assert (stacked[0] - stacked[-1]).abs().max() > 1e-4, fam   # the densities really differ
