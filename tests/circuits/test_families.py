@@ -177,15 +177,20 @@ def test_exact_patching_and_ig_completeness(family_model, pairs):
     assert float(res.scores[:, g.backward_index["logits"]].sum()) == pytest.approx(change, rel=1e-2), fam
 
 
+def _patching_setup(model, pairs, n=4):
+    """The graph, a pair batch of the first ``n`` pairs, its corrupted writer outputs and the answers."""
+    clean, corr = pairs
+    g = Graph.from_model(model)
+    pair = make_pair_batch(model.tokenizer, clean[:n], corr[:n], "cpu")
+    ka, _ = collect_writer_outputs(model, g, pair.corrupted, pair.mask)
+    return g, pair, ka, answer_tokens(model.tokenizer)
+
+
 def test_exact_patching_patches_what_the_model_really_adds(family_model, pairs):
     """Dropping every edge out of one head equals running the real model with that head's result
     (pre-norm, where a post-norm follows) set to its corrupted value and the norm recomputed."""
     fam, model = family_model
-    clean, corr = pairs
-    g = Graph.from_model(model)
-    pair = make_pair_batch(model.tokenizer, clean[:4], corr[:4], "cpu")
-    ka, _ = collect_writer_outputs(model, g, pair.corrupted, pair.mask)
-    ans = answer_tokens(model.tokenizer)
+    g, pair, ka, ans = _patching_setup(model, pairs)
     layer, head = 0, 1
     f = g.forward_index[f"a{layer}.h{head}"]
     keep = g.edge_mask.clone()
@@ -242,11 +247,7 @@ def test_patching_only_the_smaller_writer_set_changes_nothing(family_model, pair
     edges to a handful of dropped ones, stacked or alone, it equals the textbook dense rule
     (the engine's dense path, on plain families) and the one-circuit-at-a-time run (every family)."""
     fam, model = family_model
-    clean, corr = pairs
-    g = Graph.from_model(model)
-    pair = make_pair_batch(model.tokenizer, clean[:4], corr[:4], "cpu")
-    ka, _ = collect_writer_outputs(model, g, pair.corrupted, pair.mask)
-    ans = answer_tokens(model.tokenizer)
+    g, pair, ka, ans = _patching_setup(model, pairs)
     gen = torch.Generator().manual_seed(0)
     keeps = torch.stack([(torch.rand(g.edge_mask.shape, generator=gen) < dens) & g.edge_mask
                          for dens in (0.02, 0.3, 0.7, 0.98)])
