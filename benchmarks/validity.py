@@ -49,8 +49,10 @@ from pathlib import Path
 from recircuit._io import atomic_write_json
 from recircuit.errors import InputError, RunFailed, report_error
 from recircuit.pipeline import (
+    PROTOCOL_REPLAY,
+    RECIPE_TRAIN,
+    STAGE2_TRAIN,
     BaseConfig,
-    DataConfig,
     EvalConfig,
     GridConfig,
     PipelineConfig,
@@ -61,7 +63,7 @@ from recircuit.pipeline import (
     run_grid,
 )
 from recircuit.train import TrainConfig
-from recircuit.unlearn import LoopConfig, method_config
+from recircuit.unlearn import method_config
 
 #: CURE's importance definitions under comparison: CUREConfig settings over the shared ones.
 CANDIDATES: dict[str, dict] = {
@@ -81,18 +83,10 @@ BASELINES = ("ga", "graddiff", "npo", "pcgrad", "e2urec")
 #: Other localization methods run in the same table (same requests and seeds): CLUE (neurons) and its
 #: random-neuron control.
 LOCALIZERS = ("clue", "clue-random")
-#: The base recommender's fine-tuning: the README's recipe (the first 512 samples outside the pool,
-#: Yes/No loss, lr 5e-5 constant without warmup; the third pilot's base, which answers both ways).
-README_RECIPE = TrainConfig(mode="full", lr=5e-5, epochs=1, batch_size=8, warmup_ratio=0.0, schedule="constant",
-                            eval_every=16, patience=2, loss="yes_no")
-#: Stage 2 (Original and Retrain from the base): the Yes/No loss at lr 1e-4 for 3 epochs, with 128
-#: base samples replayed in both. Of the four stage-2 settings piloted (benchmarks/RESULTS.md, third
-#: to seventh measurements) it is the one whose two requests both passed both memorization checks
-#: with margin (MIA gap 0.29 and 0.43, forget/test JSD 3.5 and 11.8); its cost is utility: Original
-#: and Retrain rank test samples at 0.61-0.65 against the base's 0.67 (200 samples, intervals +-0.08).
-STAGE2 = TrainConfig(mode="full", lr=1e-4, epochs=3, batch_size=8, warmup_ratio=0.1, schedule="constant",
-                     loss="yes_no")
-REPLAY = 128
+#: The protocol's base recipe, stage 2 and replay: :func:`recircuit.pipeline.PipelineConfig.protocol`
+#: (the demo's too); the study's pool is twice the demo's.
+README_RECIPE, STAGE2, REPLAY = RECIPE_TRAIN, STAGE2_TRAIN, PROTOCOL_REPLAY
+POOL = 128
 SELECTION = {"seed": 0, "rate": 0.2}
 SEEDS = (1, 2, 3)
 RATES = (0.05, 0.1, 0.2)
@@ -109,13 +103,8 @@ def protocol_config(model: str = "smollm2-135m-instruct", data_dir: str | None =
                 mode="full", lr=3e-3, epochs=1, batch_size=8, eval_every=2, patience=2)),
             data=dataclasses.replace(cfg.data, n_valid=0, n_train=48, per_user=4),
             eval=EvalConfig(relearn_steps=2, relearn_lr=1e-3))
-    return PipelineConfig(
-        model=model, device=device,
-        base=BaseConfig(n_train=512, per_user=0, n_valid=100, replay=REPLAY, train=README_RECIPE),
-        data=DataConfig(data_dir=data_dir, n_train=128, per_user=4, n_valid=0, n_stop=32, n_test=200, n_heldout=100),
-        train=STAGE2,
-        loop=LoopConfig(steps=6, lr=2e-5, batch_size=4, eval_every=5, eval_samples=32),
-        eval=EvalConfig(relearn_steps=4, relearn_lr=1e-4))
+    return PipelineConfig.protocol(model, n_pool=POOL, data_dir=data_dir, device=device,
+                                   eval=EvalConfig(relearn_steps=4, relearn_lr=1e-4))
 
 
 def candidate_config(name: str, tiny: bool = False):

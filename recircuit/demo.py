@@ -47,8 +47,9 @@ def demo_config(model: str = "smollm2-135m-instruct", *, device: str | None = No
                 source: DataSource | None = None, n_train: int | None = None, forget_fraction: float | None = None, seed: int | None = None,
                 steps: int | None = None, methods: Sequence[str] | None = None,
                 faithfulness: bool | None = None) -> PipelineConfig:
-    """The demo's preset: :class:`PipelineConfig` (SmolLM2) or :meth:`PipelineConfig.tiny`, with the
-    command line's overrides (None keeps the preset).
+    """The demo's preset: :meth:`PipelineConfig.protocol` (SmolLM2: the two-stage protocol in which
+    forgetting is measurable, a 64-sample pool, CURE with its random-groups control, GA and NPO)
+    or :meth:`PipelineConfig.tiny`, with the command line's overrides (None keeps the preset).
 
     Args:
         model: ``"tiny"`` picks the tiny preset; any other name the full one with that base model.
@@ -63,7 +64,7 @@ def demo_config(model: str = "smollm2-135m-instruct", *, device: str | None = No
         faithfulness: run the faithfulness sweep.
     """
     tiny = model.lower() == "tiny"
-    cfg = PipelineConfig.tiny(data_dir=data_dir, source=source) if tiny else PipelineConfig(model=model)
+    cfg = PipelineConfig.tiny(data_dir=data_dir, source=source) if tiny else PipelineConfig.protocol(model)
     data, train, loop, circuit = cfg.data, cfg.train, cfg.loop, cfg.circuit
     if not tiny:
         data = dataclasses.replace(data, data_dir=data_dir, source=source)
@@ -157,6 +158,33 @@ class DemoResult:
     def to_dict(self) -> dict:
         """JSON-able summary (the table as records)."""
         return {**self.pipeline.to_dict(), "figures": [str(p) for p in self.figures]}
+
+    def summary_lines(self) -> list[str]:
+        """What a reader needs under the table, in words: the circuit, whether forgetting was
+        measurable, CURE against its random-groups control, where each method sits on the Pareto
+        fronts, the step times, what was reused or failed, and where the report is."""
+        lines = []
+        c = self.circuit_summary
+        if c:
+            faith = (f"CPR {c['cpr']:.3f}, CMD {c['cmd']:.3f}, f >= 0.8 from {c.get('edges_to_f80')} edges"
+                     if "cpr" in c else "no faithfulness curve")
+            lines.append(f"circuit: {c['n_edges_total']} edges; {faith}; top modules: "
+                         + ", ".join(n for n, _ in c["top_modules"][:5]))
+            if c.get("faithfulness_note"):
+                lines.append(f"note: {c['faithfulness_note']}")
+        if self.memorization.get("verdict"):
+            lines.append(f"memorization: {self.memorization['verdict']}")
+        meta = self.pipeline.report.meta
+        lines += [f"against its control: {line}" for line in meta.get("notes") or []
+                  if " - cure-random" in line.split(":", 1)[0]]
+        lines += [front["sentence"] for front in (meta.get("pareto") or {}).values()]
+        lines.append("steps (s): " + ", ".join(f"{k} {v:.0f}" for k, v in self.timings.items()))
+        if self.reused:
+            lines.append("reused unchanged results of: " + ", ".join(self.reused) + " (--fresh recomputes them)")
+        if self.pipeline.failed:
+            lines.append("runs that must not be trusted (see report.md): " + "; ".join(self.pipeline.failed))
+        lines.append(f"report: {self.out_dir}/report.md, figures: {self.out_dir}/figures/ ({len(self.figures)} files)")
+        return lines
 
 
 def run_demo(config: PipelineConfig | None = None, out_dir: str | os.PathLike = "runs/demo", progress: bool = True,

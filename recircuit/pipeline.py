@@ -156,6 +156,22 @@ class DataConfig:
         return d
 
 
+#: The README's fine-tuning recipe, the protocol's base recommender: the first 512 samples outside the
+#: pool, Yes/No loss, lr 5e-5 constant without warmup (benchmarks/RESULTS.md, issue 13's pilots: it
+#: answers both ways, where a base over fewer windows per user answered one way).
+RECIPE_TRAIN = TrainConfig(mode="full", lr=5e-5, epochs=1, batch_size=8, warmup_ratio=0.0, schedule="constant",
+                           eval_every=16, patience=2, loss="yes_no")
+#: Stage 2 of the protocol (Original and Retrain from the base): the Yes/No loss at lr 1e-4 for 3
+#: epochs. Of the four stage-2 settings piloted it is the one whose two pilot requests both passed
+#: both memorization checks with margin (MIA gap 0.29 and 0.43, forget/test JSD 3.5 and 11.8); its
+#: cost is utility (Original ranks a few points below its base).
+STAGE2_TRAIN = TrainConfig(mode="full", lr=1e-4, epochs=3, batch_size=8, warmup_ratio=0.1, schedule="constant",
+                           loss="yes_no")
+#: Base samples replayed in both Original's and Retrain's fine-tuning (64 let the priors drift apart
+#: between requests; 128 held them together).
+PROTOCOL_REPLAY = 128
+
+
 def _base_train() -> TrainConfig:
     return TrainConfig(mode="full", lr=5e-5, epochs=1, batch_size=8, warmup_ratio=0.1, schedule="constant",
                        eval_every=16, patience=3, loss="yes_no")
@@ -355,6 +371,39 @@ class PipelineConfig:
                   methods={"cure": method_config("cure", importance_samples=4, importance_steps=2),
                            "ga": method_config("ga"), "npo": method_config("npo")},
                   loop=LoopConfig(steps=4, lr=1e-3, batch_size=8, eval_every=5, eval_samples=16))
+        return dataclasses.replace(cfg, **overrides)
+
+    @classmethod
+    def protocol(cls, model: str = "smollm2-135m-instruct", *, n_pool: int = 64, data_dir: str | None = None,
+                 source: DataSource | None = None, device: str | None = None, **overrides: Any) -> PipelineConfig:
+        """The two-stage protocol in which forgetting is measurable (the demo's and the study's).
+
+        A base recommender (:data:`RECIPE_TRAIN` on the first 512 samples of users outside the
+        pool) is continued into Original (the whole pool) and Retrain (its retain users) with
+        :data:`STAGE2_TRAIN` and the same :data:`PROTOCOL_REPLAY` base samples. The pool has
+        ``n_pool`` samples of 4 windows per user; utility is read on 200 test samples and
+        membership against 100 never-trained samples (the sizes at which the memorization check's
+        differences exceed their bootstrap intervals). CURE uses the importance definition the
+        study selected on requests it never reports (the user-swap corruption,
+        ``benchmarks/results/validity/selection.json``), next to its random-groups control, GA
+        and NPO.
+
+        Args:
+            model: base model.
+            n_pool: training pool size (the demo 64, the study 128).
+            data_dir, source: the data (see :class:`DataConfig`).
+            device: torch device.
+            **overrides: any other field of :class:`PipelineConfig`.
+        """
+        cure = method_config("cure", importance_samples=8, importance_steps=3, corruption="user_swap")
+        cfg = cls(model=model, device=device,
+                  base=BaseConfig(n_train=512, per_user=0, n_valid=100, replay=PROTOCOL_REPLAY, train=RECIPE_TRAIN),
+                  data=DataConfig(data_dir=data_dir, source=source, n_train=n_pool, per_user=4, n_valid=0, n_stop=32,
+                                  n_test=200, n_heldout=100),
+                  train=STAGE2_TRAIN,
+                  methods={"cure": cure, "cure-random": method_config("cure-random", **cure.to_dict()),
+                           "ga": method_config("ga"), "npo": method_config("npo")},
+                  loop=LoopConfig(steps=6, lr=2e-5, batch_size=4, eval_every=5, eval_samples=32))
         return dataclasses.replace(cfg, **overrides)
 
     def to_dict(self) -> dict:
@@ -1429,14 +1478,21 @@ def _failed_file(path: Path) -> Path:
 
 def _grid_key(config: PipelineConfig, method: str | None) -> str:
     """What a finished request file must match to count as done: the config the grid uses (not
-    the circuit, other methods, or the single run's ``data.forget_fraction``/``data.seed``)."""
+    the circuit, other methods, or the single run's ``data.forget_fraction``/``data.seed``).
+
+    recircuit's source is left out of the key on purpose: a grid is meant to be spread over
+    sessions (24 core-hours for the validity study), and a key over the whole package would
+    throw every finished request away at the first edit of any module. Each file records the
+    fingerprint of the code that made it instead (``code``), and a resumed grid whose Original
+    trains to other weights recomputes the affected requests (:func:`_stale_requests`).
+    """
     from recircuit.cache import cache_key
 
     d = config.to_dict()
     d.pop("circuit")
     d["data"] = {k: v for k, v in d["data"].items() if k not in ("forget_fraction", "seed")}
     d["methods"] = {method: d["methods"][method]} if method else {}
-    return cache_key(config=d)
+    return cache_key(code=None, config=d)
 
 
 def _digest(result: Any) -> str:
@@ -1447,8 +1503,11 @@ def _digest(result: Any) -> str:
 
 
 def _write_done(path: Path, key: str, result: dict) -> None:
+    from recircuit.cache import code_fingerprint
+
     result = json.loads(json.dumps(result))     # the form a reader sees
-    atomic_write_json(path, {"grid_key": key, "sha256": _digest(result), "result": result})
+    atomic_write_json(path, {"grid_key": key, "sha256": _digest(result), "code": code_fingerprint()[:16],
+                             "result": result})
     _failed_file(path).unlink(missing_ok=True)
 
 

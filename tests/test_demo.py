@@ -32,6 +32,18 @@ def test_demo_writes_report_for_original_retrain_and_every_method(demo_run):
     assert json.loads((out / "demo.json").read_text())["config"] == cfg.to_dict()
 
 
+def test_the_summary_says_in_words_what_the_run_found(demo_run):
+    res = demo_run["result"]
+    lines = res.summary_lines()
+    verdict = res.memorization["verdict"]
+    assert f"memorization: {verdict}" in lines                          # measurable or not, plainly
+    assert verdict.startswith("measurable" if res.memorization["measurable"] else "not measurable")
+    assert any(line.startswith("steps (s): ") for line in lines)
+    assert lines[-1].startswith(f"report: {res.out_dir}/report.md")
+    fronts = res.pipeline.report.meta.get("pareto") or {}
+    assert [f["sentence"] for f in fronts.values()] == [x for x in lines if x.startswith("Pareto front")]
+
+
 def test_demo_saves_circuit_faithfulness_and_audits(demo_run):
     out, cfg = demo_run["out"], demo_run["config"]
     from recircuit.circuits import Circuit
@@ -116,7 +128,9 @@ def test_demo_config_presets_and_overrides(shared_data):
     assert cfg.data.seed == cfg.train.seed == 3 and cfg.loop.steps == 2 and list(cfg.methods) == ["npo"]
     assert cfg.train.eval_every == 32 // cfg.train.batch_size // 2 and not cfg.circuit.faithfulness
     full = demo_config()
-    assert full.model == "smollm2-135m-instruct" and list(full.methods) == ["cure", "ga", "npo"]
+    assert full.model == "smollm2-135m-instruct" and list(full.methods) == ["cure", "cure-random", "ga", "npo"]
+    assert full.base is not None and full.base.replay > 0           # the protocol: forgetting is measurable
+    assert full.data.n_test >= 200 and full.data.n_heldout >= 100
 
 
 @pytest.mark.parametrize("overrides, field", [({"forget_fraction": 1.5}, "data.forget_fraction"),

@@ -469,9 +469,21 @@ def test_a_request_file_counts_as_done_only_unaltered_and_for_its_config(tmp_pat
     assert _grid_key(other, "ga") == _grid_key(cfg, "ga")
     assert _grid_key(dataclasses.replace(cfg, loop=dataclasses.replace(cfg.loop, steps=9)), "ga") != _grid_key(cfg, "ga")
     d = json.loads(path.read_text())
+    assert len(d["code"]) == 16                            # the code that made it, recorded, not keyed on
     d["result"]["forget_jsd"] = 0.0                        # a hand-edited number
     path.write_text(json.dumps(d))
     assert _read_done(path, _grid_key(cfg, "ga"), dict) is None
+
+
+def test_an_edit_of_the_code_keeps_the_finished_requests(monkeypatch):
+    import recircuit.cache
+    from recircuit.pipeline import _grid_key
+
+    cfg = PipelineConfig.tiny()
+    before = _grid_key(cfg, "ga")
+    monkeypatch.setattr(recircuit.cache, "code_fingerprint", lambda parts=(): "edited")
+    assert recircuit.cache.cache_key(x=1) != recircuit.cache.cache_key(x=1, code=None)   # the patch bites
+    assert _grid_key(cfg, "ga") == before
 
 
 def test_the_circuit_step_leaves_no_stale_file(demo_run, demo_cache, tmp_path):

@@ -90,7 +90,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """The whole mission end to end (see :mod:`recircuit.demo`), then a short results table."""
-    from recircuit.cli.common import data_source_from_args, pipeline_data
+    from recircuit.cli.common import data_source_from_args, pipeline_data, say
     from recircuit.demo import SUMMARY_COLUMNS, demo_config, run_demo
 
     source = data_source_from_args(args)
@@ -106,29 +106,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             for m in res.table.index]
     emit(args, rows, title=f"recircuit demo: {cfg.model}, forgetting {cfg.data.forget_fraction:.0%} of the users of "
                            f"{cfg.data.n_train} training samples (seed {cfg.data.seed})")
-    c = res.circuit_summary
-    if c:
-        faith = (f"CPR {c['cpr']:.3f}, CMD {c['cmd']:.3f}, f >= 0.8 from {c.get('edges_to_f80')} edges"
-                 if "cpr" in c else "no faithfulness curve")
-        print(f"circuit: {c['n_edges_total']} edges; {faith}; top modules: "
-              + ", ".join(n for n, _ in c["top_modules"][:5]))
-    if c and c.get("faithfulness_note"):
-        print(f"note: {c['faithfulness_note']}")
-    verdict = res.memorization.get("verdict")
-    if verdict:
-        print(f"memorization: {verdict}")
-    for line in res.pipeline.report.meta.get("notes") or []:
-        if " - cure-random" in line.split(":", 1)[0]:
-            print(f"against its control: {line}")
-    for front in (res.pipeline.report.meta.get("pareto") or {}).values():
-        print(front["sentence"])
-    print("steps (s): " + ", ".join(f"{k} {v:.0f}" for k, v in res.timings.items()))
-    if res.reused:
-        print("reused unchanged results of: " + ", ".join(res.reused) + " (--fresh recomputes them)")
-    failed = res.pipeline.failed
-    if failed:
-        print("runs that must not be trusted (see report.md): " + "; ".join(failed))
-    print(f"report: {args.out}/report.md, figures: {args.out}/figures/ ({len(res.figures)} files)")
+    say(*res.summary_lines())
     return 0
 
 

@@ -19,6 +19,13 @@ def emit(args: argparse.Namespace, rows: list[dict] | dict, title: str | None = 
     print(format_table(rows if isinstance(rows, list) else [rows]))
 
 
+def say(*lines: str) -> None:
+    """Write lines of plain text to the command's standard output (the CLI's one text channel
+    besides :func:`emit`)."""
+    for line in lines:
+        print(line)
+
+
 def peak_memory_mb() -> float:
     """Peak resident memory of this process in MiB (plus CUDA peak when on GPU)."""
     mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
