@@ -64,6 +64,7 @@ from recircuit.pipeline import (
 )
 from recircuit.train import TrainConfig
 from recircuit.unlearn import method_config
+from recircuit.unlearn.grouping import Grouping, group_modules
 
 #: CURE's importance definitions under comparison: CUREConfig settings over the shared ones.
 CANDIDATES: dict[str, dict] = {
@@ -74,6 +75,12 @@ CANDIDATES: dict[str, dict] = {
     "contrast_answer_loss_user_swap": {"importance_metric": "logprob", "corruption": "user_swap",
                                        "grouping": {"mode": "contrast"}},
     "ppr": {"corruption": "ppr"},                                       # personalized-PageRank counterfactuals
+    # heads and MLPs thresholded separately (GroupingConfig.per_kind): with one threshold every MLP
+    # is task-shared, where it carries ~80% of CURE's update and the random control gets the same
+    # MLPs. Added after the first grid requests; scored by the same rule, on the same importance
+    # as the candidate it regroups (only the grouping differs, so no attribution is rerun).
+    "today_per_kind": {"grouping": {"per_kind": True}},
+    "user_swap_per_kind": {"corruption": "user_swap", "grouping": {"per_kind": True}},
 }
 
 #: The shared CURE settings of every candidate.
@@ -136,10 +143,14 @@ def select(cfg: PipelineConfig, out: Path, n_resamples: int = 3, tiny: bool = Fa
             if old.get("config") == mcfg.to_dict() and old.get("original") == orig_id:
                 scores[name] = old
                 continue
-        if model is None:
-            model, _ = load_trained(orig_path, device=cfg.device)
-        gs = resample_groupings(model, request.forget, request.retain, mcfg, n_resamples=n_resamples, seed=0,
-                                data_source=data_source(cfg), progress=True)
+        src = _same_importance(mcfg, scores)
+        if src is not None:     # only the grouping differs: regroup the saved importance of each resample
+            gs = [_regroup(g, mcfg.grouping) for g in scores[src]["groupings"]]
+        else:
+            if model is None:
+                model, _ = load_trained(orig_path, device=cfg.device)
+            gs = resample_groupings(model, request.forget, request.retain, mcfg, n_resamples=n_resamples, seed=0,
+                                    data_source=data_source(cfg), progress=True)
         scores[name] = {"config": mcfg.to_dict(), "original": orig_id, "n_forget": len(request.forget),
                         "jaccard": split_reproducibility(gs), "sizes": [g.sizes() for g in gs],
                         "groupings": [g.to_dict() for g in gs]}
@@ -158,6 +169,29 @@ def select(cfg: PipelineConfig, out: Path, n_resamples: int = 3, tiny: bool = Fa
                "sizes": {n: s["sizes"] for n, s in scores.items()}}
     atomic_write_json(out / "selection.json", summary)
     return summary
+
+
+def _same_importance(mcfg, scores: dict) -> str | None:
+    """A scored candidate whose module importance ``mcfg`` shares (every setting but the grouping
+    equal, neither in contrast mode, which needs per-sample rows), or None."""
+    mine = {k: v for k, v in mcfg.to_dict().items() if k != "grouping"}
+    if mcfg.grouping.mode == "contrast":
+        return None
+    for name, entry in scores.items():
+        other = dict(entry["config"])
+        if other.get("grouping", {}).get("mode", "topk") != "contrast" and \
+                {k: v for k, v in other.items() if k != "grouping"} == mine:
+            return name
+    return None
+
+
+def _regroup(saved: dict, grouping) -> Grouping:
+    """A saved resample's grouping, recomputed from its importance scores with ``grouping``."""
+    g = group_modules(saved["forget_scores"], saved["retain_scores"], grouping)
+    for key in ("resample_index", "resample_disjoint"):
+        if key in saved["thresholds"]:
+            g.thresholds[key] = saved["thresholds"][key]
+    return g
 
 
 def grid_config(cfg: PipelineConfig, winner: str, tiny: bool = False, seeds: tuple[int, ...] = SEEDS,

@@ -99,12 +99,17 @@ class UnlearningReport:
         return out
 
     def to_markdown(self, columns: Sequence[str] | None = None) -> str:
-        """Methods as rows, metrics as columns, ``mean ± std``."""
+        """Methods as rows, metrics as columns, ``mean ± std (n)`` over runs; a value measured once
+        is shown alone (a spread over one run would read as a certainty it does not have)."""
         summ = self.summary()
         cols = list(columns or dict.fromkeys(k for m in summ.values() for k in m))
         lines = ["| method | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+
+        def cell(mean: float, std: float, n: int) -> str:
+            return f"{mean:.4f}" if n == 1 else f"{mean:.4f} ± {std:.4f} (n={n})"
+
         for method, m in summ.items():
-            cells = [f"{m[c][0]:.4f} ± {m[c][1]:.4f}" if c in m else "" for c in cols]
+            cells = [cell(*m[c]) if c in m else "" for c in cols]
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
         return "\n".join(lines) + "\n"
 

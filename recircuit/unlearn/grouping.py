@@ -29,6 +29,16 @@ separates CURE from a uniform update). The share of importance each circuit actu
 recorded in ``thresholds["coverage_forget"]``/``["coverage_retain"]``, so the choice can be checked
 per model; raise ``top_k`` when coverage is low.
 
+**Per kind** (``per_kind=True``, top-k and ratio mode). Heads and MLPs are thresholded
+separately: each circuit is the top ``top_k`` of the heads plus the top ``top_k`` of the MLPs. On
+SmolLM2 an MLP carries several times a head's importance, so one threshold over all modules puts
+every MLP in both circuits: all 30 land in the task-shared group, where they carry about 80% of
+CURE's weight change, and the type-stratified random control (:func:`random_grouping`) then gets
+the same 30. Per kind, the grouping chooses among MLPs too, so the circuit decides where most of
+the update goes. ``thresholds`` then holds ``forget:a``/``retain:a`` (heads) and
+``forget:m``/``retain:m`` (MLPs) instead of ``forget``/``retain``; ``k`` is the heads' and
+``k:m`` the MLPs' circuit size.
+
 **Ratio mode.** A module in C_f or C_r is forget-specific if log(I_f / I_r) > margin,
 retain-specific if < -margin, task-shared otherwise. Default ``margin=0.5``: a module must be
 about 1.65x (e^0.5) more important to one set than to the other to be given to that set alone.
@@ -121,6 +131,8 @@ class GroupingConfig:
             with 300 modules, BH at 0.05 over both sides needs p-values down to 0.05 / 600, so
             at least 11,999 permutations).
         seed: contrast mode's seed (permutations and bootstrap).
+        per_kind: top-k and ratio mode: threshold heads and MLPs separately (see the module
+            docstring); left out of :meth:`to_dict` when False.
     """
 
     top_k: float = 0.2
@@ -130,6 +142,7 @@ class GroupingConfig:
     alpha: float = 0.05
     n_boot: int = 20000
     seed: int = 0
+    per_kind: bool = False
 
     def __post_init__(self) -> None:
         if not 0 < self.top_k <= 1:
@@ -144,6 +157,9 @@ class GroupingConfig:
         if not 0 < self.alpha < 1:
             raise InputError(f"alpha is a probability in (0, 1), got {self.alpha}", field="alpha",
                              fix="e.g. 0.05 (a 5% false discovery rate, 95% intervals)")
+        if self.per_kind and self.mode == "contrast":
+            raise InputError("per_kind thresholds top-k and ratio circuits; contrast mode tests every module "
+                             "on its own", field="per_kind", fix="drop per_kind, or use mode 'topk' or 'ratio'")
         if not (isinstance(self.n_boot, int) and self.n_boot >= 2):
             raise InputError(f"n_boot must be an integer >= 2, got {self.n_boot!r}", field="n_boot",
                              fix="e.g. 200")
@@ -157,6 +173,8 @@ class GroupingConfig:
             for name, default in _CONTRAST_DEFAULTS.items():
                 if d[name] == default:
                     del d[name]
+        if not self.per_kind:
+            del d["per_kind"]
         return d
 
 
@@ -272,24 +290,29 @@ def group_modules(forget: dict[str, float], retain: dict[str, float], config: Gr
         raise ValueError(f"Non-finite importance for {bad[:3]}; re-run the attribution (check the model for NaNs).")
     fn, rn = normalize_scores(forget, cfg.normalize), normalize_scores(retain, cfg.normalize)
     names = list(forget)
-    k = max(1, int(math.ceil(cfg.top_k * len(names))))
-    thr_f = sorted(fn.values(), reverse=True)[k - 1]
-    thr_r = sorted(rn.values(), reverse=True)[k - 1]
-    in_f = {m for m in names if fn[m] >= thr_f and fn[m] > 0}
-    in_r = {m for m in names if rn[m] >= thr_r and rn[m] > 0}
+    kinds = {m: module_kind(m) if cfg.per_kind else "" for m in names}
+    pools = {kind: [m for m in names if kinds[m] == kind] for kind in dict.fromkeys(kinds.values())}
+    ks = {kind: max(1, int(math.ceil(cfg.top_k * len(pool)))) for kind, pool in pools.items()}
+    thr_f = {kind: sorted((fn[m] for m in pool), reverse=True)[ks[kind] - 1] for kind, pool in pools.items()}
+    thr_r = {kind: sorted((rn[m] for m in pool), reverse=True)[ks[kind] - 1] for kind, pool in pools.items()}
+    in_f = {m for m in names if fn[m] >= thr_f[kinds[m]] and fn[m] > 0}
+    in_r = {m for m in names if rn[m] >= thr_r[kinds[m]] and rn[m] > 0}
     groups, reasons = {}, {}
     eps = 1e-12
     for m in names:
+        kind = kinds[m]
+        k, tf, tr = ks[kind], thr_f[kind], thr_r[kind]
+        top = f"top-{k}{' ' + _KIND_WORDS[kind] if kind else ''}"
         if m not in in_f and m not in in_r:
-            groups[m], reasons[m] = "frozen", f"in neither top-{k} circuit"
+            groups[m], reasons[m] = "frozen", f"in neither {top} circuit"
             continue
         if cfg.mode == "topk":
             if m in in_f and m in in_r:
-                groups[m], reasons[m] = "task_shared", f"in both top-{k} circuits"
+                groups[m], reasons[m] = "task_shared", f"in both {top} circuits"
             elif m in in_f:
-                groups[m], reasons[m] = "forget_specific", f"forget share {fn[m]:.3g} >= {thr_f:.3g}, retain below {thr_r:.3g}"
+                groups[m], reasons[m] = "forget_specific", f"forget share {fn[m]:.3g} >= {tf:.3g}, retain below {tr:.3g}"
             else:
-                groups[m], reasons[m] = "retain_specific", f"retain share {rn[m]:.3g} >= {thr_r:.3g}, forget below {thr_f:.3g}"
+                groups[m], reasons[m] = "retain_specific", f"retain share {rn[m]:.3g} >= {tr:.3g}, forget below {tf:.3g}"
         else:
             ratio = math.log((fn[m] + eps) / (rn[m] + eps))
             if ratio > cfg.margin:
@@ -300,9 +323,23 @@ def group_modules(forget: dict[str, float], retain: dict[str, float], config: Gr
                 groups[m], reasons[m] = "task_shared", f"|log(I_f/I_r)| = {abs(ratio):.2f} <= {cfg.margin}"
     raw_f, raw_r = normalize_scores(forget, "share"), normalize_scores(retain, "share")
     cov_f, cov_r = float(sum(raw_f[m] for m in in_f)), float(sum(raw_r[m] for m in in_r))
+    if cfg.per_kind:
+        thresholds = {f"{side}:{kind or 'other'}": float(t[kind]) for side, t in (("forget", thr_f), ("retain", thr_r))
+                      for kind in pools}
+        thresholds.update({"margin": cfg.margin, "k": ks.get("a", 0), "k:m": ks.get("m", 0)})
+    else:
+        thresholds = {"forget": thr_f[""], "retain": thr_r[""], "margin": cfg.margin, "k": ks[""]}
     return Grouping(groups, dict(forget), dict(retain), fn, rn,
-                    {"forget": thr_f, "retain": thr_r, "margin": cfg.margin, "k": k,
-                     "coverage_forget": cov_f, "coverage_retain": cov_r}, reasons, cfg)
+                    {**thresholds, "coverage_forget": cov_f, "coverage_retain": cov_r}, reasons, cfg)
+
+
+#: Words for a module kind in a grouping's reasons.
+_KIND_WORDS = {"a": "head", "m": "MLP", "": ""}
+
+
+def module_kind(name: str) -> str:
+    """``"a"`` for an attention head (``a3.h5``), ``"m"`` for an MLP (``m3``), ``""`` for anything else."""
+    return name[:1] if name[:1] in ("a", "m") else ""
 
 
 def _shares(rows: np.ndarray, which: str, n_modules: int) -> tuple[np.ndarray, int]:
@@ -519,7 +556,7 @@ def random_grouping(reference: Grouping, seed: int = 0) -> Grouping:
     rng = np.random.default_rng(seed)
     groups: dict[str, str] = {}
     for kind in ("a", "m", ""):
-        names = [m for m in reference.groups if (m[:1] == kind if kind else m[:1] not in ("a", "m"))]
+        names = [m for m in reference.groups if module_kind(m) == kind]
         labels = [reference.groups[m] for m in names]
         perm = rng.permutation(len(names))
         groups.update({names[i]: labels[j] for j, i in enumerate(perm)})

@@ -53,7 +53,8 @@ def test_report_and_audit_roundtrip(tmp_path):
     assert back.rows == rep.rows and back.meta == {"rate": 0.1}
     mean, std, n = back.summary()["cure"]["forget_jsd"]
     assert (mean, std, n) == (pytest.approx(0.2), pytest.approx(0.1), 2)
-    assert "| cure | 0.2000 ± 0.1000" in md.read_text()
+    assert "| cure | 0.2000 ± 0.1000 (n=2) |" in md.read_text()
+    assert "| ga | 0.5000 | 0.6000 |" in md.read_text()      # one run: no spread shown
     s = [make_sample(1, [(1, "A (1990)", 5)], (2, "B (1991)", 1), timestamp=3)]
     m = tiny_model(0)
     a = audit_record(s, model_hash(m), model_hash(tiny_model(1)), {"lr": 1e-5}, "cure", 1.5)
