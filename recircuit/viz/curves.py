@@ -141,6 +141,50 @@ def pareto_front(jsd: Float[np.ndarray, " n"], auc: Float[np.ndarray, " n"]) -> 
     return sorted(idx, key=lambda i: (jsd[i], -auc[i]))
 
 
+def label_positions(x: Float[np.ndarray, " n"], y: Float[np.ndarray, " n"], xmax: float,
+                    texts: list[str] | None = None) -> list[str]:
+    """A text position per point, so that labels do not print over each other or other points.
+
+    Each label's box is estimated in axis units (about 1.2% of the x range per character wide,
+    8% of the y range high; each range at least 5% of the axis's largest value, as a plot pads
+    it) for the four places above or below, right or left of its point; the place whose box
+    covers the fewest other points and earlier labels wins, and a box past ``xmax`` counts as a
+    collision. Ties keep the usual place: above, to the right (to the left in the right 30% of
+    the range).
+    """
+    xs, ys = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    fin = np.isfinite(xs) & np.isfinite(ys)
+
+    def span(v: np.ndarray) -> float:     # an axis spans at least 5% of its largest value
+        v = v[fin]
+        return max(float(np.ptp(v)), 0.05 * float(np.abs(v).max())) if v.size else 0.0
+
+    xspan, yspan = span(xs) or 1.0, span(ys) or 1.0
+    texts = texts or ["x" * 6] * len(xs)
+    boxes: list[tuple[float, float, float, float]] = []
+    out = []
+    for i, (xi, yi) in enumerate(zip(xs, ys)):
+        side = "left" if xi > 0.7 * xmax else "right"
+        other = "right" if side == "left" else "left"
+        w, h = 0.012 * xspan * max(1, len(texts[i])), 0.08 * yspan
+        best, best_cost = f"top {side}", None
+        for pos in (f"top {side}", f"bottom {side}", f"top {other}", f"bottom {other}"):
+            x0 = xi if pos.endswith("right") else xi - w
+            y0 = yi if pos.startswith("top") else yi - h
+            box = (x0, x0 + w, y0, y0 + h)
+            cost = sum(1 for j in range(len(xs)) if j != i and fin[j]
+                       and box[0] <= xs[j] <= box[1] and box[2] <= ys[j] <= box[3])
+            cost += sum(1 for b in boxes if b[0] < box[1] and box[0] < b[1] and b[2] < box[3] and box[2] < b[3])
+            cost += 1 if box[1] > xmax * 1.02 else 0
+            if best_cost is None or cost < best_cost:
+                best, best_cost = pos, cost
+        x0 = xi if best.endswith("right") else xi - w
+        y0 = yi if best.startswith("top") else yi - h
+        boxes.append((x0, x0 + w, y0, y0 + h))
+        out.append(best)
+    return out
+
+
 def pareto_plot(results: pd.DataFrame, reference_auc: float | None = None, show_front: bool = True,
                 exclude_from_front: tuple[str, ...] = ("retrain",), column: Column = "single",
                 title: str | None = None) -> go.Figure:
@@ -171,13 +215,15 @@ def pareto_plot(results: pd.DataFrame, reference_auc: float | None = None, show_
     fig = go.Figure()
     xmax = float(np.nanmax(df["jsd_mean"].astype(float) + df["jsd_std"].astype(float).fillna(0.0))) if len(df) else 1.0
     xmax = xmax or 1.0
+    places = label_positions(df["jsd_mean"].astype(float).to_numpy(), df["auc_mean"].astype(float).to_numpy(), xmax,
+                             [str(m) for m in df["method"]])
     for i, row in enumerate(df.itertuples(index=False)):
         m = str(row.method)
         colour = method_color(m, i)
         is_cure = m.lower() == "cure"
         fig.add_trace(go.Scatter(
             x=[row.jsd_mean], y=[row.auc_mean], mode="markers+text", name=m, text=[m],
-            textposition="top left" if row.jsd_mean > 0.7 * xmax else "top right",
+            textposition=places[i],
             textfont={"size": 10, "color": colour}, meta={"method": m},
             error_x={"type": "data", "array": [0.0 if pd.isna(row.jsd_std) else float(row.jsd_std)],
                      "visible": not pd.isna(row.jsd_std), "thickness": 1, "width": 3, "color": colour},

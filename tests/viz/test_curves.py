@@ -82,3 +82,17 @@ def test_pareto_front_helper():
 def test_pareto_missing_columns():
     with pytest.raises(ValueError, match="auc_mean"):
         pareto_plot(pd.DataFrame({"method": ["a"], "jsd_mean": [0.1]}))
+
+
+def test_labels_of_nearby_points_do_not_print_over_each_other():
+    from recircuit.viz.curves import label_positions
+
+    # the demo's case: CURE and its control 0.0006 apart, NPO and GA elsewhere
+    df = pd.DataFrame({"method": ["cure", "cure-random", "npo", "ga"], "jsd_mean": [0.0923, 0.0929, 0.0757, 0.1852],
+                       "auc_mean": [0.6478, 0.6483, 0.6513, 0.6481]})
+    fig = pareto_plot(df, show_front=False)
+    pos = {t.name: t.textposition for t in fig.data}
+    assert pos["cure"] != pos["cure-random"]
+    assert pos["ga"].endswith("left") and pos["npo"] == "top right"      # far apart: the usual places
+    assert label_positions(np.array([0.1, 0.5]), np.array([0.6, 0.6]), 1.0) == ["top right", "top right"]
+    assert len(set(label_positions(np.array([0.1] * 4), np.array([0.6] * 4), 1.0))) == 4   # one point, four places
