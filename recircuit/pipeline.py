@@ -74,6 +74,7 @@ from recircuit.errors import InputError
 from recircuit.nodes import top_heads
 from recircuit.train import TrainConfig
 from recircuit.unlearn import (
+    Grouping,
     LoopConfig,
     MethodConfig,
     available_methods,
@@ -1017,6 +1018,41 @@ def method_kwargs(config: PipelineConfig, mcfg: MethodConfig) -> dict[str, Any]:
     return {"data_source": data_source(config)} if isinstance(mcfg, CUREConfig | CLUEConfig) else {}
 
 
+#: The CURE settings its grouping depends on (the rest, e.g. the forget rule, only shape the update).
+GROUPING_FIELDS = ("grouping", "importance_method", "importance_metric", "importance_steps", "importance_samples",
+                   "corruption", "corruption_args")
+
+
+def request_grouping(config: PipelineConfig, name: str, loop: LoopConfig, data: PipelineData, refs: References,
+                     request: ForgetRetain, original: Any, ctx: Context) -> tuple[Grouping, float]:
+    """CURE's grouping of a request on Original (before a control such as ``cure-random`` shuffles
+    it), through the results cache: CURE and each variant with the same importance settings
+    compute it once per request.
+
+    Returns:
+        The grouping and the seconds its computation took. The pipeline adds them to the time of
+        every method that uses it, whether computed now or read from the cache: a method's time
+        is what it costs run alone.
+    """
+    from recircuit.unlearn import get_method
+
+    mcfg = config.methods[name]
+    d = mcfg.to_dict()
+    cache = ctx.results()
+    key = cache.key(step="grouping", importance={k: d[k] for k in GROUPING_FIELDS if k in d},
+                    original=refs.original_id, batch_size=loop.batch_size, **data.ids(), **_request_ids(request))
+    hit = cache.get("grouping", key)
+    if hit is not None:
+        return Grouping.from_dict(hit["grouping"]), float(hit["seconds"])
+    method = get_method(name, mcfg, **method_kwargs(config, mcfg))
+    method.loop = loop
+    t = time.perf_counter()
+    grouping = method.make_grouping(original, request.forget, request.retain)
+    secs = time.perf_counter() - t
+    cache.put("grouping", key, {"grouping": grouping.to_dict(), "seconds": secs})
+    return grouping, secs
+
+
 def run_method(config: PipelineConfig, name: str, data: PipelineData, refs: References,
                ctx: Context | None = None, reused: list[str] | None = None,
                request: ForgetRetain | None = None) -> MethodRun:
@@ -1028,6 +1064,7 @@ def run_method(config: PipelineConfig, name: str, data: PipelineData, refs: Refe
     from recircuit.models import copy_model
     from recircuit.models.families import module_update_norms
     from recircuit.unlearn import get_method
+    from recircuit.unlearn.methods.cure import CUREConfig
 
     ctx = ctx or Context()
     request = request or make_request(data, refs.rate, refs.seed)
@@ -1053,11 +1090,15 @@ def run_method(config: PipelineConfig, name: str, data: PipelineData, refs: Refe
         raise RunFailed(f"{name} on rate {refs.rate} seed {refs.seed}: this request's references were evaluated "
                         f"on another Original (weights sha256 {refs.original_hash[:12]}, now "
                         f"{model_hash(original)[:12]}); recompute its references first (run_grid does)")
+    kwargs = method_kwargs(config, mcfg)
+    grouping_secs = 0.0
+    if isinstance(mcfg, CUREConfig):   # CURE and its variants: the request's grouping once, shared
+        kwargs["grouping"], grouping_secs = request_grouping(config, name, loop, data, refs, request, original, ctx)
     model = copy_model(original)   # not copy.deepcopy: TL 4.3 hook closures would point at the original
     t = time.perf_counter()
-    res = get_method(name, mcfg, **method_kwargs(config, mcfg)).run(
+    res = get_method(name, mcfg, **kwargs).run(
         model, request.forget, request.retain, loop, reference=original, heldout=data.stop, progress=ctx.progress)
-    secs = time.perf_counter() - t
+    secs = time.perf_counter() - t + grouping_secs
     rcache = {who: dict(o) for who, o in refs.outputs.items()}
     mine: dict = {}
     row = evaluate_unlearning(model, None, request.forget, data.test, data.heldout, config.eval.batch_size, rcache,

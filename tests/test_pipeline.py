@@ -604,3 +604,36 @@ def test_a_method_refuses_references_of_another_original(demo_run, demo_cache, t
     stale = dataclasses.replace(refs, original_hash="0" * 64)
     with pytest.raises(RunFailed, match="another Original"):
         run_method(cfg, "ga", data, stale, ctx)
+
+
+def test_cure_and_its_control_share_one_cached_grouping_and_run_as_if_computed_inside(demo_run, demo_cache, tmp_path):
+    from recircuit.evaluate import model_hash
+    from recircuit.models import copy_model
+    from recircuit.pipeline import (Context, _load, data_source, make_request, original_checkpoint, prepare_data,
+                                    references, run_method)
+    from recircuit.unlearn import Grouping, get_method
+
+    cfg = demo_run["config"]
+    cure = cfg.methods["cure"]
+    cfg = dataclasses.replace(cfg, methods={"cure": cure, "cure-random": method_config("cure-random", **cure.to_dict())})
+    data = prepare_data(cfg)
+    cache = tmp_path / "checkpoints-only"        # the demo's checkpoints, no cached results
+    shutil.copytree(demo_cache / "models", cache / "models")
+    ctx = Context(cache_root=str(cache))
+    refs = references(cfg, data, cfg.data.forget_fraction, cfg.data.seed, ctx)
+    runs = {m: run_method(cfg, m, data, refs, ctx) for m in cfg.methods}
+    entry = _entry(cache, "grouping")                        # one grouping for both
+    stored = json.loads((entry / "manifest.json").read_text())["payload"]
+    assert Grouping.from_dict(stored["grouping"]).groups == runs["cure"].grouping["groups"]
+    assert runs["cure-random"].grouping["groups"] != runs["cure"].grouping["groups"]     # shuffled from it
+    assert sorted(runs["cure-random"].grouping["groups"].values()) == sorted(runs["cure"].grouping["groups"].values())
+    for run in runs.values():                                # each method's time includes the grouping's
+        assert run.row["seconds"] >= stored["seconds"] > 0
+    # the same CURE run as one that computes its grouping inside (no cache)
+    request = make_request(data, refs.rate, refs.seed)
+    original = _load(original_checkpoint(cfg, data, ctx), cfg.device)
+    model = copy_model(original)
+    get_method("cure", cure, data_source=data_source(cfg)).run(
+        model, request.forget, request.retain, dataclasses.replace(cfg.loop, seed=refs.seed), reference=original,
+        heldout=data.stop)
+    assert model_hash(model) == runs["cure"].audit["model_sha256"]["after"]

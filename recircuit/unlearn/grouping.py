@@ -264,11 +264,16 @@ class Grouping:
         return atomic_write_json(path, self.to_dict())
 
     @classmethod
-    def load(cls, path: str | Path) -> Grouping:
-        """Read a grouping written by :meth:`save` (also one written before contrast mode existed)."""
-        d = json.loads(Path(path).read_text())
+    def from_dict(cls, d: dict) -> Grouping:
+        """The grouping of :meth:`to_dict`'s form (also one written before contrast mode existed)."""
+        d = dict(d)
         d["config"] = GroupingConfig(**d["config"])
         return cls(**d)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Grouping:
+        """Read a grouping written by :meth:`save` (also one written before contrast mode existed)."""
+        return cls.from_dict(json.loads(Path(path).read_text()))
 
 
 def group_modules(forget: dict[str, float], retain: dict[str, float], config: GroupingConfig | None = None) -> Grouping:
