@@ -64,7 +64,8 @@ from recircuit.pipeline import (
 )
 from recircuit.train import TrainConfig
 from recircuit.unlearn import method_config
-from recircuit.unlearn.grouping import Grouping, group_modules
+from recircuit.unlearn.grouping import Grouping, GroupingConfig, group_modules
+from recircuit.unlearn.methods.cure import CUREConfig
 
 #: CURE's importance definitions under comparison: CUREConfig settings over the shared ones.
 CANDIDATES: dict[str, dict] = {
@@ -171,7 +172,7 @@ def select(cfg: PipelineConfig, out: Path, n_resamples: int = 3, tiny: bool = Fa
     return summary
 
 
-def _same_importance(mcfg, scores: dict) -> str | None:
+def _same_importance(mcfg: CUREConfig, scores: dict) -> str | None:
     """A scored candidate whose module importance ``mcfg`` shares (every setting but the grouping
     equal, neither in contrast mode, which needs per-sample rows), or None."""
     mine = {k: v for k, v in mcfg.to_dict().items() if k != "grouping"}
@@ -185,7 +186,7 @@ def _same_importance(mcfg, scores: dict) -> str | None:
     return None
 
 
-def _regroup(saved: dict, grouping) -> Grouping:
+def _regroup(saved: dict, grouping: GroupingConfig) -> Grouping:
     """A saved resample's grouping, recomputed from its importance scores with ``grouping``."""
     g = group_modules(saved["forget_scores"], saved["retain_scores"], grouping)
     for key in ("resample_index", "resample_disjoint"):
@@ -247,7 +248,7 @@ def report(out: Path, result) -> list[Path]:
         atomic_write_json(out / "jaccard.json", jaccard_table(jac).to_dict("records"))
     atomic_write_json(out / "validity.json", {k: result.report.meta.get(k) for k in
                                               ("memorization", "not_measurable", "against_control",
-                                               "grouping_jaccard_across_seeds", "failed")})
+                                               "grouping_jaccard_across_seeds", "failed", "code")})
     return written
 
 

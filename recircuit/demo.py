@@ -70,7 +70,8 @@ def demo_config(model: str = "smollm2-135m-instruct", *, device: str | None = No
         data = dataclasses.replace(data, data_dir=data_dir, source=source)
     if n_train is not None:
         data = dataclasses.replace(data, n_train=n_train)
-        train = dataclasses.replace(train, eval_every=max(1, n_train // train.batch_size // 2))
+        if data.n_valid:        # validated fine-tuning only (the protocol's stage 2 trains every epoch)
+            train = dataclasses.replace(train, eval_every=max(1, n_train // train.batch_size // 2))
     if forget_fraction is not None:
         data = dataclasses.replace(data, forget_fraction=forget_fraction)
     if seed is not None:

@@ -398,10 +398,11 @@ class PipelineConfig:
         """
         cure = method_config("cure", importance_samples=8, importance_steps=3, corruption="user_swap")
         cfg = cls(model=model, device=device,
-                  base=BaseConfig(n_train=512, per_user=0, n_valid=100, replay=PROTOCOL_REPLAY, train=RECIPE_TRAIN),
+                  base=BaseConfig(n_train=512, per_user=0, n_valid=100, replay=PROTOCOL_REPLAY,
+                                  train=dataclasses.replace(RECIPE_TRAIN)),     # copies: no config shares them
                   data=DataConfig(data_dir=data_dir, source=source, n_train=n_pool, per_user=4, n_valid=0, n_stop=32,
                                   n_test=200, n_heldout=100),
-                  train=STAGE2_TRAIN,
+                  train=dataclasses.replace(STAGE2_TRAIN),
                   methods={"cure": cure, "cure-random": method_config("cure-random", **cure.to_dict()),
                            "ga": method_config("ga"), "npo": method_config("npo")},
                   loop=LoopConfig(steps=6, lr=2e-5, batch_size=4, eval_every=5, eval_samples=32))
@@ -1018,16 +1019,32 @@ def method_kwargs(config: PipelineConfig, mcfg: MethodConfig) -> dict[str, Any]:
     return {"data_source": data_source(config)} if isinstance(mcfg, CUREConfig | CLUEConfig) else {}
 
 
-#: The CURE settings its grouping depends on (the rest, e.g. the forget rule, only shape the update).
-GROUPING_FIELDS = ("grouping", "importance_method", "importance_metric", "importance_steps", "importance_samples",
-                   "corruption", "corruption_args")
+def shares_grouping(name: str) -> bool:
+    """Whether method ``name`` is CURE or a variant that computes its grouping as CURE does
+    (:meth:`~recircuit.unlearn.methods.cure.CURE.make_grouping`, ``grouping=`` in its constructor)."""
+    from recircuit.unlearn.methods.cure import CURE
+
+    cls = method_entry(name)[0]
+    return isinstance(cls, type) and issubclass(cls, CURE) and cls.make_grouping is CURE.make_grouping \
+        and cls.__init__ is CURE.__init__
 
 
 def request_grouping(config: PipelineConfig, name: str, loop: LoopConfig, data: PipelineData, refs: References,
                      request: ForgetRetain, original: Any, ctx: Context) -> tuple[Grouping, float]:
     """CURE's grouping of a request on Original (before a control such as ``cure-random`` shuffles
-    it), through the results cache: CURE and each variant with the same importance settings
-    compute it once per request.
+    it), through the results cache, so that CURE and each variant with the same settings
+    computed in turn (one process, or tasks that do not overlap) compute it once per request;
+    tasks that run at the same time each compute it (the same grouping, deterministically).
+
+    The key holds every setting of the method's config but its forget rule's (which only shapes
+    the update), so a setting added to CURE later is keyed without being listed here.
+
+    Args:
+        config, name: the run's config and the method (:func:`shares_grouping` must hold).
+        loop: the run's loop (its batch size batches the attribution).
+        data, refs, request: the samples, the request's references (Original's id) and the request.
+        original: Original's model.
+        ctx: the run's context (its results cache).
 
     Returns:
         The grouping and the seconds its computation took. The pipeline adds them to the time of
@@ -1035,15 +1052,17 @@ def request_grouping(config: PipelineConfig, name: str, loop: LoopConfig, data: 
         is what it costs run alone.
     """
     from recircuit.unlearn import get_method
+    from recircuit.unlearn.forget_rules import ForgetRuleConfig
 
     mcfg = config.methods[name]
-    d = mcfg.to_dict()
+    rule = {f.name for f in dataclasses.fields(ForgetRuleConfig)}
+    settings = {k: v for k, v in mcfg.to_dict().items() if k not in rule}
     cache = ctx.results()
-    key = cache.key(step="grouping", importance={k: d[k] for k in GROUPING_FIELDS if k in d},
-                    original=refs.original_id, batch_size=loop.batch_size, **data.ids(), **_request_ids(request))
-    hit = cache.get("grouping", key)
+    key = cache.key(step="grouping", importance=settings, original=refs.original_id, batch_size=loop.batch_size,
+                    **data.ids(), **_request_ids(request))
+    hit = cache.get("grouping", key, parse=lambda p: (Grouping.from_dict(p["grouping"]), float(p["seconds"])))
     if hit is not None:
-        return Grouping.from_dict(hit["grouping"]), float(hit["seconds"])
+        return hit
     method = get_method(name, mcfg, **method_kwargs(config, mcfg))
     method.loop = loop
     t = time.perf_counter()
@@ -1064,7 +1083,6 @@ def run_method(config: PipelineConfig, name: str, data: PipelineData, refs: Refe
     from recircuit.models import copy_model
     from recircuit.models.families import module_update_norms
     from recircuit.unlearn import get_method
-    from recircuit.unlearn.methods.cure import CUREConfig
 
     ctx = ctx or Context()
     request = request or make_request(data, refs.rate, refs.seed)
@@ -1092,7 +1110,7 @@ def run_method(config: PipelineConfig, name: str, data: PipelineData, refs: Refe
                         f"{model_hash(original)[:12]}); recompute its references first (run_grid does)")
     kwargs = method_kwargs(config, mcfg)
     grouping_secs = 0.0
-    if isinstance(mcfg, CUREConfig):   # CURE and its variants: the request's grouping once, shared
+    if shares_grouping(name):   # CURE and its variants: the request's grouping once, shared
         kwargs["grouping"], grouping_secs = request_grouping(config, name, loop, data, refs, request, original, ctx)
     model = copy_model(original)   # not copy.deepcopy: TL 4.3 hook closures would point at the original
     t = time.perf_counter()
@@ -1116,6 +1134,8 @@ def run_method(config: PipelineConfig, name: str, data: PipelineData, refs: Refe
     grouping = extra.get("grouping")
     result = res.to_dict()
     result["extra"] = {k: v for k, v in extra.items() if k != "grouping"}
+    if grouping_secs:       # the method's own clock started after the shared grouping: one time everywhere
+        result["seconds"], result["grouping_seconds"] = secs, grouping_secs
     if relearn:
         result["relearn"] = relearn
     result["outputs"] = {k: np.asarray(v).tolist() for k, v in mine.items()}    # for sample-level intervals
@@ -1543,11 +1563,14 @@ def _digest(result: Any) -> str:
     return hashlib.sha256(json.dumps(result, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def _write_done(path: Path, key: str, result: dict) -> None:
+def _write_done(path: Path, key: str, result: dict, code: str | None = None) -> None:
+    """Write a finished request file: its key, the sha256 of its result, the fingerprint of the
+    code that made it (``code``: taken when the grid started, the code its tasks loaded; default
+    the code on disk now) and the result."""
     from recircuit.cache import code_fingerprint
 
     result = json.loads(json.dumps(result))     # the form a reader sees
-    atomic_write_json(path, {"grid_key": key, "sha256": _digest(result), "code": code_fingerprint()[:16],
+    atomic_write_json(path, {"grid_key": key, "sha256": _digest(result), "code": code or code_fingerprint()[:16],
                              "result": result})
     _failed_file(path).unlink(missing_ok=True)
 
@@ -1656,7 +1679,10 @@ def run_grid(config: PipelineConfig, grid: GridConfig, out_dir: str | os.PathLik
     out = Path(out_dir)
     methods = list(grid.methods or config.methods)
     ctx = _fresh_context(cache_root, fresh, progress, resolve=not ray_address)
+    from recircuit.cache import code_fingerprint
+
     keys = {m: _grid_key(config, m) for m in [None, *methods]}
+    code = code_fingerprint()[:16]      # what the tasks submitted now load (an edit during the run is not theirs)
     refs_done: dict[tuple[float, int], References] = {}
     runs: dict[tuple[str, float, int], MethodRun] = {}
     todo: dict[tuple[float, int], list[str]] = {}
@@ -1685,12 +1711,13 @@ def run_grid(config: PipelineConfig, grid: GridConfig, out_dir: str | os.PathLik
                 runs.pop((m, *pair), None)
                 _run_file(out, m, *pair).unlink(missing_ok=True)
         submitted = [(m, rate, seed) for (rate, seed), ms in todo.items() for m in ms]
-        errors = _run_ray(config, data, todo, refs_done, runs, keys, out, ctx, ray_address, num_cpus)
+        errors = _run_ray(config, data, todo, refs_done, runs, keys, out, ctx, ray_address, num_cpus, code)
     refs = [refs_done[p] for p in pairs if p in refs_done]
     all_runs = [runs[(m, rate, seed)] for rate, seed in pairs for m in methods if (m, rate, seed) in runs]
     report = _report(config, refs, all_runs)
     report.meta.update(_grid_meta(grid, methods, refs, all_runs))
     report.meta["failed"] = errors + report.meta["failed"]
+    report.meta["code"] = _codes(out)
     report.save(out / "report")
     return GridResult(out, report, all_runs, refs, submitted, errors)
 
@@ -1729,11 +1756,25 @@ def _task_error(err: BaseException) -> str:
     return f"{type(err).__name__}: {lines[0] if lines else ''}"
 
 
+def _codes(out: Path) -> list[str]:
+    """The code fingerprints recorded in a grid's request files (several: its results were made by
+    several versions of recircuit, which the report then says)."""
+    codes: set[str] = set()
+    for f in sorted((out / "runs").glob("*.json")):
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            codes.add(str(json.loads(f.read_text(encoding="utf-8")).get("code") or "unrecorded"))
+    if len(codes) > 1:
+        logger.warning("grid %s: its request files were made by %d versions of recircuit's code (%s)", out,
+                       len(codes), ", ".join(sorted(codes)))
+    return sorted(codes)
+
+
 def _run_ray(config: PipelineConfig, data: PipelineData, todo: dict[tuple[float, int], list[str]],
              refs_done: dict[tuple[float, int], References], runs: dict[tuple[str, float, int], MethodRun],
              keys: dict[str | None, str], out: Path, ctx: Context, ray_address: str | None,
-             num_cpus: int | None) -> list[str]:
-    """Submit the missing requests to Ray and write each result as it arrives.
+             num_cpus: int | None, code: str | None = None) -> list[str]:
+    """Submit the missing requests to Ray and write each result as it arrives (with ``code``, the
+    fingerprint of the code the tasks loaded).
 
     Returns:
         The tasks that raised, one line each (``"<kind> rate=<r> seed=<s>: <reason>"``).
@@ -1775,12 +1816,12 @@ def _run_ray(config: PipelineConfig, data: PipelineData, todo: dict[tuple[float,
                 continue
             if kind == "refs":
                 refs_done[(rate, seed)] = References.from_dict(result)
-                _write_done(path, keys[None], result)
+                _write_done(path, keys[None], result, code)
             else:
                 run = MethodRun.from_dict(result)
                 runs[(kind, rate, seed)] = run
                 atomic_write_json(out / "audit" / f"{kind}_rate{rate}_seed{seed}.json", run.audit)
-                _write_done(path, keys[kind], result)
+                _write_done(path, keys[kind], result, code)
                 logger.info("grid: %s rate %s seed %s done (%s)", kind, rate, seed, run.status)
     finally:
         if started:

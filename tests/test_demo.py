@@ -131,6 +131,9 @@ def test_demo_config_presets_and_overrides(shared_data):
     assert full.model == "smollm2-135m-instruct" and list(full.methods) == ["cure", "cure-random", "ga", "npo"]
     assert full.base is not None and full.base.replay > 0           # the protocol: forgetting is measurable
     assert full.data.n_test >= 200 and full.data.n_heldout >= 100
+    # the preset's own pool size changes nothing (stage 2 trains every epoch, no validation to space)
+    assert demo_config(n_train=full.data.n_train) == full
+    assert full.train is not demo_config().train                     # each config its own copy
 
 
 @pytest.mark.parametrize("overrides, field", [({"forget_fraction": 1.5}, "data.forget_fraction"),

@@ -304,6 +304,11 @@ def test_grid_runs_through_ray_matches_the_demo_and_reruns_nothing(demo_run, tmp
     assert "4 requests run now" in capsys.readouterr().out
     files = sorted(p.name for p in (out / "runs").glob("*.json"))
     assert len(files) == 6 and len(list((cache / "models").glob("*/files/model.safetensors"))) == 3
+    from recircuit.cache import code_fingerprint
+
+    codes = {json.loads((out / "runs" / f).read_text())["code"] for f in files}
+    assert codes == {code_fingerprint()[:16]}                              # one version made them all
+    assert json.loads((out / "report.json").read_text())["meta"]["code"] == sorted(codes)
     # the same request gives the same numbers through the demo and through the benchmark
     demo_rows = {r["method"]: r for r in json.loads((demo_run["out"] / "report.json").read_text())["rows"]}
     report = json.loads((out / "report.json").read_text())
@@ -609,8 +614,16 @@ def test_a_method_refuses_references_of_another_original(demo_run, demo_cache, t
 def test_cure_and_its_control_share_one_cached_grouping_and_run_as_if_computed_inside(demo_run, demo_cache, tmp_path):
     from recircuit.evaluate import model_hash
     from recircuit.models import copy_model
-    from recircuit.pipeline import (Context, _load, data_source, make_request, original_checkpoint, prepare_data,
-                                    references, run_method)
+    from recircuit.pipeline import (
+        Context,
+        _load,
+        data_source,
+        make_request,
+        original_checkpoint,
+        prepare_data,
+        references,
+        run_method,
+    )
     from recircuit.unlearn import Grouping, get_method
 
     cfg = demo_run["config"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -87,7 +88,8 @@ class UnlearningReport:
         self.rows.append({"method": method, "seed": seed, **metrics})
 
     def summary(self) -> dict[str, dict[str, tuple[float, float, int]]]:
-        """``{method: {metric: (mean, std, n)}}`` over seeds (numeric metrics only)."""
+        """``{method: {metric: (mean, std, n)}}`` over seeds (numeric metrics only; NaN values
+        are left out, and ``n`` counts the rest: ``(nan, nan, 0)`` when no run measured it)."""
         out: dict[str, dict[str, tuple[float, float, int]]] = {}
         for method in dict.fromkeys(r["method"] for r in self.rows):
             rs = [r for r in self.rows if r["method"] == method]
@@ -95,7 +97,8 @@ class UnlearningReport:
             out[method] = {}
             for k in keys:
                 v = np.array([r[k] for r in rs if isinstance(r.get(k), int | float)], dtype=float)
-                out[method][k] = (float(np.nanmean(v)), float(np.nanstd(v)), int(len(v)))
+                v = v[np.isfinite(v)]           # n counts the runs that measured the metric
+                out[method][k] = (float(v.mean()), float(v.std()), int(len(v))) if len(v) else (math.nan, math.nan, 0)
         return out
 
     def to_markdown(self, columns: Sequence[str] | None = None) -> str:
@@ -106,7 +109,7 @@ class UnlearningReport:
         lines = ["| method | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
 
         def cell(mean: float, std: float, n: int) -> str:
-            return f"{mean:.4f}" if n == 1 else f"{mean:.4f} ± {std:.4f} (n={n})"
+            return "" if n == 0 else f"{mean:.4f}" if n == 1 else f"{mean:.4f} ± {std:.4f} (n={n})"
 
         for method, m in summ.items():
             cells = [cell(*m[c]) if c in m else "" for c in cols]

@@ -157,6 +157,9 @@ class GroupingConfig:
         if not 0 < self.alpha < 1:
             raise InputError(f"alpha is a probability in (0, 1), got {self.alpha}", field="alpha",
                              fix="e.g. 0.05 (a 5% false discovery rate, 95% intervals)")
+        if not isinstance(self.per_kind, bool):
+            raise InputError(f"per_kind is true or false, got {self.per_kind!r}", field="per_kind",
+                             fix="pass true (heads and MLPs thresholded apart) or false")
         if self.per_kind and self.mode == "contrast":
             raise InputError("per_kind thresholds top-k and ratio circuits; contrast mode tests every module "
                              "on its own", field="per_kind", fix="drop per_kind, or use mode 'topk' or 'ratio'")

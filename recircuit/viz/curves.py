@@ -161,6 +161,8 @@ def label_positions(x: Float[np.ndarray, " n"], y: Float[np.ndarray, " n"], xmax
 
     xspan, yspan = span(xs) or 1.0, span(ys) or 1.0
     texts = texts or ["x" * 6] * len(xs)
+    if not (len(texts) == len(xs) == len(ys)):
+        raise ValueError(f"label_positions needs one x, y and text per point; got {len(xs)}, {len(ys)} and {len(texts)}")
     boxes: list[tuple[float, float, float, float]] = []
     out = []
     for i, (xi, yi) in enumerate(zip(xs, ys)):

@@ -55,6 +55,11 @@ def test_report_and_audit_roundtrip(tmp_path):
     assert (mean, std, n) == (pytest.approx(0.2), pytest.approx(0.1), 2)
     assert "| cure | 0.2000 ± 0.1000 (n=2) |" in md.read_text()
     assert "| ga | 0.5000 | 0.6000 |" in md.read_text()      # one run: no spread shown
+    nan = UnlearningReport()
+    nan.add("x", 0, {"mia_gap": 0.5, "auc": float("nan")})
+    nan.add("x", 1, {"mia_gap": float("nan"), "auc": float("nan")})
+    assert nan.summary()["x"]["mia_gap"] == (0.5, 0.0, 1)          # a NaN is not a run that measured it
+    assert nan.summary()["x"]["auc"][2] == 0 and "| x | 0.5000 |  |" in nan.to_markdown()
     s = [make_sample(1, [(1, "A (1990)", 5)], (2, "B (1991)", 1), timestamp=3)]
     m = tiny_model(0)
     a = audit_record(s, model_hash(m), model_hash(tiny_model(1)), {"lr": 1e-5}, "cure", 1.5)

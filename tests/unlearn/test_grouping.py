@@ -33,6 +33,8 @@ def test_per_kind_thresholds_choose_among_mlps_too(tmp_path):
     assert "per_kind" not in GroupingConfig().to_dict() and GroupingConfig(per_kind=True).to_dict()["per_kind"]
     with pytest.raises(ValueError, match="per_kind"):
         GroupingConfig(mode="contrast", per_kind=True)
+    with pytest.raises(ValueError, match="per_kind"):
+        GroupingConfig(per_kind="yes")
 
 
 def test_ratio_mode_and_random_control():
