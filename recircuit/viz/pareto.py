@@ -329,11 +329,15 @@ def pareto_figure(rows: pd.DataFrame | Sequence[Mapping], x: str = "forget_jsd",
             parts = [f"{m} ({n})" for m, n in zip(few["method"], few["n_seeds"])]
             text = f"fewer than {min_seeds} seeds: " + ", ".join(parts)
             notes.append(f"deletion rate {rate_label(rate)}: {text}")
+            counts = set(few["n_seeds"])
+            if len(few) == len(at) and len(counts) == 1:      # every method alike: say it once, in short
+                n = counts.pop()
+                text = f"{n} seed{'' if n == 1 else 's'} per method (fewer than {min_seeds})"
             suffix = "" if c == 1 else str(c)
             fig.add_annotation(text="<br>".join(_wrap(text, 28)), name="few_seeds", showarrow=False, align="left",
                                xref=f"x{suffix} domain", yref=f"y{suffix} domain", x=0.02, y=0.02, xanchor="left",
                                yanchor="bottom", font={"size": 9, "color": OKABE_ITO["vermillion"]},
-                               bgcolor="rgba(255,255,255,0.85)")
+                               bgcolor="rgba(255,255,255,0)")       # no box over the points
     apply_paper_style(fig, column, height_in=3.0)
     fig.update_layout(title={"text": title or f"{METRIC_WORDS.get(x, x)} against {METRIC_WORDS.get(y, y)}, "
                                               f"per deletion rate"},

@@ -80,6 +80,13 @@ METHOD_COLORS: dict[str, str] = {
     "pcgrad": OKABE_ITO["bluish_green"],
     "e2urec": OKABE_ITO["reddish_purple"],
     "random_groups": OKABE_ITO["yellow"],
+    "cure_random": OKABE_ITO["yellow"],
+    # beyond Okabe-Ito's eight: Paul Tol's colour-blind-safe muted set, so that every method of
+    # the validity study (CURE, its variant and control, five baselines, CLUE and its control)
+    # has its own colour
+    "cure:today": "#882255",
+    "clue": "#117733",
+    "clue_random": "#999933",
 }
 
 #: Sequential colour scale (colour-blind-safe, monotone in lightness).

@@ -228,3 +228,11 @@ def test_static_png_export(rows, tmp_path):
     png = save_figure(pareto_figure(rows), tmp_path / "pareto.png").read_bytes()
     assert png.startswith(b"\x89PNG")
     assert abs(int.from_bytes(png[16:20], "big") - 672 * 300 / 96) <= 2        # double column at ~300 dpi
+
+
+def test_one_seed_for_every_method_is_said_once_in_short(rows):
+    one = rows[rows["seed"] == rows["seed"].min()]
+    fig = pareto_figure(one)
+    notes = [a for a in fig.layout.annotations if a.name == "few_seeds"]
+    assert len(notes) == 3 and all(n.text.replace("<br>", " ") == "1 seed per method (fewer than 3)" for n in notes)
+    assert "cure (1)" in fig.layout.meta["notes"][0]                 # the full list stays in the notes

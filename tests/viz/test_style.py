@@ -32,3 +32,10 @@ def test_method_colours():
     assert style.method_color("CURE") == style.METHOD_COLORS["cure"]
     assert style.method_color("Random-Groups") == style.METHOD_COLORS["random_groups"]
     assert style.method_color("MyNewMethod", 2) == style.PALETTE[2]
+
+
+def test_every_method_of_the_validity_study_has_its_own_colour():
+    study = ["original", "retrain", "cure", "cure-random", "cure:today", "ga", "graddiff", "npo", "pcgrad", "e2urec",
+             "clue", "clue-random"]
+    colours = [style.method_color(m, i) for i, m in enumerate(study)]
+    assert len(set(colours)) == len(study)
