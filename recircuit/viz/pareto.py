@@ -407,7 +407,7 @@ def _curves(curves: Mapping[str, Mapping] | pd.DataFrame, method_col: str, step_
 
 def relearn_figure(curves: Mapping[str, Mapping] | pd.DataFrame, reference: str | None = "retrain",
                    method_col: str = "method", step_col: str = "step", loss_col: str = "loss", seed_col: str = "seed",
-                   column: Column = "single", title: str | None = None) -> go.Figure:
+                   column: Column | None = None, title: str | None = None) -> go.Figure:
     """Relearning attack: loss on the held-out half of the forget set against relearning step, per method.
 
     Args:
@@ -415,7 +415,8 @@ def relearn_figure(curves: Mapping[str, Mapping] | pd.DataFrame, reference: str 
             ``method``, ``step``, ``loss`` and optionally ``seed`` columns.
         reference: the method drawn dashed as the reference (Retrain), or ``None``.
         method_col, step_col, loss_col, seed_col: column names for a DataFrame.
-        column: paper width.
+        column: paper width (default: single column for up to 6 methods, else double, so that a
+            whole study's legend fits beside readable curves).
         title: figure title.
 
     Returns:
@@ -447,13 +448,15 @@ def relearn_figure(curves: Mapping[str, Mapping] | pd.DataFrame, reference: str 
             customdata=std, meta={"role": "mean", "method": m, "n_seeds": k, "std": std.tolist()},
             hovertemplate=(f"<b>{m}</b><br>step %{{x:g}}<br>held-out forget loss %{{y:.4f}} ± %{{customdata:.4f}}"
                            f"<br>mean ± std over {k} seed{'s' if k != 1 else ''}<extra></extra>")))
+    column = column or ("single" if len(data) <= 6 else "double")
     apply_paper_style(fig, column, height_in=2.8)
     fig.update_layout(title={"text": title or "Relearning attack (Retrain dashed)"},
                       legend={"title": {"text": "mean ± std over seeds:"}})
     fig.update_xaxes(title_text="relearning step")
-    fig.update_yaxes(title_text="loss, held-out half of forget set")
+    fig.update_yaxes(title_text="held-out forget loss")
     n_entries = len(data) + 1
-    legend_below(fig, n_rows=math.ceil(n_entries / 3), columns=3)
+    per_row = 3 if column == "single" else 5
+    legend_below(fig, n_rows=math.ceil(n_entries / per_row), columns=per_row)
     return fig
 
 

@@ -179,7 +179,7 @@ def test_relearn_figure_one_line_per_method():
     assert list(bands["cure"].y) == pytest.approx(np.r_[loss.mean(0) + loss.std(0), (loss.mean(0) - loss.std(0))[::-1]])
     assert means["retrain"].line.dash == "dash" and means["cure"].line.dash == "solid"
     assert means["cure"].line.color != means["ga"].line.color
-    assert "held-out half" in fig.layout.yaxis.title.text and "relearning step" in fig.layout.xaxis.title.text
+    assert "held-out forget loss" in fig.layout.yaxis.title.text and "relearning step" in fig.layout.xaxis.title.text
     long = pd.DataFrame([{"method": m, "seed": s, "step": step, "loss": row[i]}
                          for m, c in CURVES.items() for s, row in enumerate(np.atleast_2d(c["loss"]))
                          for i, step in enumerate(c["steps"])])
