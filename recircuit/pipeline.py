@@ -964,6 +964,22 @@ def relearn_summary(curve: dict | None, original_loss_forget: np.ndarray) -> dic
             "relearn_recovered": reached is not None}
 
 
+def relearn_against_retrain(curve: dict | None, retrain_curve: dict | None) -> dict:
+    """What a relearning curve says against Retrain's curve under the same attack (same forget
+    halves, same steps): ``relearn_gap_to_retrain``, Retrain's held-out-half loss at the end
+    minus this model's. Retrain never saw the forget data, so its curve is what learning those
+    answers from scratch looks like; a positive gap means they came back faster than that, so
+    the model hid the data rather than removed it (0 for Retrain itself). Empty when either
+    curve is missing or the two attacks did not use the same halves and steps.
+    """
+    if not curve or not retrain_curve:
+        return {}
+    if list(curve.get("idx_b", [])) != list(retrain_curve.get("idx_b", [])) or \
+            list(curve.get("steps", [])) != list(retrain_curve.get("steps", [])):
+        return {}
+    return {"relearn_gap_to_retrain": float(retrain_curve["loss_b"][-1]) - float(curve["loss_b"][-1])}
+
+
 @dataclass
 class MethodRun:
     """One method on one request: its metrics row, audit record, weight changes and status.
@@ -1513,11 +1529,14 @@ def _report(config: PipelineConfig, refs: Sequence[References], runs: Sequence[M
 
     report = UnlearningReport(meta={"pipeline_config": config.to_dict(),
                                     "status": {f"{r.method} rate={r.rate} seed={r.seed}": r.status for r in runs}})
+    retrain_curves = {(r.rate, r.seed): r.relearn for r in refs}
     for who in ("original", "retrain"):
         for r in refs:
-            report.add(who, r.seed, {**r.rows[who], "rate": r.rate})
-    for r in runs:
-        report.add(r.method, r.seed, {**r.row, "rate": r.rate})
+            extra = relearn_against_retrain(r.relearn, r.relearn) if who == "retrain" else {}
+            report.add(who, r.seed, {**r.rows[who], **extra, "rate": r.rate})
+    for r in runs:       # computed here from the saved curves, so files written before it get it too
+        extra = relearn_against_retrain(r.result.get("relearn"), retrain_curves.get((r.rate, r.seed)))
+        report.add(r.method, r.seed, {**r.row, **extra, "rate": r.rate})
     return report
 
 

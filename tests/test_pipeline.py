@@ -650,3 +650,15 @@ def test_cure_and_its_control_share_one_cached_grouping_and_run_as_if_computed_i
         model, request.forget, request.retain, dataclasses.replace(cfg.loop, seed=refs.seed), reference=original,
         heldout=data.stop)
     assert model_hash(model) == runs["cure"].audit["model_sha256"]["after"]
+
+
+def test_relearning_is_read_against_retrain_learning_the_same_answers_from_scratch():
+    from recircuit.pipeline import relearn_against_retrain
+
+    retrain = {"steps": [0, 1, 2], "loss_b": [3.9, 1.6, 1.2], "idx_b": [0, 2]}
+    hid = {"steps": [0, 1, 2], "loss_b": [3.5, 1.0, 0.1], "idx_b": [0, 2]}       # came back faster: hidden
+    assert relearn_against_retrain(hid, retrain)["relearn_gap_to_retrain"] == pytest.approx(1.1)
+    assert relearn_against_retrain(retrain, retrain) == {"relearn_gap_to_retrain": 0.0}
+    assert relearn_against_retrain({**hid, "idx_b": [1, 3]}, retrain) == {}       # other halves: no comparison
+    assert relearn_against_retrain({**hid, "steps": [0, 2, 4]}, retrain) == {}
+    assert relearn_against_retrain(None, retrain) == relearn_against_retrain(hid, None) == {}
