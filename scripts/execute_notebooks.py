@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("only", nargs="*", help="notebook name prefixes (default: all)")
     ap.add_argument("--write", action="store_true", help="save the executed notebooks in place (with outputs)")
     ap.add_argument("--out", default=None, help="save the executed notebooks into this folder instead")
-    ap.add_argument("--timeout", type=int, default=1800, help="seconds per cell")
+    ap.add_argument("--timeout", type=int, default=3600,
+                    help="seconds per cell (a first run trains the base recommender and Original in one cell)")
     args = ap.parse_args(argv)
     os.environ.setdefault("RECIRCUIT_PROFILE", "quick")
     os.environ["RECIRCUIT_STATIC_FIGURES"] = "1"      # plotly figures also as PNG (renders without JavaScript)
