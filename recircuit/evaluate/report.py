@@ -103,8 +103,17 @@ class UnlearningReport:
 
     def to_markdown(self, columns: Sequence[str] | None = None) -> str:
         """Methods as rows, metrics as columns, ``mean ± std (n)`` over runs; a value measured once
-        is shown alone (a spread over one run would read as a certainty it does not have)."""
-        summ = self.summary()
+        is shown alone (a spread over one run would read as a certainty it does not have). Rows of
+        several deletion rates (a grid) are summarized per rate, as ``method @ rate`` rows, never
+        averaged across rates."""
+        rates = list(dict.fromkeys(r["rate"] for r in self.rows if isinstance(r.get("rate"), int | float)))
+        if len(rates) > 1:
+            summ = {}
+            for rate in sorted(rates):
+                part = UnlearningReport([r for r in self.rows if r.get("rate") == rate])
+                summ.update({f"{m} @ {rate:g}": v for m, v in part.summary().items()})
+        else:
+            summ = self.summary()
         cols = list(columns or dict.fromkeys(k for m in summ.values() for k in m))
         lines = ["| method | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
 

@@ -163,3 +163,16 @@ def test_score_and_loss_and_the_unlearning_objectives_share_one_answer_pass(monk
     samples = [make_sample(u, [(1, "A (1990)", 5)], (2, "B (1991)", u % 2 * 4 + 1)) for u in range(5)]
     p, loss = score_and_loss(tiny_model(0), samples, batch_size=3)
     assert calls == [3, 2] and p.shape == loss.shape == (5,)
+
+
+def test_a_grid_table_is_summarized_per_rate_never_across_rates():
+    rep = UnlearningReport()
+    rep.add("cure", 1, {"forget_jsd": 0.1, "rate": 0.05})
+    rep.add("cure", 1, {"forget_jsd": 0.3, "rate": 0.1})
+    rep.add("cure", 2, {"forget_jsd": 0.5, "rate": 0.1})
+    md = rep.to_markdown(columns=["forget_jsd"])
+    assert "| cure @ 0.05 | 0.1000 |" in md and "| cure @ 0.1 | 0.4000 ± 0.1000 (n=2) |" in md
+    assert "0.3000 ±" not in md                                     # no mean over 5% and 10%
+    one = UnlearningReport()
+    one.add("cure", 1, {"forget_jsd": 0.1, "rate": 0.05})
+    assert "| cure | 0.1000 |" in one.to_markdown(columns=["forget_jsd"])   # one rate: plain method rows
